@@ -1,0 +1,135 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// ExitError ends the process with Code. A nil Err prints nothing: the
+// command already said what happened (a script's own exit code, a verdict).
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// UsageError is bad input from the user: a flag value, an argument.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// UsageErrorf formats a UsageError.
+func UsageErrorf(format string, a ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, a...)}
+}
+
+// HintError carries the line that tells the user how to fix the error.
+type HintError struct {
+	Err  error
+	Hint string
+}
+
+func (e *HintError) Error() string { return e.Err.Error() }
+func (e *HintError) Unwrap() error { return e.Err }
+
+// WithHint attaches a fix to err.
+func WithHint(err error, hint string) error {
+	if err == nil {
+		return nil
+	}
+	return &HintError{Err: err, Hint: hint}
+}
+
+// Main runs kanade with the process's arguments and returns the exit code.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	io := SystemIO()
+	root := NewRootCmd(&Factory{IO: io})
+	err := root.ExecuteContext(ctx)
+	return ReportError(io.ErrOut, err)
+}
+
+// ReportError prints err as `error: …` plus a hint line and returns the exit code.
+func ReportError(w io.Writer, err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) && ee.Err == nil {
+		return ee.Code
+	}
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(w, "interrupted")
+		return 130
+	}
+	fmt.Fprintf(w, "error: %v\n", err)
+	if h := hintFor(err); h != "" {
+		fmt.Fprintf(w, "hint: %s\n", h)
+	}
+	switch {
+	case ee != nil:
+		return ee.Code
+	case isUsage(err):
+		return ExitUsage
+	}
+	return ExitFailure
+}
+
+func isUsage(err error) bool {
+	var ue *UsageError
+	if errors.As(err, &ue) {
+		return true
+	}
+	// cobra's own argument errors are plain errors.
+	return false
+}
+
+// hintFor picks the fix for well-known failures.
+func hintFor(err error) string {
+	var he *HintError
+	if errors.As(err, &he) {
+		return he.Hint
+	}
+	switch {
+	case errors.Is(err, core.ErrBrokerUnreachable):
+		return "is the broker running? start one with `kanade devbroker`, or point --server / KANADE_NATS_URL at yours"
+	case errors.Is(err, core.ErrInsufficientResources):
+		return "rerun with `kanade jetstream setup --profile dev`, or give JetStream more disk (max_file_store)"
+	case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrBucketNotFound):
+		return "run `kanade jetstream setup` first"
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return "the broker runs without JetStream: start nats-server with -js (or use `kanade devbroker`)"
+	case errors.Is(err, nats.ErrNoResponders):
+		return "nobody answered: is the agent online? pc ids are case-sensitive"
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrPermissionViolation):
+		return "check the credentials (--creds, --nkey, --user/--password, KANADE_NATS_TOKEN) and their permissions"
+	}
+	return ""
+}

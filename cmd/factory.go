@@ -1,0 +1,156 @@
+// Package cmd is kanade's command tree. Each file holds one command and its
+// runner; only this package reads viper or writes to the terminal.
+package cmd
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/term"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+)
+
+// IOStreams are a command's input and outputs. Out carries results; ErrOut
+// carries progress, notes and errors.
+type IOStreams struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+	// OutTTY is true when Out is a terminal: tables, relative times, colour.
+	OutTTY bool
+	// ErrTTY is true when ErrOut is a terminal.
+	ErrTTY bool
+	// InTTY is true when In is a terminal, so prompting is allowed.
+	InTTY bool
+	// NoColor is set by NO_COLOR.
+	NoColor bool
+}
+
+// Color reports whether Out may be coloured.
+func (s *IOStreams) Color() bool { return s.OutTTY && !s.NoColor }
+
+// SystemIO returns the process's streams.
+func SystemIO() *IOStreams {
+	_, noColor := os.LookupEnv("NO_COLOR")
+	return &IOStreams{
+		In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr,
+		OutTTY:  isTerminal(os.Stdout),
+		ErrTTY:  isTerminal(os.Stderr),
+		InTTY:   isTerminal(os.Stdin),
+		NoColor: noColor,
+	}
+}
+
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
+
+// TestIO returns streams backed by buffers; tty sets every terminal flag.
+func TestIO(in io.Reader, out, errOut io.Writer, tty bool) *IOStreams {
+	return &IOStreams{In: in, Out: out, ErrOut: errOut, OutTTY: tty, ErrTTY: tty, InTTY: tty}
+}
+
+// Factory holds what commands need, lazily: nothing dials the broker until a
+// command's runner asks, so --help, docs and completions never touch the network.
+type Factory struct {
+	IO *IOStreams
+	// Config returns the resolved CLI configuration (flags > env > file).
+	Config func() (*CLIConfig, error)
+	// Conn returns the shared broker connection, dialled on first use.
+	Conn func(ctx context.Context) (*nats.Conn, error)
+	// JetStream returns a JetStream context on Conn.
+	JetStream func(ctx context.Context) (jetstream.JetStream, error)
+	// Log is the operator-side logger (stderr).
+	Log func() *slog.Logger
+	// Now is the clock of relative times and status rules.
+	Now func() time.Time
+}
+
+// CLIConfig is the operator CLI's configuration, unmarshalled once from viper.
+type CLIConfig struct {
+	Server    string        `mapstructure:"server"`
+	Creds     string        `mapstructure:"creds"`
+	NKey      string        `mapstructure:"nkey"`
+	User      string        `mapstructure:"user"`
+	Password  string        `mapstructure:"password"`
+	TLSCA     string        `mapstructure:"tls-ca"`
+	TLSCert   string        `mapstructure:"tls-cert"`
+	TLSKey    string        `mapstructure:"tls-key"`
+	Timeout   time.Duration `mapstructure:"timeout"`
+	LogLevel  string        `mapstructure:"log-level"`
+	LogFormat string        `mapstructure:"log-format"`
+	// Token comes from KANADE_NATS_TOKEN only: never a flag, never the file.
+	Token string `mapstructure:"-"`
+}
+
+// ConnectOptions turns the CLI config into core connect options for role.
+func (c *CLIConfig) ConnectOptions(role string) core.ConnectOptions {
+	return core.ConnectOptions{
+		URL: c.Server, Creds: c.Creds, NKey: c.NKey, User: c.User, Password: c.Password,
+		Token: c.Token, TLSCA: c.TLSCA, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
+		Timeout: c.Timeout, Name: core.ConnectionName(role, ""),
+	}
+}
+
+// newConnFuncs returns Conn and JetStream funcs sharing one lazily dialled
+// connection for the whole command run.
+func newConnFuncs(cfg func() (*CLIConfig, error)) (func(context.Context) (*nats.Conn, error), func(context.Context) (jetstream.JetStream, error), func()) {
+	var (
+		mu sync.Mutex
+		nc *nats.Conn
+		js jetstream.JetStream
+	)
+	conn := func(ctx context.Context) (*nats.Conn, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if nc != nil {
+			return nc, nil
+		}
+		c, err := cfg()
+		if err != nil {
+			return nil, err
+		}
+		conn, err := core.Connect(c.ConnectOptions("operator"))
+		if err != nil {
+			return nil, err
+		}
+		nc = conn
+		return nc, nil
+	}
+	jsf := func(ctx context.Context) (jetstream.JetStream, error) {
+		c, err := conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if js == nil {
+			cfgv, _ := cfg()
+			timeout := core.DefaultTimeout
+			if cfgv != nil && cfgv.Timeout > 0 {
+				timeout = cfgv.Timeout
+			}
+			js, err = jetstream.New(c, jetstream.WithDefaultTimeout(timeout))
+			if err != nil {
+				return nil, err
+			}
+		}
+		return js, nil
+	}
+	closeFn := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if nc != nil {
+			// Flush best-effort publishes (audit) before leaving.
+			_ = nc.FlushTimeout(time.Second)
+			nc.Close()
+			nc = nil
+		}
+	}
+	return conn, jsf, closeFn
+}

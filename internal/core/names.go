@@ -1,0 +1,233 @@
+// Package core is the single home of kanade's contract with the fleet: subject
+// names, wire types, the JetStream resource list, connection handling and the
+// offline-tolerant retry helpers. Every wire name used anywhere in the binary is
+// spelled exactly once, in this package, and matches upstream kanadehq/kanade.
+package core
+
+import (
+	"strings"
+)
+
+// Stream names (SPEC §5).
+const (
+	StreamInventory = "INVENTORY"
+	StreamResults   = "RESULTS"
+	StreamExec      = "EXEC"
+	StreamEvents    = "EVENTS"
+	StreamAudit     = "AUDIT"
+	StreamObsEvents = "OBS_EVENTS"
+)
+
+// KV bucket names (SPEC §5).
+const (
+	BucketScriptCurrent = "script_current"
+	BucketScriptStatus  = "script_status"
+	BucketAgentsState   = "agents_state"
+	BucketAgentConfig   = "agent_config"
+	BucketAgentGroups   = "agent_groups"
+	BucketSchedules     = "schedules"
+	BucketJobs          = "jobs"
+	BucketFleetConfig   = "fleet_config"
+	BucketJobsYAML      = "jobs_yaml"
+	BucketSchedulesYAML = "schedules_yaml"
+)
+
+// Object store names (SPEC §5).
+const (
+	ObjectAgentReleases = "agent_releases"
+	ObjectAppPackages   = "app_packages"
+	ObjectScripts       = "scripts"
+	ObjectResultOutput  = "result_output"
+)
+
+// Values of script_status entries (SPEC §6.4).
+const (
+	ScriptStatusRevoked = "REVOKED"
+	ScriptStatusActive  = "ACTIVE"
+)
+
+// Keys of the agent_config bucket (SPEC §4 ConfigScope).
+const (
+	ConfigKeyGlobal      = "global"
+	configKeyGroupPrefix = "groups."
+	configKeyPCPrefix    = "pcs."
+	// ConfigKeyLegacyTarget is upstream's pre-scope bare key; agents ignore it.
+	ConfigKeyLegacyTarget = "target_version"
+)
+
+// ConfigKeyGroup is the agent_config key of group g's scope.
+func ConfigKeyGroup(g string) string { return configKeyGroupPrefix + g }
+
+// ConfigKeyPC is the agent_config key of pc's own scope.
+func ConfigKeyPC(pc string) string { return configKeyPCPrefix + pc }
+
+// ParseConfigKey splits an agent_config key into its scope kind ("global",
+// "group", "pc") and name. ok is false for keys that are not scopes (the legacy
+// bare target_version key, anything unknown).
+func ParseConfigKey(key string) (kind, name string, ok bool) {
+	switch {
+	case key == ConfigKeyGlobal:
+		return "global", "", true
+	case strings.HasPrefix(key, configKeyGroupPrefix) && len(key) > len(configKeyGroupPrefix):
+		return "group", key[len(configKeyGroupPrefix):], true
+	case strings.HasPrefix(key, configKeyPCPrefix) && len(key) > len(configKeyPCPrefix):
+		return "pc", key[len(configKeyPCPrefix):], true
+	}
+	return "", "", false
+}
+
+// Subjects (SPEC §3).
+const (
+	SubjectCommandsAll        = "commands.all"
+	SubjectCommandsWildcard   = "commands.>"
+	SubjectHeartbeatWildcard  = "heartbeat.>"
+	subjectCommandsGroup      = "commands.group."
+	subjectCommandsPC         = "commands.pc."
+	subjectResults            = "results."
+	subjectEventsStarted      = "events.started."
+	subjectHeartbeat          = "heartbeat."
+	subjectAgents             = "agents."
+	subjectLogsFetch          = "logs.fetch."
+	subjectKill               = "kill."
+	subjectInventory          = "inventory."
+	subjectAuditOperator      = "audit.operator."
+	SubjectInventoryHWSuffix  = "hw"
+	SubjectInventorySWSuffix  = "sw"
+	SubjectInventoryNetSuffix = "net"
+)
+
+// SubjectCommandsGroup is where commands for group g are published.
+func SubjectCommandsGroup(g string) string { return subjectCommandsGroup + g }
+
+// SubjectCommandsPC is where commands for one pc are published.
+func SubjectCommandsPC(pc string) string { return subjectCommandsPC + pc }
+
+// SubjectResults is where the results of one request are published.
+func SubjectResults(requestID string) string { return subjectResults + requestID }
+
+// SubjectEventsStarted announces that exec_id started on pc.
+func SubjectEventsStarted(execID, pc string) string {
+	return subjectEventsStarted + execID + "." + pc
+}
+
+// SubjectHeartbeat is pc's heartbeat subject.
+func SubjectHeartbeat(pc string) string { return subjectHeartbeat + pc }
+
+// PCFromHeartbeatSubject returns the pc id of a heartbeat.<pc> subject.
+func PCFromHeartbeatSubject(subject string) (string, bool) {
+	if !strings.HasPrefix(subject, subjectHeartbeat) || len(subject) == len(subjectHeartbeat) {
+		return "", false
+	}
+	return subject[len(subjectHeartbeat):], true
+}
+
+// SubjectPing is the request/reply liveness probe of pc.
+func SubjectPing(pc string) string { return subjectAgents + pc + ".ping" }
+
+// SubjectLogsFetch is the request/reply log-tail subject of pc.
+func SubjectLogsFetch(pc string) string { return subjectLogsFetch + pc }
+
+// SubjectKill is the core subject that stops the run of execID.
+func SubjectKill(execID string) string { return subjectKill + execID }
+
+// SubjectInventory is inventory.<pc>.<kind> with kind hw, sw or net.
+func SubjectInventory(pc, kind string) string { return subjectInventory + pc + "." + kind }
+
+// SubjectAudit is audit.operator.<action>[.<target>].
+func SubjectAudit(action, target string) string {
+	if target == "" {
+		return subjectAuditOperator + action
+	}
+	return subjectAuditOperator + action + "." + target
+}
+
+// CommandFilterSubjects lists the EXEC subjects pc listens to, in the order
+// commands.all, commands.pc.<pc>, then one commands.group.<g> per group.
+func CommandFilterSubjects(pc string, groups []string) []string {
+	out := make([]string, 0, 2+len(groups))
+	out = append(out, SubjectCommandsAll, SubjectCommandsPC(pc))
+	for _, g := range groups {
+		out = append(out, SubjectCommandsGroup(g))
+	}
+	return out
+}
+
+// ReplayConsumerName is the durable replay consumer of pc on EXEC:
+// agent_replay_<pc> with every character outside [A-Za-z0-9_-] replaced by _.
+func ReplayConsumerName(pc string) string {
+	return "agent_replay_" + SanitizeToken(pc)
+}
+
+// SanitizeToken replaces every character outside [A-Za-z0-9_-] with '_'.
+func SanitizeToken(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}
+
+// ValidToken reports whether s can stand as one token of a subject: not empty,
+// no '.', no wildcard and no whitespace. PC ids and group names must be valid
+// tokens to be addressed.
+func ValidToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r == '.' || r == '*' || r == '>' || r == ' ' || r == '\t' || r == '\r' || r == '\n' || r == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Shells accepted in Command.shell.
+const (
+	ShellPowerShell = "powershell"
+	ShellPwsh       = "pwsh"
+	ShellCmd        = "cmd"
+	ShellSh         = "sh"
+)
+
+// Values of Command.run_as.
+const (
+	RunAsSystem    = "system"
+	RunAsUser      = "user"
+	RunAsSystemGUI = "system_gui"
+)
+
+// AdhocManifestID and AdhocVersion identify commands published by `kanade run`.
+const (
+	AdhocManifestID = "adhoc-run"
+	AdhocVersion    = "0.0.0"
+)
+
+// Synthetic and special exit codes (SPEC §4).
+const (
+	ExitKilled          = -1
+	ExitSignatureDenied = 123
+	ExitVersionPin      = 124
+	ExitDeadline        = 125
+	ExitRevoked         = 126
+	ExitStaleness       = 127
+)
+
+// ExitCodeUpdate is the agent's exit code after staging a self-update, so the
+// service manager restarts it on the new build.
+const ExitCodeUpdate = 64
+
+// Object key suffixes for overflowed output in result_output.
+const (
+	OutputStdout = "stdout"
+	OutputStderr = "stderr"
+)
+
+// ResultOutputKey is the result_output object holding one overflowed stream.
+func ResultOutputKey(requestID, stream string) string { return requestID + "/" + stream }

@@ -1,0 +1,403 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Kind is the kind of a JetStream resource.
+type Kind string
+
+// Resource kinds, as `kanade jetstream delete KIND NAME` spells them.
+const (
+	KindStream Kind = "stream"
+	KindKV     Kind = "kv"
+	KindObject Kind = "object"
+)
+
+// ParseKind reads a KIND argument; it accepts a few common spellings.
+func ParseKind(s string) (Kind, error) {
+	switch s {
+	case "stream", "streams":
+		return KindStream, nil
+	case "kv", "bucket", "key-value", "keyvalue":
+		return KindKV, nil
+	case "object", "obj", "objects", "object-store", "objectstore":
+		return KindObject, nil
+	}
+	return "", fmt.Errorf("unknown resource kind %q (want stream, kv or object)", s)
+}
+
+// Profile selects the byte caps of the resource list.
+type Profile string
+
+// Profiles of `jetstream setup --profile`.
+const (
+	ProfileProduction Profile = "production"
+	ProfileDev        Profile = "dev"
+)
+
+// DevDivisor divides every byte cap in the dev profile (SPEC §5).
+const DevDivisor = 64
+
+// ParseProfile reads a --profile value.
+func ParseProfile(s string) (Profile, error) {
+	switch Profile(s) {
+	case ProfileProduction, "":
+		return ProfileProduction, nil
+	case ProfileDev:
+		return ProfileDev, nil
+	}
+	return "", fmt.Errorf("unknown profile %q (want production or dev)", s)
+}
+
+// Resource is one JetStream resource kanade expects (SPEC §5). Every KV bucket
+// and object store is backed by a stream; the fields here are the ones setup
+// owns and compares.
+type Resource struct {
+	Kind     Kind
+	Name     string
+	Subjects []string      // streams only
+	MaxAge   time.Duration // 0 = unlimited
+	MaxBytes int64         // -1 = unlimited
+	// MaxMsgsPerSubject is 1 for EXEC; for KV buckets it is the history.
+	MaxMsgsPerSubject int64
+	Replicas          int
+}
+
+// StreamName is the name of the stream behind the resource.
+func (r Resource) StreamName() string {
+	switch r.Kind {
+	case KindKV:
+		return "KV_" + r.Name
+	case KindObject:
+		return "OBJ_" + r.Name
+	}
+	return r.Name
+}
+
+// String names the resource for humans: `stream "RESULTS"`.
+func (r Resource) String() string { return fmt.Sprintf("%s %q", r.Kind, r.Name) }
+
+const (
+	mib = int64(1) << 20
+	gib = int64(1) << 30
+	day = 24 * time.Hour
+)
+
+// canonical is the one list of resources (SPEC §5); setup, status, delete and
+// reset all read it through Resources.
+var canonical = []Resource{
+	{Kind: KindStream, Name: StreamInventory, Subjects: []string{"inventory.>"}, MaxAge: 90 * day, MaxBytes: gib},
+	{Kind: KindStream, Name: StreamResults, Subjects: []string{"results.>"}, MaxAge: 30 * day, MaxBytes: 2 * gib},
+	{Kind: KindStream, Name: StreamExec, Subjects: []string{SubjectCommandsWildcard}, MaxAge: 7 * day, MaxBytes: 64 * mib, MaxMsgsPerSubject: 1},
+	{Kind: KindStream, Name: StreamEvents, Subjects: []string{"events.>"}, MaxAge: 7 * day, MaxBytes: 256 * mib},
+	{Kind: KindStream, Name: StreamAudit, Subjects: []string{"audit.>"}, MaxAge: 90 * day, MaxBytes: 512 * mib},
+	{Kind: KindStream, Name: StreamObsEvents, Subjects: []string{"obs.>"}, MaxAge: 90 * day, MaxBytes: 512 * mib},
+	{Kind: KindKV, Name: BucketScriptCurrent, MaxMsgsPerSubject: 5, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketScriptStatus, MaxMsgsPerSubject: 5, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketAgentsState, MaxMsgsPerSubject: 1, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketAgentConfig, MaxMsgsPerSubject: 5, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketAgentGroups, MaxMsgsPerSubject: 5, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketSchedules, MaxMsgsPerSubject: 5, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketJobs, MaxMsgsPerSubject: 5, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketFleetConfig, MaxMsgsPerSubject: 1, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketJobsYAML, MaxMsgsPerSubject: 5, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketSchedulesYAML, MaxMsgsPerSubject: 5, MaxBytes: -1},
+	{Kind: KindObject, Name: ObjectAgentReleases, MaxBytes: -1},
+	{Kind: KindObject, Name: ObjectAppPackages, MaxBytes: -1},
+	{Kind: KindObject, Name: ObjectScripts, MaxBytes: -1},
+	{Kind: KindObject, Name: ObjectResultOutput, MaxAge: 30 * day, MaxBytes: gib},
+}
+
+// SetupOptions select the profile and replica count of the resource list.
+type SetupOptions struct {
+	Profile  Profile
+	Replicas int // 0 means 1
+}
+
+// Resources returns the expected resources for opts, in setup order.
+func Resources(opts SetupOptions) []Resource {
+	replicas := max(opts.Replicas, 1)
+	out := make([]Resource, len(canonical))
+	for i, r := range canonical {
+		r.Subjects = slices.Clone(r.Subjects)
+		if opts.Profile == ProfileDev && r.MaxBytes > 0 {
+			r.MaxBytes /= DevDivisor
+		}
+		r.Replicas = replicas
+		out[i] = r
+	}
+	return out
+}
+
+// FindResource looks a resource up by kind and name in the canonical list.
+func FindResource(kind Kind, name string, opts SetupOptions) (Resource, bool) {
+	for _, r := range Resources(opts) {
+		if r.Kind == kind && r.Name == name {
+			return r, true
+		}
+	}
+	return Resource{}, false
+}
+
+func (r Resource) streamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              r.Name,
+		Subjects:          r.Subjects,
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Discard:           jetstream.DiscardOld,
+		MaxAge:            r.MaxAge,
+		MaxBytes:          r.MaxBytes,
+		MaxMsgsPerSubject: perSubject(r.MaxMsgsPerSubject),
+		Replicas:          r.Replicas,
+	}
+}
+
+func (r Resource) kvConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:   r.Name,
+		History:  uint8(r.MaxMsgsPerSubject),
+		TTL:      r.MaxAge,
+		MaxBytes: r.MaxBytes,
+		Storage:  jetstream.FileStorage,
+		Replicas: r.Replicas,
+	}
+}
+
+func (r Resource) objectConfig() jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:   r.Name,
+		TTL:      r.MaxAge,
+		MaxBytes: r.MaxBytes,
+		Storage:  jetstream.FileStorage,
+		Replicas: r.Replicas,
+	}
+}
+
+func perSubject(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// Action is what setup does (or would do) to a resource.
+type Action string
+
+// Plan actions.
+const (
+	ActionCreate    Action = "create"
+	ActionUpdate    Action = "update"
+	ActionUnchanged Action = "unchanged"
+	// ActionRecreate: the resource differs in a way the broker cannot update
+	// in place; setup keeps it and warns, `jetstream delete` then setup fixes it.
+	ActionRecreate Action = "recreate"
+	// ActionUnknown: the broker did not answer for this resource.
+	ActionUnknown Action = "unknown"
+)
+
+// FieldDiff is one field where the broker's resource differs from the expected one.
+type FieldDiff struct {
+	Field string `json:"field"`
+	Have  string `json:"have"`
+	Want  string `json:"want"`
+	// Fixed is false when the broker cannot change the field in place.
+	Fixed bool `json:"-"`
+}
+
+// ResourceState is the broker's view of one expected resource.
+type ResourceState struct {
+	Resource
+	Exists   bool
+	Action   Action
+	Diff     []FieldDiff
+	Messages uint64
+	Bytes    uint64
+	// Err is set when the lookup failed for a reason other than "not found".
+	Err error
+}
+
+// Plan compares every expected resource with the broker.
+func Plan(ctx context.Context, js jetstream.JetStream, opts SetupOptions) []ResourceState {
+	res := Resources(opts)
+	out := make([]ResourceState, len(res))
+	for i, r := range res {
+		out[i] = planOne(ctx, js, r)
+	}
+	return out
+}
+
+func planOne(ctx context.Context, js jetstream.JetStream, r Resource) ResourceState {
+	st := ResourceState{Resource: r}
+	s, err := js.Stream(ctx, r.StreamName())
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		st.Action = ActionCreate
+		return st
+	}
+	if err != nil {
+		st.Action = ActionUnknown
+		st.Err = fmt.Errorf("look up %s: %w", r, err)
+		return st
+	}
+	info := s.CachedInfo()
+	st.Exists = true
+	st.Messages = info.State.Msgs
+	st.Bytes = info.State.Bytes
+	st.Diff = diffConfig(r, info.Config)
+	st.Action = ActionUnchanged
+	for _, d := range st.Diff {
+		if !d.Fixed {
+			st.Action = ActionRecreate
+			break
+		}
+		st.Action = ActionUpdate
+	}
+	return st
+}
+
+func diffConfig(r Resource, have jetstream.StreamConfig) []FieldDiff {
+	var d []FieldDiff
+	add := func(field, h, w string, fixed bool) {
+		if h != w {
+			d = append(d, FieldDiff{Field: field, Have: h, Want: w, Fixed: fixed})
+		}
+	}
+	add("max_age", FormatDuration(have.MaxAge), FormatDuration(r.MaxAge), true)
+	add("max_bytes", strconv.FormatInt(have.MaxBytes, 10), strconv.FormatInt(r.MaxBytes, 10), true)
+	hr := max(have.Replicas, 1)
+	add("replicas", strconv.Itoa(hr), strconv.Itoa(r.Replicas), true)
+	add("storage", have.Storage.String(), jetstream.FileStorage.String(), false)
+	switch r.Kind {
+	case KindStream:
+		add("subjects", fmt.Sprint(have.Subjects), fmt.Sprint(r.Subjects), true)
+		add("max_msgs_per_subject", strconv.FormatInt(perSubject(have.MaxMsgsPerSubject), 10), strconv.FormatInt(perSubject(r.MaxMsgsPerSubject), 10), true)
+		add("discard", have.Discard.String(), jetstream.DiscardOld.String(), true)
+	case KindKV:
+		add("history", strconv.FormatInt(have.MaxMsgsPerSubject, 10), strconv.FormatInt(r.MaxMsgsPerSubject, 10), true)
+	}
+	return d
+}
+
+// ErrInsufficientResources is returned when the broker cannot reserve a
+// resource's max_bytes (JetStream error 10047).
+var ErrInsufficientResources = errors.New("insufficient JetStream storage")
+
+const jsErrInsufficientResources jetstream.ErrorCode = 10047
+
+// SetupResult is what setup did to one resource.
+type SetupResult struct {
+	ResourceState
+	// Done is the action taken: create, update, unchanged, or recreate when
+	// an in-place update was refused and the resource was kept.
+	Done    Action
+	Warning string
+	Err     error
+}
+
+// Setup creates or updates every expected resource. It goes on after a
+// failure so one bad resource does not hide the state of the others, calls
+// progress after each resource, and returns the first error.
+func Setup(ctx context.Context, js jetstream.JetStream, opts SetupOptions, progress func(SetupResult)) ([]SetupResult, error) {
+	var firstErr error
+	var out []SetupResult
+	for _, st := range Plan(ctx, js, opts) {
+		res := applyOne(ctx, js, st)
+		if res.Err != nil && firstErr == nil {
+			firstErr = res.Err
+		}
+		if progress != nil {
+			progress(res)
+		}
+		out = append(out, res)
+	}
+	return out, firstErr
+}
+
+func applyOne(ctx context.Context, js jetstream.JetStream, st ResourceState) SetupResult {
+	res := SetupResult{ResourceState: st, Done: st.Action}
+	r := st.Resource
+	if st.Action == ActionUnchanged {
+		return res
+	}
+	var err error
+	switch r.Kind {
+	case KindStream:
+		_, err = js.CreateOrUpdateStream(ctx, r.streamConfig())
+	case KindKV:
+		_, err = js.CreateOrUpdateKeyValue(ctx, r.kvConfig())
+	case KindObject:
+		if !st.Exists || st.Action == ActionUnknown {
+			_, err = js.CreateObjectStore(ctx, r.objectConfig())
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				err = nil
+			}
+		} else {
+			// An object store that exists with another config is updated where
+			// the broker allows it and otherwise kept (SPEC §5).
+			if _, uerr := js.UpdateObjectStore(ctx, r.objectConfig()); uerr != nil {
+				res.Done = ActionRecreate
+				res.Warning = fmt.Sprintf("%s exists with another config and the broker refused to update it (%v); kept as is", r, uerr)
+				return res
+			}
+		}
+	}
+	if err != nil {
+		res.Err = setupError(r, st, err)
+		return res
+	}
+	if st.Action == ActionUnknown {
+		res.Done = ActionCreate
+	}
+	if st.Action == ActionRecreate {
+		// CreateOrUpdate may still refuse the fields it cannot change; if it
+		// did not, the resource is now reconciled.
+		res.Done = ActionUpdate
+	}
+	return res
+}
+
+func setupError(r Resource, st ResourceState, err error) error {
+	verb := "create"
+	if st.Exists {
+		verb = "update"
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrInsufficientResources {
+		return fmt.Errorf("%s %s: %w: the broker cannot reserve max_bytes=%d (%v); free disk, raise max_file_store, or run `kanade jetstream setup --profile dev` (byte caps / %d)",
+			verb, r, ErrInsufficientResources, r.MaxBytes, apiErr, DevDivisor)
+	}
+	return fmt.Errorf("%s %s: %w", verb, r, err)
+}
+
+// ErrResourceNotFound is returned by DeleteResource when there is nothing to delete.
+var ErrResourceNotFound = errors.New("resource not found")
+
+// DeleteResource deletes one stream, KV bucket or object store.
+func DeleteResource(ctx context.Context, js jetstream.JetStream, kind Kind, name string) error {
+	var err error
+	switch kind {
+	case KindStream:
+		err = js.DeleteStream(ctx, name)
+	case KindKV:
+		err = js.DeleteKeyValue(ctx, name)
+	case KindObject:
+		err = js.DeleteObjectStore(ctx, name)
+	default:
+		return fmt.Errorf("unknown resource kind %q", kind)
+	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("delete %s %q: %w", kind, name, ErrResourceNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("delete %s %q: %w", kind, name, err)
+	}
+	return nil
+}

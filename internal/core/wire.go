@@ -1,0 +1,326 @@
+package core
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Now is the wire clock: the current instant in UTC, as every wire time is.
+func Now() time.Time { return time.Now().UTC() }
+
+// Staleness modes of Command.staleness.
+const (
+	StalenessCached    = "cached"
+	StalenessUnchecked = "unchecked"
+	StalenessStrict    = "strict"
+)
+
+// Staleness is the Command's policy for running on cached gate data while the
+// agent has been cut off from the broker.
+type Staleness struct {
+	Mode        string    `json:"mode"`
+	MaxCacheAge *Duration `json:"max_cache_age,omitempty"`
+}
+
+// ErrStrictWithoutMaxAge is returned when a strict staleness has no max_cache_age.
+var ErrStrictWithoutMaxAge = errors.New(`staleness mode "strict" needs max_cache_age`)
+
+// UnmarshalJSON validates the mode and the strict rule.
+func (s *Staleness) UnmarshalJSON(b []byte) error {
+	type raw Staleness
+	var r raw
+	if err := json.Unmarshal(b, &r); err != nil {
+		return err
+	}
+	switch r.Mode {
+	case StalenessCached, StalenessUnchecked:
+		r.MaxCacheAge = nil
+	case StalenessStrict:
+		if r.MaxCacheAge == nil {
+			return ErrStrictWithoutMaxAge
+		}
+	default:
+		return fmt.Errorf("unknown staleness mode %q (want cached, unchecked or strict)", r.Mode)
+	}
+	*s = Staleness(r)
+	return nil
+}
+
+// Command is what operators publish on commands.* (SPEC §4).
+type Command struct {
+	ID         string     `json:"id"`
+	Version    string     `json:"version"`
+	RequestID  string     `json:"request_id"`
+	ExecID     *string    `json:"exec_id"`
+	Shell      string     `json:"shell"`
+	Script     string     `json:"script"`
+	TimeoutSec uint64     `json:"timeout_secs"`
+	JitterSec  *uint64    `json:"jitter_secs"`
+	RunAs      string     `json:"run_as"`
+	Cwd        string     `json:"cwd,omitempty"`
+	DeadlineAt *time.Time `json:"deadline_at,omitempty"`
+	Staleness  Staleness  `json:"staleness"`
+}
+
+// MaxTimeout caps timeout_secs so a huge value cannot overflow time.Duration;
+// a year is longer than any script should live.
+const MaxTimeout = 365 * 24 * time.Hour
+
+// Timeout is the effective timeout: max(timeout_secs, 1) seconds, capped at MaxTimeout.
+func (c *Command) Timeout() time.Duration {
+	n := c.TimeoutSec
+	if n < 1 {
+		n = 1
+	}
+	if n > uint64(MaxTimeout/time.Second) {
+		return MaxTimeout
+	}
+	return time.Duration(n) * time.Second
+}
+
+// Jitter is the upper bound of the random start delay, zero when unset.
+func (c *Command) Jitter() time.Duration {
+	if c.JitterSec == nil || *c.JitterSec == 0 {
+		return 0
+	}
+	if *c.JitterSec > uint64(MaxTimeout/time.Second) {
+		return MaxTimeout
+	}
+	return time.Duration(*c.JitterSec) * time.Second
+}
+
+// ExecIDValue is exec_id, or "" when unset.
+func (c *Command) ExecIDValue() string {
+	if c.ExecID == nil {
+		return ""
+	}
+	return *c.ExecID
+}
+
+// UnmarshalJSON applies the lenient decode rules: unknown fields ignored, the
+// old job_id name for exec_id, run_as defaulting to system, staleness to cached,
+// and the required fields present.
+func (c *Command) UnmarshalJSON(b []byte) error {
+	type plain Command
+	var r struct {
+		plain
+		JobID      *string         `json:"job_id"`
+		RawTimeout json.RawMessage `json:"timeout_secs"`
+		RawStale   json.RawMessage `json:"staleness"`
+	}
+	// Decode staleness separately so a null staleness means the default.
+	if err := json.Unmarshal(b, &r); err != nil {
+		return err
+	}
+	p := r.plain
+	if p.ExecID == nil && r.JobID != nil {
+		p.ExecID = r.JobID
+	}
+	if len(r.RawStale) == 0 || string(r.RawStale) == "null" {
+		p.Staleness = Staleness{Mode: StalenessCached}
+	} else if err := json.Unmarshal(r.RawStale, &p.Staleness); err != nil {
+		return fmt.Errorf("staleness: %w", err)
+	}
+	if p.RunAs == "" {
+		p.RunAs = RunAsSystem
+	}
+	var missing []string
+	if p.ID == "" {
+		missing = append(missing, "id")
+	}
+	if p.RequestID == "" {
+		missing = append(missing, "request_id")
+	}
+	if p.Shell == "" {
+		missing = append(missing, "shell")
+	}
+	if len(r.RawTimeout) == 0 || string(r.RawTimeout) == "null" {
+		missing = append(missing, "timeout_secs")
+	} else if err := json.Unmarshal(r.RawTimeout, &p.TimeoutSec); err != nil {
+		return fmt.Errorf("timeout_secs: %w", err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("command is missing required field(s): %v", missing)
+	}
+	switch p.Shell {
+	case ShellPowerShell, ShellPwsh, ShellCmd, ShellSh:
+	default:
+		return fmt.Errorf("unknown shell %q (want powershell, pwsh, cmd or sh)", p.Shell)
+	}
+	switch p.RunAs {
+	case RunAsSystem, RunAsUser, RunAsSystemGUI:
+	default:
+		return fmt.Errorf("unknown run_as %q (want system, user or system_gui)", p.RunAs)
+	}
+	*c = Command(p)
+	return nil
+}
+
+// MarshalJSON fills the defaults so an encoded Command is always complete.
+func (c Command) MarshalJSON() ([]byte, error) {
+	type plain Command
+	p := plain(c)
+	if p.RunAs == "" {
+		p.RunAs = RunAsSystem
+	}
+	if p.Staleness.Mode == "" {
+		p.Staleness.Mode = StalenessCached
+	}
+	return json.Marshal(p)
+}
+
+// DecodeCommand decodes an untrusted Command payload.
+func DecodeCommand(b []byte) (*Command, error) {
+	var c Command
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// ExecResult is published on results.<request_id> (SPEC §4).
+type ExecResult struct {
+	ResultID     string    `json:"result_id"`
+	RequestID    string    `json:"request_id"`
+	ExecID       string    `json:"exec_id,omitempty"`
+	PCID         string    `json:"pc_id"`
+	ExitCode     int       `json:"exit_code"`
+	Stdout       string    `json:"stdout"`
+	Stderr       string    `json:"stderr"`
+	StartedAt    time.Time `json:"started_at"`
+	FinishedAt   time.Time `json:"finished_at"`
+	ManifestID   string    `json:"manifest_id,omitempty"`
+	StdoutObject string    `json:"stdout_object,omitempty"`
+	StderrObject string    `json:"stderr_object,omitempty"`
+}
+
+// EventStarted is published on events.started.<exec_id>.<pc> (SPEC §4).
+type EventStarted struct {
+	ResultID   string    `json:"result_id"`
+	RequestID  string    `json:"request_id"`
+	ExecID     string    `json:"exec_id"`
+	PCID       string    `json:"pc_id"`
+	StartedAt  time.Time `json:"started_at"`
+	ManifestID string    `json:"manifest_id"`
+	Version    string    `json:"version"`
+}
+
+// OS families reported in Heartbeat.os_family.
+const (
+	OSWindows = "windows"
+	OSLinux   = "linux"
+	OSMacOS   = "macos"
+)
+
+// Heartbeat is published on heartbeat.<pc> and answers agents.<pc>.ping.
+type Heartbeat struct {
+	PCID                  string    `json:"pc_id"`
+	At                    time.Time `json:"at"`
+	AgentVersion          string    `json:"agent_version"`
+	Hostname              string    `json:"hostname,omitempty"`
+	OSFamily              string    `json:"os_family,omitempty"`
+	AgentCPUPct           *float64  `json:"agent_cpu_pct,omitempty"`
+	AgentRSSBytes         *uint64   `json:"agent_rss_bytes,omitempty"`
+	AgentDiskReadBytes    *uint64   `json:"agent_disk_read_bytes,omitempty"`
+	AgentDiskWrittenBytes *uint64   `json:"agent_disk_written_bytes,omitempty"`
+}
+
+// AgentGroups is the value of agent_groups/<pc>.
+type AgentGroups struct {
+	Groups []string `json:"groups"`
+}
+
+// Normalize sorts the groups and removes duplicates and empty names.
+func (g *AgentGroups) Normalize() {
+	g.Groups = NormalizeGroups(g.Groups)
+}
+
+// NormalizeGroups returns the groups sorted and unique, never nil.
+func NormalizeGroups(in []string) []string {
+	out := make([]string, 0, len(in))
+	seen := make(map[string]bool, len(in))
+	for _, g := range in {
+		if g == "" || seen[g] {
+			continue
+		}
+		seen[g] = true
+		out = append(out, g)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ConfigScope is the value of one agent_config key. Durations stay strings so
+// a malformed value decodes and then falls back to the default with a log line
+// instead of rejecting the whole scope (SPEC §4).
+type ConfigScope struct {
+	TargetVersion       *string `json:"target_version,omitempty"`
+	TargetVersionJitter *string `json:"target_version_jitter,omitempty"`
+	HeartbeatInterval   *string `json:"heartbeat_interval,omitempty"`
+	InventoryInterval   *string `json:"inventory_interval,omitempty"`
+	InventoryJitter     *string `json:"inventory_jitter,omitempty"`
+	InventoryEnabled    *bool   `json:"inventory_enabled,omitempty"`
+}
+
+// Disk is one entry of HwInventory.disks.
+type Disk struct {
+	DeviceID   string  `json:"device_id"`
+	SizeBytes  uint64  `json:"size_bytes"`
+	FreeBytes  uint64  `json:"free_bytes"`
+	FileSystem *string `json:"file_system"`
+}
+
+// HwInventory is published on inventory.<pc>.hw and kept in AgentState.
+type HwInventory struct {
+	PCID        string    `json:"pc_id"`
+	Hostname    string    `json:"hostname"`
+	OSName      string    `json:"os_name"`
+	OSVersion   string    `json:"os_version"`
+	OSBuild     *string   `json:"os_build"`
+	CPUModel    string    `json:"cpu_model"`
+	CPUCores    uint32    `json:"cpu_cores"`
+	RAMBytes    uint64    `json:"ram_bytes"`
+	Disks       []Disk    `json:"disks"`
+	CollectedAt time.Time `json:"collected_at"`
+}
+
+// MarshalJSON keeps disks an array, never null.
+func (h HwInventory) MarshalJSON() ([]byte, error) {
+	type plain HwInventory
+	p := plain(h)
+	if p.Disks == nil {
+		p.Disks = []Disk{}
+	}
+	return json.Marshal(p)
+}
+
+// AgentState is the value of agents_state/<pc>: the latest heartbeat fields,
+// the latest hardware inventory and when the row was written.
+type AgentState struct {
+	Heartbeat
+	Inventory *HwInventory `json:"inventory"`
+	UpdatedAt time.Time    `json:"updated_at"`
+}
+
+// LogsFetchRequest is the body of a logs.fetch.<pc> request.
+type LogsFetchRequest struct {
+	TailLines int `json:"tail_lines,omitempty"`
+}
+
+// DefaultLogTailLines is used when a logs.fetch request names no count.
+const DefaultLogTailLines = 500
+
+// MaxLogsReply caps a logs.fetch reply; the tail is kept.
+const MaxLogsReply = 800 * 1024
+
+// AuditEvent is published best effort on audit.operator.<action>[.<target>].
+type AuditEvent struct {
+	Actor      string          `json:"actor"`
+	Action     string          `json:"action"`
+	Target     string          `json:"target,omitempty"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
+	OccurredAt time.Time       `json:"occurred_at"`
+}
