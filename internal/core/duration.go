@@ -128,8 +128,12 @@ func (d Duration) String() string { return FormatDuration(time.Duration(d)) }
 // MarshalJSON encodes the short humantime form.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
 
-// UnmarshalJSON accepts a Go or humantime string.
+// UnmarshalJSON accepts a Go or humantime string. JSON null leaves d as it
+// is, the encoding/json convention.
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("duration must be a string like \"30s\": %w", err)

@@ -1,10 +1,7 @@
-// Package core is the single home of kanade's contract with the fleet: subject
-// names, wire types, the JetStream resource list, connection handling and the
-// offline-tolerant retry helpers. Every wire name used anywhere in the binary is
-// spelled exactly once, in this package, and matches upstream kanadehq/kanade.
 package core
 
 import (
+	"fmt"
 	"strings"
 )
 
@@ -133,6 +130,11 @@ func SubjectKill(execID string) string { return subjectKill + execID }
 // SubjectInventory is inventory.<pc>.<kind> with kind hw, sw or net.
 func SubjectInventory(pc, kind string) string { return subjectInventory + pc + "." + kind }
 
+// AuditActorOperator is AuditEvent.actor for operator verbs: upstream's
+// taxonomy bucket (the subject's second token); the human identity rides in
+// the payload's "sub" field, with "source":"cli".
+const AuditActorOperator = "operator"
+
 // SubjectAudit is audit.operator.<action>[.<target>].
 func SubjectAudit(action, target string) string {
 	if target == "" {
@@ -142,8 +144,13 @@ func SubjectAudit(action, target string) string {
 }
 
 // CommandFilterSubjects lists the EXEC subjects pc listens to, in the order
-// commands.all, commands.pc.<pc>, then one commands.group.<g> per group.
+// commands.all, commands.pc.<pc>, then one commands.group.<g> per group,
+// sorted and unique (empty names dropped). As upstream does, the list is a
+// function of the membership set: the broker refuses overlapping filter
+// subjects, and an equal set must give an equal list so an unchanged
+// membership never churns the durable consumer.
 func CommandFilterSubjects(pc string, groups []string) []string {
+	groups = NormalizeGroups(groups)
 	out := make([]string, 0, 2+len(groups))
 	out = append(out, SubjectCommandsAll, SubjectCommandsPC(pc))
 	for _, g := range groups {
@@ -229,5 +236,37 @@ const (
 	OutputStderr = "stderr"
 )
 
+// ResultInlineMax is the longest stdout or stderr carried inline in an
+// ExecResult; a longer field goes to result_output (SPEC §6.6).
+const ResultInlineMax = 256 << 10
+
 // ResultOutputKey is the result_output object holding one overflowed stream.
 func ResultOutputKey(requestID, stream string) string { return requestID + "/" + stream }
+
+// MaxReleaseVersionLen bounds an agent release version label.
+const MaxReleaseVersionLen = 128
+
+// ValidReleaseVersion checks a version label used in agent_releases keys and
+// as target_version: 1–128 characters from [A-Za-z0-9._+-], not starting with
+// '.' or '-', and no "..". The agent also builds a staging path from it, so it
+// must never name a directory or escape one.
+func ValidReleaseVersion(v string) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("version is empty")
+	case len(v) > MaxReleaseVersionLen:
+		return fmt.Errorf("version %q is longer than %d characters", v, MaxReleaseVersionLen)
+	case v[0] == '.' || v[0] == '-':
+		return fmt.Errorf("version %q must not start with %q", v, v[0])
+	case strings.Contains(v, ".."):
+		return fmt.Errorf("version %q must not contain %q", v, "..")
+	}
+	for _, r := range v {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '+', r == '-':
+		default:
+			return fmt.Errorf("version %q contains %q (allowed: letters, digits, '.', '_', '+', '-')", v, r)
+		}
+	}
+	return nil
+}

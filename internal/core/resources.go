@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -221,6 +222,9 @@ type ResourceState struct {
 	Diff     []FieldDiff
 	Messages uint64
 	Bytes    uint64
+	// Have is the broker's configuration of the backing stream when Exists
+	// (zero otherwise), so status can report what the broker really holds.
+	Have jetstream.StreamConfig
 	// Err is set when the lookup failed for a reason other than "not found".
 	Err error
 }
@@ -251,6 +255,7 @@ func planOne(ctx context.Context, js jetstream.JetStream, r Resource) ResourceSt
 	st.Exists = true
 	st.Messages = info.State.Msgs
 	st.Bytes = info.State.Bytes
+	st.Have = info.Config
 	st.Diff = diffConfig(r, info.Config)
 	st.Action = ActionUnchanged
 	for _, d := range st.Diff {
@@ -350,6 +355,15 @@ func applyOne(ctx context.Context, js jetstream.JetStream, st ResourceState) Set
 		}
 	}
 	if err != nil {
+		if st.Action == ActionRecreate && !isInsufficientResources(err) {
+			// The broker cannot change a field in place (storage, say):
+			// keep the resource and say how to recreate it, rather than
+			// fail setup on a resource that exists (SPEC §5).
+			res.Done = ActionRecreate
+			res.Warning = fmt.Sprintf("%s differs in a way the broker cannot change in place (%s) and was kept as is (%v); run `kanade jetstream delete %s %s --yes` and setup again to recreate it",
+				r, unfixedFields(st.Diff), err, r.Kind, r.Name)
+			return res
+		}
 		res.Err = setupError(r, st, err)
 		return res
 	}
@@ -362,6 +376,22 @@ func applyOne(ctx context.Context, js jetstream.JetStream, st ResourceState) Set
 		res.Done = ActionUpdate
 	}
 	return res
+}
+
+func isInsufficientResources(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrInsufficientResources
+}
+
+// unfixedFields names the fields of diff the broker cannot change in place.
+func unfixedFields(diff []FieldDiff) string {
+	var names []string
+	for _, d := range diff {
+		if !d.Fixed {
+			names = append(names, fmt.Sprintf("%s %s, want %s", d.Field, d.Have, d.Want))
+		}
+	}
+	return strings.Join(names, "; ")
 }
 
 func setupError(r Resource, st ResourceState, err error) error {

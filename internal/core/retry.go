@@ -102,6 +102,11 @@ func (r *Retrier) Wait(ctx context.Context, label, what string, try func(context
 		if err := r.gateOnConnection(ctx); err != nil {
 			return err
 		}
+		// Take the wake channel before the try: a Connected event that
+		// lands while the try is failing must still cut the following
+		// sleep short, or the loop would sleep out a backoff of up to
+		// MaxBackoff on a broker that is already back.
+		wake := r.wake()
 		err := try(ctx)
 		if err == nil {
 			if attempt > 1 {
@@ -120,7 +125,7 @@ func (r *Retrier) Wait(ctx context.Context, label, what string, try func(context
 		}
 		r.log().Log(ctx, lvl, "resource unavailable, retrying after backoff",
 			"label", label, "resource", what, "error", err, "attempt", attempt, "backoff", backoff.String())
-		if err := r.SleepOrWake(ctx, backoff); err != nil {
+		if err := r.sleepOrWake(ctx, backoff, wake); err != nil {
 			return err
 		}
 		backoff = NextBackoff(backoff)
@@ -130,23 +135,41 @@ func (r *Retrier) Wait(ctx context.Context, label, what string, try func(context
 // gateOnConnection waits, while the link is down, for a Connected signal or
 // connectGate, whichever is first: a try that is certain to fail is skipped.
 func (r *Retrier) gateOnConnection(ctx context.Context) error {
-	if r.Tracker == nil || r.Tracker.IsConnected() {
+	if r.Tracker == nil {
+		return ctx.Err()
+	}
+	// Channel first, state second: a Connected event between the two is
+	// then either seen as connected or closes the channel we wait on.
+	wake := r.Tracker.Connected()
+	if r.Tracker.IsConnected() {
 		return ctx.Err()
 	}
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-r.Tracker.Connected():
+	case <-wake:
 	case <-r.clock().After(connectGate):
 	}
 	return nil
 }
 
+// wake is the tracker's next-Connected channel, nil (never ready) without a tracker.
+func (r *Retrier) wake() <-chan struct{} {
+	if r.Tracker == nil {
+		return nil
+	}
+	return r.Tracker.Connected()
+}
+
 // SleepOrWake sleeps d with jitter, returning early on a Connected event.
 func (r *Retrier) SleepOrWake(ctx context.Context, d time.Duration) error {
-	var wake <-chan struct{}
-	if r.Tracker != nil {
-		wake = r.Tracker.Connected()
+	return r.sleepOrWake(ctx, d, r.wake())
+}
+
+// sleepOrWake sleeps d with jitter, returning early when wake closes.
+func (r *Retrier) sleepOrWake(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	select {
 	case <-ctx.Done():

@@ -110,6 +110,10 @@ func (c *Command) UnmarshalJSON(b []byte) error {
 		JobID      *string         `json:"job_id"`
 		RawTimeout json.RawMessage `json:"timeout_secs"`
 		RawStale   json.RawMessage `json:"staleness"`
+		// version and script may be empty strings but must be present,
+		// as upstream's serde decoder requires.
+		RawVersion json.RawMessage `json:"version"`
+		RawScript  json.RawMessage `json:"script"`
 	}
 	// Decode staleness separately so a null staleness means the default.
 	if err := json.Unmarshal(b, &r); err != nil {
@@ -131,11 +135,21 @@ func (c *Command) UnmarshalJSON(b []byte) error {
 	if p.ID == "" {
 		missing = append(missing, "id")
 	}
+	if err := decodeRequiredString(r.RawVersion, &p.Version); err != nil {
+		return fmt.Errorf("version: %w", err)
+	} else if len(r.RawVersion) == 0 {
+		missing = append(missing, "version")
+	}
 	if p.RequestID == "" {
 		missing = append(missing, "request_id")
 	}
 	if p.Shell == "" {
 		missing = append(missing, "shell")
+	}
+	if err := decodeRequiredString(r.RawScript, &p.Script); err != nil {
+		return fmt.Errorf("script: %w", err)
+	} else if len(r.RawScript) == 0 {
+		missing = append(missing, "script")
 	}
 	if len(r.RawTimeout) == 0 || string(r.RawTimeout) == "null" {
 		missing = append(missing, "timeout_secs")
@@ -155,8 +169,37 @@ func (c *Command) UnmarshalJSON(b []byte) error {
 	default:
 		return fmt.Errorf("unknown run_as %q (want system, user or system_gui)", p.RunAs)
 	}
+	if p.DeadlineAt != nil {
+		t := p.DeadlineAt.UTC()
+		if y := t.Year(); y < 0 || y > 9999 {
+			return fmt.Errorf("deadline_at %s is out of range", p.DeadlineAt.Format(time.RFC3339))
+		}
+		p.DeadlineAt = &t
+	}
 	*c = Command(p)
 	return nil
+}
+
+// decodeRequiredString decodes a present JSON string into dst; a missing
+// field (empty raw) is left for the caller to report, null is an error.
+func decodeRequiredString(raw json.RawMessage, dst *string) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	if string(raw) == "null" {
+		return errors.New("must be a string, not null")
+	}
+	return json.Unmarshal(raw, dst)
+}
+
+// wireTime is t in UTC, as every wire time is (SPEC §4), unless the UTC
+// form falls outside what RFC 3339 can write; then t is kept as it is.
+func wireTime(t time.Time) time.Time {
+	u := t.UTC()
+	if y := u.Year(); y < 0 || y > 9999 {
+		return t
+	}
+	return u
 }
 
 // MarshalJSON fills the defaults so an encoded Command is always complete.
@@ -168,6 +211,10 @@ func (c Command) MarshalJSON() ([]byte, error) {
 	}
 	if p.Staleness.Mode == "" {
 		p.Staleness.Mode = StalenessCached
+	}
+	if p.DeadlineAt != nil {
+		t := wireTime(*p.DeadlineAt)
+		p.DeadlineAt = &t
 	}
 	return json.Marshal(p)
 }
@@ -238,6 +285,25 @@ func (g *AgentGroups) Normalize() {
 	g.Groups = NormalizeGroups(g.Groups)
 }
 
+// MarshalJSON writes the groups sorted and unique, and an empty list as []
+// rather than null (upstream's decoder rejects a null list).
+func (g AgentGroups) MarshalJSON() ([]byte, error) {
+	type plain AgentGroups
+	return json.Marshal(plain{Groups: NormalizeGroups(g.Groups)})
+}
+
+// UnmarshalJSON reads the groups and normalises them, so a row written by a
+// careless writer still reads sorted and unique.
+func (g *AgentGroups) UnmarshalJSON(b []byte) error {
+	type plain AgentGroups
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	g.Groups = NormalizeGroups(p.Groups)
+	return nil
+}
+
 // NormalizeGroups returns the groups sorted and unique, never nil.
 func NormalizeGroups(in []string) []string {
 	out := make([]string, 0, len(in))
@@ -294,6 +360,7 @@ func (h HwInventory) MarshalJSON() ([]byte, error) {
 	if p.Disks == nil {
 		p.Disks = []Disk{}
 	}
+	p.CollectedAt = wireTime(p.CollectedAt)
 	return json.Marshal(p)
 }
 
@@ -323,4 +390,62 @@ type AuditEvent struct {
 	Target     string          `json:"target,omitempty"`
 	Payload    json.RawMessage `json:"payload,omitempty"`
 	OccurredAt time.Time       `json:"occurred_at"`
+}
+
+// SoftwareItem is one installed package or application in SwInventory.
+type SoftwareItem struct {
+	Name        string `json:"name"`
+	Version     string `json:"version"`
+	Publisher   string `json:"publisher,omitempty"`
+	InstallDate string `json:"install_date,omitempty"`
+}
+
+// SwInventory is published on inventory.<pc>.sw: the installed software.
+type SwInventory struct {
+	PCID        string         `json:"pc_id"`
+	Software    []SoftwareItem `json:"software"`
+	CollectedAt time.Time      `json:"collected_at"`
+}
+
+// MarshalJSON keeps software an array, never null.
+func (s SwInventory) MarshalJSON() ([]byte, error) {
+	type plain SwInventory
+	p := plain(s)
+	if p.Software == nil {
+		p.Software = []SoftwareItem{}
+	}
+	p.CollectedAt = wireTime(p.CollectedAt)
+	return json.Marshal(p)
+}
+
+// NetInterface is one network interface in NetInventory; addrs are CIDR
+// strings ("192.0.2.10/24", "fe80::1/64").
+type NetInterface struct {
+	Name  string   `json:"name"`
+	MAC   string   `json:"mac"`
+	Addrs []string `json:"addrs"`
+	Up    bool     `json:"up"`
+}
+
+// NetInventory is published on inventory.<pc>.net: the network interfaces.
+type NetInventory struct {
+	PCID        string         `json:"pc_id"`
+	Interfaces  []NetInterface `json:"interfaces"`
+	CollectedAt time.Time      `json:"collected_at"`
+}
+
+// MarshalJSON keeps interfaces and every addrs an array, never null.
+func (n NetInventory) MarshalJSON() ([]byte, error) {
+	type plain NetInventory
+	p := plain(n)
+	ifs := make([]NetInterface, len(p.Interfaces))
+	for i, it := range p.Interfaces {
+		if it.Addrs == nil {
+			it.Addrs = []string{}
+		}
+		ifs[i] = it
+	}
+	p.Interfaces = ifs
+	p.CollectedAt = wireTime(p.CollectedAt)
+	return json.Marshal(p)
 }

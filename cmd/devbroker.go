@@ -1,0 +1,211 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/devbroker"
+)
+
+func init() {
+	register(func(f *Factory) *cobra.Command { return NewDevbrokerCmd(f, nil) })
+}
+
+// DevbrokerOptions are `kanade devbroker`'s dependencies and flags.
+type DevbrokerOptions struct {
+	IO  *IOStreams
+	Log func() *slog.Logger
+
+	Listen   string
+	HTTPPort int
+	Store    string
+	NoSetup  bool
+	Agents   int
+	Token    string
+	Cluster  int
+}
+
+// maxClusterSize is JetStream's replica limit: setup runs at R = cluster size.
+const maxClusterSize = 5
+
+// NewDevbrokerCmd is `kanade devbroker` (SPEC §8).
+func NewDevbrokerCmd(f *Factory, runF func(context.Context, *DevbrokerOptions) error) *cobra.Command {
+	opts := &DevbrokerOptions{IO: f.IO, Log: func() *slog.Logger { return f.Log() }}
+	c := &cobra.Command{
+		Use:   "devbroker",
+		Short: "Run a NATS server with JetStream in-process for laptops and tests",
+		Long: `Run nats-server with JetStream inside this process, set up every kanade
+resource on it (--profile dev, replicas = cluster size) and print the URL to
+export. Runs until Ctrl-C or SIGTERM, then stops cleanly.
+
+It listens on loopback unless --listen says otherwise, and keeps its store in
+a per-user directory unless --store is given, so data survives a restart.
+--cluster N runs an N-node JetStream cluster in one process, so clustered
+behaviour and node loss can be tried on a laptop. nats-server's own notices
+are logged with --log-level debug; its warnings and errors always are.`,
+		Example: `  kanade devbroker
+  kanade devbroker --listen 127.0.0.1:0 --store /tmp/kanade-dev --no-setup
+  kanade devbroker --cluster 3 --token s3cret`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if _, _, err := devbroker.ParseListen(opts.Listen); err != nil {
+				return UsageErrorf("invalid --listen: %v", err)
+			}
+			if opts.HTTPPort < 0 || opts.HTTPPort > 65535 {
+				return UsageErrorf("invalid --http-port %d: want a port, or 0 to turn monitoring off", opts.HTTPPort)
+			}
+			if opts.Agents < 0 {
+				return UsageErrorf("invalid --agents %d: want 0 or more", opts.Agents)
+			}
+			if opts.Cluster < 1 || opts.Cluster > maxClusterSize {
+				return UsageErrorf("invalid --cluster %d: want 1 to %d nodes (3 to survive losing one)", opts.Cluster, maxClusterSize)
+			}
+			if strings.ContainsAny(opts.Token, " \t\r\n") {
+				return UsageErrorf("invalid --token: it must not contain whitespace")
+			}
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runDevbroker(c.Context(), opts)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&opts.Listen, "listen", devbroker.DefaultListen, "client address host:port (port 0 picks a free one; 0.0.0.0:4222 exposes it)")
+	fl.IntVar(&opts.HTTPPort, "http-port", devbroker.DefaultHTTPPort, "monitoring port on the --listen host, 0 for none")
+	fl.StringVar(&opts.Store, "store", "", "JetStream store directory (default <user cache dir>/kanade/devbroker)")
+	fl.BoolVar(&opts.NoSetup, "no-setup", false, "do not create kanade's streams, buckets and object stores")
+	fl.IntVar(&opts.Agents, "agents", 0, "start N in-process agents dev-pc-1..N")
+	fl.StringVar(&opts.Token, "token", "", "require this bearer token from clients (they set KANADE_NATS_TOKEN)")
+	fl.IntVar(&opts.Cluster, "cluster", 1, "run an N-node JetStream cluster in this process (resources at R=N)")
+	return c
+}
+
+func runDevbroker(ctx context.Context, opts *DevbrokerOptions) error {
+	log := opts.Log()
+	store := opts.Store
+	if store == "" {
+		var err error
+		if store, err = devbroker.DefaultStoreDir(); err != nil {
+			return err
+		}
+	}
+	what := "dev broker"
+	if opts.Cluster > 1 {
+		what = fmt.Sprintf("%d-node dev cluster", opts.Cluster)
+	}
+	fmt.Fprintf(opts.IO.ErrOut, "starting %s, store %s\n", what, store)
+
+	// nats-server's notices (its banner, ~25 lines) would bury the notes
+	// below; they show at debug, warnings and errors always.
+	serverLog := slog.New(devbrokerLevelHandler{Handler: log.Handler(), min: slog.LevelWarn})
+	if log.Enabled(ctx, slog.LevelDebug) {
+		serverLog = log
+	}
+	b, err := devbroker.Start(ctx, devbroker.Options{
+		Listen: opts.Listen, HTTPPort: opts.HTTPPort, StoreDir: store,
+		Token: opts.Token, Cluster: opts.Cluster, Log: serverLog,
+	})
+	if err != nil {
+		return WithHint(fmt.Errorf("start %s: %w", what, err),
+			"is another broker already running there? stop it, or pick free ports with --listen 127.0.0.1:0 --http-port 0")
+	}
+	defer func() {
+		b.Shutdown()
+		b.WaitForShutdown()
+	}()
+	url := b.ClientURL()
+	if opts.Cluster > 1 {
+		for i, u := range b.URLs() {
+			fmt.Fprintf(opts.IO.ErrOut, "node %s-%d: %s\n", devbroker.NodePrefix, i+1, u)
+		}
+	}
+	if m := b.MonitorURL(); m != "" {
+		fmt.Fprintf(opts.IO.ErrOut, "monitoring: %s\n", m)
+	}
+
+	if !opts.NoSetup {
+		if err := devbrokerSetup(ctx, opts, url, b.Size()); err != nil {
+			return err
+		}
+	}
+
+	wait, err := startDevAgents(ctx, devAgentsOptions{
+		URL: url, Token: opts.Token, BaseDir: filepath.Join(store, "agents"), N: opts.Agents,
+		Log: log.With("subsystem", "devagents"),
+	})
+	if err != nil {
+		return fmt.Errorf("start %d in-process agents (--agents): %w", opts.Agents, err)
+	}
+
+	fmt.Fprintf(opts.IO.Out, "export KANADE_NATS_URL=%s\n", url)
+	if opts.Token != "" {
+		fmt.Fprintln(opts.IO.ErrOut, "clients must present the token: export KANADE_NATS_TOKEN=<the --token value>")
+	}
+	fmt.Fprintf(opts.IO.ErrOut, "%s ready at %s; Ctrl-C stops it\n", what, url)
+
+	<-ctx.Done()
+	fmt.Fprintf(opts.IO.ErrOut, "stopping %s\n", what)
+	// Agents first, so their last publishes reach the broker.
+	if err := wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("stop in-process agents: %w", err)
+	}
+	// Stopping on a signal is how the dev broker is meant to end.
+	return nil
+}
+
+// devbrokerSetup runs `jetstream setup --profile dev --replicas <size>`
+// against the fresh broker, printing only what changed.
+func devbrokerSetup(ctx context.Context, opts *DevbrokerOptions, url string, size int) error {
+	co := core.ConnectOptions{URL: url, Token: opts.Token, Timeout: 5 * time.Second, Name: core.ConnectionName("devbroker", "")}
+	nc, err := core.Connect(co)
+	if err != nil {
+		return fmt.Errorf("set up JetStream resources on the dev broker: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(10*time.Second))
+	if err != nil {
+		return err
+	}
+	so := core.SetupOptions{Profile: core.ProfileDev, Replicas: size}
+	st := opts.IO.errStyles()
+	var counts setupCounts
+	_, err = core.Setup(ctx, js, so, func(r core.SetupResult) {
+		counts.add(r.Done, r.Err != nil)
+		if r.Done != core.ActionUnchanged || r.Err != nil {
+			fmt.Fprintln(opts.IO.ErrOut, setupProgressLine(st, r))
+		}
+	})
+	fmt.Fprintf(opts.IO.ErrOut, "jetstream setup%s: %s (check with `kanade jetstream status%s`)\n",
+		setupFlagsHint(so), setupSummary(counts), setupFlagsHint(so))
+	if err != nil {
+		return fmt.Errorf("set up JetStream resources on the dev broker: %w", err)
+	}
+	return nil
+}
+
+// devbrokerLevelHandler drops records below min before they reach Handler.
+type devbrokerLevelHandler struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h devbrokerLevelHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h devbrokerLevelHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return devbrokerLevelHandler{Handler: h.Handler.WithAttrs(a), min: h.min}
+}
+
+func (h devbrokerLevelHandler) WithGroup(name string) slog.Handler {
+	return devbrokerLevelHandler{Handler: h.Handler.WithGroup(name), min: h.min}
+}

@@ -1,0 +1,227 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/fleet"
+)
+
+// AgentDetail is `kanade status PC --json`.
+type AgentDetail struct {
+	PCID     string     `json:"pc_id"`
+	State    string     `json:"state"`
+	Online   bool       `json:"online"`
+	LastSeen *time.Time `json:"last_seen"`
+	// Agent is the agents_state row (with a newer ping reply folded in).
+	Agent     *core.AgentState       `json:"agent"`
+	Groups    []string               `json:"groups"`
+	Effective *ConfigEffectiveResult `json:"effective"`
+	Ping      *AgentPing             `json:"ping,omitempty"`
+}
+
+func runStatusPC(ctx context.Context, opts *StatusOptions) error {
+	nc, err := opts.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	js, err := opts.JetStream(ctx)
+	if err != nil {
+		return err
+	}
+	f := fleet.New()
+	kv, err := openKV(ctx, js, core.BucketAgentsState)
+	if err != nil {
+		return err
+	}
+	e, err := kv.Get(ctx, opts.PC)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return fmt.Errorf("read %s/%s: %w", core.BucketAgentsState, opts.PC, err)
+	default:
+		var st core.AgentState
+		if err := json.Unmarshal(e.Value(), &st); err != nil {
+			return fmt.Errorf("read %s/%s: %w", core.BucketAgentsState, opts.PC, err)
+		}
+		if st.PCID == "" {
+			st.PCID = opts.PC
+		}
+		f.ApplyState(opts.PC, st, e.Revision())
+	}
+	if opts.Ping {
+		hb, rtt, perr := fleet.Ping(ctx, nc, opts.PC, opts.PingWait)
+		res := fleet.PingResult{Answered: perr == nil, RTT: rtt}
+		switch {
+		case perr == nil:
+		case errors.Is(perr, nats.ErrNoResponders):
+			res.Error = "no responders"
+		default:
+			res.Error = perr.Error()
+		}
+		if f.Get(opts.PC) != nil || hb != nil {
+			f.SetPing(opts.PC, res, hb)
+		}
+	}
+	a := f.Get(opts.PC)
+	if a == nil {
+		return WithHint(fmt.Errorf("no agent %q in %s", opts.PC, core.BucketAgentsState), pcHint)
+	}
+
+	d := &AgentDetail{PCID: opts.PC, Groups: []string{}}
+	row := agentRow(a, opts.Now(), opts.OfflineAfter)
+	d.State, d.Online, d.LastSeen, d.Ping = row.State, row.Online, row.LastSeen, row.Ping
+	state := a.State
+	d.Agent = &state
+	if cfgKV, err := js.KeyValue(ctx, core.BucketAgentConfig); err == nil {
+		eff, err := resolveEffective(ctx, js, cfgKV, opts.PC)
+		if err != nil {
+			fmt.Fprintf(opts.IO.ErrOut, "warning: effective config: %v\n", err)
+		} else {
+			d.Effective = eff
+			d.Groups = eff.Groups
+		}
+	} else {
+		fmt.Fprintf(opts.IO.ErrOut, "warning: open kv %q: %v\n", core.BucketAgentConfig, err)
+	}
+
+	if opts.JSON {
+		if err := writeJSON(opts.IO.Out, d); err != nil {
+			return err
+		}
+	} else if err := writeAgentDetail(opts.IO, d, opts.Now()); err != nil {
+		return err
+	}
+	if !d.Online {
+		return &ExitError{Code: ExitFailure}
+	}
+	return nil
+}
+
+// writeAgentDetail prints one agent: heartbeat, self-perf, groups,
+// inventory and effective config.
+func writeAgentDetail(io *IOStreams, d *AgentDetail, now time.Time) error {
+	st := io.outStyles()
+	a := d.Agent
+	state := st.Err.Render("offline")
+	if d.Online {
+		state = st.OK.Render("online")
+	}
+	if d.LastSeen != nil {
+		if io.OutTTY {
+			state += " (last heartbeat " + relTime(now.Sub(*d.LastSeen)) + ")"
+		} else {
+			state += " (last heartbeat " + d.LastSeen.UTC().Format(time.RFC3339) + ")"
+		}
+	}
+	groups := "(none)"
+	if len(d.Groups) > 0 {
+		groups = strings.Join(d.Groups, ", ")
+	}
+	rows := [][2]string{
+		{"pc", d.PCID},
+		{"state", state},
+		{"hostname", orDash(a.Hostname)},
+		{"os", orDash(a.OSFamily)},
+		{"agent version", orDash(a.AgentVersion)},
+		{"groups", groups},
+	}
+	if a.AgentCPUPct != nil {
+		rows = append(rows, [2]string{"agent cpu", fmt.Sprintf("%.1f%% of one core", *a.AgentCPUPct)})
+	}
+	if a.AgentRSSBytes != nil {
+		rows = append(rows, [2]string{"agent memory", humanBytes(*a.AgentRSSBytes)})
+	}
+	if a.AgentDiskReadBytes != nil || a.AgentDiskWrittenBytes != nil {
+		rows = append(rows, [2]string{"agent disk", fmt.Sprintf("%s read, %s written", humanBytesPtr(a.AgentDiskReadBytes), humanBytesPtr(a.AgentDiskWrittenBytes))})
+	}
+	if d.Ping != nil {
+		p := "no answer"
+		if d.Ping.Answered {
+			p = "answered in " + fmtMillis(d.Ping.RTTMillis)
+		} else if d.Ping.Error != "" {
+			p += " (" + d.Ping.Error + ")"
+		}
+		rows = append(rows, [2]string{"ping", p})
+	}
+	if !a.UpdatedAt.IsZero() {
+		rows = append(rows, [2]string{"row updated", formatTime(io, a.UpdatedAt, now)})
+	}
+	if err := writeKV(io.Out, rows); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(io.Out)
+	if inv := a.Inventory; inv != nil {
+		fmt.Fprintf(io.Out, "%s (collected %s)\n", st.Bold.Render("inventory"), formatTime(io, inv.CollectedAt, now))
+		osLine := strings.TrimSpace(inv.OSName + " " + inv.OSVersion)
+		if inv.OSBuild != nil && *inv.OSBuild != "" {
+			osLine += " (build " + *inv.OSBuild + ")"
+		}
+		irows := [][2]string{
+			{"  os", orDash(osLine)},
+			{"  cpu", fmt.Sprintf("%s (%d cores)", orDash(inv.CPUModel), inv.CPUCores)},
+			{"  memory", humanBytes(inv.RAMBytes)},
+		}
+		for _, dk := range inv.Disks {
+			fs := ""
+			if dk.FileSystem != nil && *dk.FileSystem != "" {
+				fs = ", " + *dk.FileSystem
+			}
+			irows = append(irows, [2]string{"  disk " + dk.DeviceID, fmt.Sprintf("%s, %s free%s", humanBytes(dk.SizeBytes), humanBytes(dk.FreeBytes), fs)})
+		}
+		if err := writeKV(io.Out, irows); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(io.Out, "%s none reported yet\n", st.Bold.Render("inventory"))
+	}
+
+	if d.Effective != nil {
+		fmt.Fprintln(io.Out)
+		fmt.Fprintln(io.Out, st.Bold.Render("effective config"))
+		var crows [][2]string
+		for _, f := range fleet.ConfigFields {
+			crows = append(crows, [2]string{"  " + f, d.Effective.Config.FieldValue(f) + "  (" + d.Effective.Sources[f] + ")"})
+		}
+		if err := writeKV(io.Out, crows); err != nil {
+			return err
+		}
+		for _, c := range d.Effective.Conflicts {
+			fmt.Fprintf(io.Out, "  %s %s is set by groups %s; %s wins\n", st.Warn.Render("conflict:"), c.Field, strings.Join(c.Groups, ", "), c.Winner)
+		}
+		for _, m := range d.Effective.Malformed {
+			fmt.Fprintf(io.Out, "  %s %s = %q in %s does not parse; the default applies\n", st.Warn.Render("malformed:"), m.Field, m.Value, m.Scope)
+		}
+	}
+	return nil
+}
+
+// humanBytes renders n in binary units: 512 B, 1.5 KiB, 16.0 GiB.
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func humanBytesPtr(n *uint64) string {
+	if n == nil {
+		return "-"
+	}
+	return humanBytes(*n)
+}

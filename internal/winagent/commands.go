@@ -1,0 +1,248 @@
+package winagent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+)
+
+// Command intake (SPEC §6.3). Commands arrive on three core subscriptions
+// (commands.all, commands.pc.<pc>, commands.group.<g> per group) and on the
+// durable replay consumer on EXEC, which catches what was published while the
+// agent was away. Both paths feed acceptCommand; one process-wide dedup set
+// makes sure a request runs once.
+
+// acceptCommand decodes one command payload and starts it unless it already
+// ran. It never blocks on a running script: each accepted command gets its
+// own goroutine, which queues for a run slot.
+func (a *Agent) acceptCommand(via, subject string, data []byte) {
+	cmd, err := core.DecodeCommand(data)
+	if err != nil {
+		a.log.Warn("ignoring command that does not decode", "subsystem", "intake", "via", via, "subject", subject, "bytes", len(data), "error", err)
+		return
+	}
+	a.runMu.Lock()
+	defer a.runMu.Unlock()
+	if a.closing || a.runCtx.Err() != nil {
+		return // shutting down: the replay consumer hands it over next boot
+	}
+	added, err := a.dedup.Add(cmd.RequestID)
+	if err != nil {
+		// The set is updated in memory even if persisting failed; the run
+		// goes ahead, and a restart may repeat it.
+		a.log.Warn("could not persist dedup set", "subsystem", "intake", "request_id", cmd.RequestID, "error", err)
+	}
+	if !added {
+		a.log.Debug("duplicate command ignored", "subsystem", "intake", "via", via, "request_id", cmd.RequestID)
+		return
+	}
+	a.log.Info("command accepted", "subsystem", "intake", "via", via, "subject", subject,
+		"request_id", cmd.RequestID, "id", cmd.ID, "version", cmd.Version, "exec_id", cmd.ExecIDValue(), "shell", cmd.Shell)
+	a.running.Add(1)
+	go a.execute(a.runCtx, cmd)
+}
+
+// intake holds the core subscriptions on the command subjects. nats.go
+// re-sends subscriptions after a reconnect, so they are made once; the map
+// follows group membership and never subscribes a subject twice.
+type intake struct {
+	a    *Agent
+	log  *slog.Logger
+	subs map[string]*nats.Subscription
+}
+
+var _ subsystem = (*intake)(nil)
+
+func (in *intake) Name() string { return "intake" }
+
+func (in *intake) Run(ctx context.Context) error {
+	a := in.a
+	if in.subs == nil {
+		in.subs = map[string]*nats.Subscription{}
+	}
+	defer func() {
+		for subj, s := range in.subs {
+			_ = s.Unsubscribe()
+			delete(in.subs, subj)
+		}
+	}()
+	for {
+		groups, changed := a.groups.Watch()
+		want := core.CommandFilterSubjects(a.cfg.ID, groups)
+		for subj, s := range in.subs {
+			if !slices.Contains(want, subj) || !s.IsValid() {
+				_ = s.Unsubscribe()
+				delete(in.subs, subj)
+				in.log.Info("unsubscribed", "subject", subj)
+			}
+		}
+		for _, subj := range want {
+			if _, ok := in.subs[subj]; ok {
+				continue
+			}
+			s, err := core.WaitForSubscription(ctx, a.retrier, a.nc, subj, func(m *nats.Msg) {
+				a.acceptCommand("core", m.Subject, m.Data)
+			}, in.Name())
+			if err != nil {
+				return nil // ctx ended
+			}
+			// Commands are small but can come in bursts; never drop them
+			// for a slow consumer.
+			_ = s.SetPendingLimits(-1, -1)
+			in.subs[subj] = s
+			in.log.Info("subscribed", "subject", subj)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+// replay runs the durable pull consumer agent_replay_<pc> on EXEC: deliver
+// last per subject, explicit ack, filtered to exactly this pc's command
+// subjects, updated when membership changes. Messages are acked on arrival;
+// dedup keeps a command seen on both paths from running twice.
+type replay struct {
+	a   *Agent
+	log *slog.Logger
+}
+
+var _ subsystem = (*replay)(nil)
+
+func (r *replay) Name() string { return "replay" }
+
+// replayConsumerConfig is the durable replay consumer of pc in groups.
+func replayConsumerConfig(pc string, groups []string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        core.ReplayConsumerName(pc),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+		FilterSubjects: core.CommandFilterSubjects(pc, groups),
+		AckWait:        30 * time.Second,
+	}
+}
+
+func (r *replay) Run(ctx context.Context) error {
+	a := r.a
+	for {
+		rc := armReconnects(a.tracker)
+		groups, groupsChanged := a.groups.Watch()
+		cfg := replayConsumerConfig(a.cfg.ID, groups)
+		var cons jetstream.Consumer
+		err := a.retrier.Wait(ctx, r.Name(), "consumer "+cfg.Durable+" on "+core.StreamExec, func(ctx context.Context) (err error) {
+			cons, err = r.createOrReplace(ctx, cfg)
+			return err
+		})
+		if err != nil {
+			return nil // ctx ended
+		}
+		iter, err := cons.Messages(jetstream.PullMaxMessages(64), jetstream.PullExpiry(5*time.Second))
+		if err != nil {
+			r.log.Warn("open replay consumer messages, reopening", "error", err)
+			if a.retrier.ReopenPause(ctx) != nil {
+				return nil
+			}
+			continue
+		}
+		rc.markOpened()
+		r.log.Debug("replay consumer ready", "consumer", cfg.Durable, "filter", cfg.FilterSubjects)
+
+		// Stop the iterator when it must be re-opened: shutdown, a
+		// membership change (new filter), or the broker coming back.
+		reason := make(chan string, 1)
+		done := make(chan struct{})
+		go func() {
+			defer iter.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					reason <- "stopping"
+					return
+				case <-done:
+					return
+				case <-groupsChanged:
+					if g := a.groups.Get(); !slices.Equal(core.CommandFilterSubjects(a.cfg.ID, g), cfg.FilterSubjects) {
+						reason <- "group membership changed"
+						return
+					}
+					_, groupsChanged = a.groups.Watch()
+				case <-rc.C():
+					if rc.reopen() {
+						reason <- "broker reconnected"
+						return
+					}
+				}
+			}
+		}()
+		why := r.consume(iter)
+		close(done)
+		iter.Stop()
+		select {
+		case w := <-reason:
+			why = w
+		default:
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.log.Info("replay consumer re-opening", "reason", why)
+		if why != "group membership changed" {
+			if a.retrier.ReopenPause(ctx) != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// consume hands every message to intake until the iterator ends or breaks.
+func (r *replay) consume(iter jetstream.MessagesContext) string {
+	for {
+		msg, err := iter.Next()
+		if err != nil {
+			switch {
+			case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+				return "iterator closed"
+			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
+				errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, nats.ErrConnectionClosed):
+				return err.Error()
+			}
+			r.log.Debug("replay consumer", "error", err)
+			continue
+		}
+		// Ack on arrival: a command runs at most once; the dedup set is
+		// what stops a repeat, not the ack.
+		if err := msg.Ack(); err != nil {
+			r.log.Debug("ack replayed command", "error", err)
+		}
+		r.a.acceptCommand("replay", msg.Subject(), msg.Data())
+	}
+}
+
+// createOrReplace creates or updates the replay consumer. A broker that
+// refuses the update (an older server that cannot change filters in place)
+// gets the consumer deleted and made again; the dedup set covers the replay.
+func (r *replay) createOrReplace(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	cons, err := r.a.js.CreateOrUpdateConsumer(ctx, core.StreamExec, cfg)
+	if err == nil {
+		return cons, nil
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Code == http.StatusBadRequest && apiErr.ErrorCode != jetstream.JSErrCodeStreamNotFound {
+		r.log.Warn("replay consumer update refused, re-creating it", "error", err)
+		if derr := r.a.js.DeleteConsumer(ctx, core.StreamExec, cfg.Durable); derr != nil && !errors.Is(derr, jetstream.ErrConsumerNotFound) {
+			return nil, errors.Join(err, derr)
+		}
+		return r.a.js.CreateOrUpdateConsumer(ctx, core.StreamExec, cfg)
+	}
+	return nil, err
+}

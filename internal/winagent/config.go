@@ -1,0 +1,169 @@
+// Package winagent is the resident agent daemon (`kanade agent`): it takes
+// commands from the broker, runs them, and reports results, heartbeats and
+// its own state. Every subsystem is a small loop run by a supervisor and
+// re-establishes its broker resources on its own, so the agent boots and keeps
+// running with no broker at all (SPEC §6).
+package winagent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+)
+
+// Config is the agent's local configuration: who it is, where the broker is,
+// where it keeps its state and how it logs. Everything fleet-tunable lives in
+// KV agent_config instead (SPEC §2). cmd/agent.go fills it from the config
+// file and the environment; nothing in this package reads viper.
+type Config struct {
+	// ID is the pc id: agent.id, default the hostname verbatim.
+	ID string
+	// NATSURL is agent.nats_url.
+	NATSURL string
+	// DataDir holds the outboxes, the dedup set and script temp files.
+	DataDir string
+
+	// Broker authentication. Token comes from the environment or, on
+	// Windows, the registry (ReadToken); never from the config file.
+	Creds    string
+	NKey     string
+	User     string
+	Password string
+	Token    string
+	TLSCA    string
+	TLSCert  string
+	TLSKey   string
+
+	Log LogConfig
+
+	// MaxConcurrent caps the scripts running at once; the rest queue.
+	MaxConcurrent int
+
+	// Groups is the deprecated agent.groups key: parsed so old files load,
+	// warned about, and ignored (membership lives in KV agent_groups).
+	Groups []string
+}
+
+// LogConfig is the [log] table of agent.toml.
+type LogConfig struct {
+	// Path is where the daily log files go: a file template such as
+	// logs/agent.log (files logs/agent.YYYY-MM-DD.log, upstream's layout) or
+	// a directory (files <dir>/kanade-agent.YYYY-MM-DD.log). Empty means
+	// stdout only.
+	Path string
+	// Level is debug, info, warn or error.
+	Level string
+	// KeepDays is how many daily files are kept; 0 means stdout only.
+	KeepDays int
+	// Format is text or json.
+	Format string
+}
+
+// Defaults of the local configuration (SPEC §2).
+const (
+	DefaultLogLevel = "info"
+	DefaultKeepDays = 14
+	DefaultLogFmt   = "text"
+)
+
+// DefaultConfig is the configuration with no file and no environment.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		ID:            host,
+		NATSURL:       core.DefaultNATSURL,
+		DataDir:       DefaultDataDir(),
+		Log:           LogConfig{Level: DefaultLogLevel, KeepDays: DefaultKeepDays, Format: DefaultLogFmt},
+		MaxConcurrent: runtime.NumCPU(),
+	}
+}
+
+// DefaultDataDir is %ProgramData%\Kanade\data on Windows, /var/lib/kanade
+// for root elsewhere, and the user cache dir (…/kanade) for anyone else, who
+// could not write /var/lib.
+func DefaultDataDir() string {
+	if runtime.GOOS == "windows" {
+		pd := os.Getenv("ProgramData")
+		if pd == "" {
+			pd = `C:\ProgramData`
+		}
+		return filepath.Join(pd, "Kanade", "data")
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/kanade"
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(dir, "kanade")
+	}
+	return filepath.Join(os.TempDir(), "kanade")
+}
+
+// DefaultConfigFile is where the agent looks for its file when neither
+// --config nor KANADE_AGENT_CONFIG names one.
+func DefaultConfigFile() string {
+	if runtime.GOOS == "windows" {
+		pd := os.Getenv("ProgramData")
+		if pd == "" {
+			pd = `C:\ProgramData`
+		}
+		return filepath.Join(pd, "Kanade", "config", "agent.toml")
+	}
+	return "/etc/kanade/agent.toml"
+}
+
+// Validate fills what can be defaulted and rejects what cannot work.
+func (c *Config) Validate() error {
+	c.ID = strings.TrimSpace(c.ID)
+	if c.ID == "" {
+		return errors.New("agent id is empty: set agent.id in the config file or KANADE_AGENT_ID")
+	}
+	if !core.ValidToken(c.ID) {
+		return fmt.Errorf("agent id %q cannot be a subject token (no '.', '*', '>' or whitespace): set agent.id or KANADE_AGENT_ID", c.ID)
+	}
+	if strings.TrimSpace(c.NATSURL) == "" {
+		c.NATSURL = core.DefaultNATSURL
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir()
+	}
+	if c.MaxConcurrent <= 0 {
+		c.MaxConcurrent = runtime.NumCPU()
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = DefaultLogLevel
+	}
+	if _, err := core.ParseLogLevel(c.Log.Level); err != nil {
+		return fmt.Errorf("log.level: %w", err)
+	}
+	switch c.Log.Format {
+	case "":
+		c.Log.Format = DefaultLogFmt
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format %q: want text or json", c.Log.Format)
+	}
+	if c.Log.KeepDays < 0 {
+		return fmt.Errorf("log.keep_days %d: want 0 (stdout only) or more", c.Log.KeepDays)
+	}
+	return nil
+}
+
+// ConnectOptions are the broker options of this agent: retry forever, track
+// the link, name the connection kanade-agent-<pc>.
+func (c *Config) ConnectOptions(tr *core.Tracker) core.ConnectOptions {
+	return core.ConnectOptions{
+		URL: c.NATSURL, Creds: c.Creds, NKey: c.NKey, User: c.User, Password: c.Password,
+		Token: c.Token, TLSCA: c.TLSCA, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
+		Name:    core.ConnectionName("agent", c.ID),
+		Retry:   true,
+		Tracker: tr,
+	}
+}
+
+// EnvToken is the environment variable holding the broker's bearer token.
+const EnvToken = "KANADE_NATS_TOKEN"

@@ -1,0 +1,140 @@
+package winagent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
+	"github.com/kanadehq/kanade-go/internal/winagent/runner"
+)
+
+// execute runs one accepted command to its result (SPEC §6.4–6.6): wait for
+// a run slot, apply the gates, mint the result_id, announce the start when
+// the command has an exec_id, sleep the jitter, run the script with
+// kill.<exec_id> armed, and put the ExecResult in the results outbox.
+// Refusals and runs that never started produce synthetic results that go
+// through the outbox the same way.
+func (a *Agent) execute(ctx context.Context, cmd *core.Command) {
+	defer a.running.Done()
+	log := a.log.With("subsystem", "exec", "request_id", cmd.RequestID, "id", cmd.ID)
+	execID := cmd.ExecIDValue()
+	resultID := uuid.NewString()
+	synthetic := func(code int, reason string) {
+		now := core.Now()
+		a.putResult(log, core.ExecResult{
+			ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: a.cfg.ID,
+			ExitCode: code, Stdout: "", Stderr: reason, StartedAt: now, FinishedAt: now, ManifestID: cmd.ID,
+		})
+	}
+
+	select {
+	case a.slots <- struct{}{}:
+		defer func() { <-a.slots }()
+	case <-ctx.Done():
+		synthetic(core.ExitKilled, "not started: the agent was shutting down")
+		return
+	}
+
+	if v := evaluateGates(cmd, a.gateInputs()); v.refused() {
+		log.Info("command refused by gate", "exit_code", v.Code, "reason", v.Reason)
+		synthetic(v.Code, v.Reason)
+		return
+	}
+
+	if execID != "" {
+		a.putEvent(log, core.EventStarted{
+			ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: a.cfg.ID,
+			StartedAt: core.Now(), ManifestID: cmd.ID, Version: cmd.Version,
+		})
+	}
+
+	// Arm the kill switch before the jitter, so a kill during the wait
+	// stops the run from ever starting.
+	kill := make(chan struct{})
+	if execID != "" {
+		var once sync.Once
+		sub, err := a.nc.Subscribe(core.SubjectKill(execID), func(*nats.Msg) {
+			once.Do(func() {
+				log.Info("kill received", "exec_id", execID)
+				close(kill)
+			})
+		})
+		if err != nil {
+			log.Warn("could not subscribe to the kill subject; the run cannot be killed remotely", "subject", core.SubjectKill(execID), "error", err)
+		} else {
+			defer func() { _ = sub.Unsubscribe() }()
+		}
+	}
+
+	if j := cmd.Jitter(); j > 0 {
+		d := time.Duration(a.rand() * float64(j))
+		log.Debug("jitter before start", "delay", d.String())
+		select {
+		case <-a.clock.After(d):
+		case <-kill:
+			synthetic(core.ExitKilled, fmt.Sprintf("killed by remote signal (%s) before start", core.SubjectKill(execID)))
+			return
+		case <-ctx.Done():
+			synthetic(core.ExitKilled, "not started: the agent was shutting down")
+			return
+		}
+	}
+
+	res := runner.Run(ctx, runner.Spec{
+		Shell:   cmd.Shell,
+		Script:  cmd.Script,
+		Cwd:     cmd.Cwd,
+		Timeout: cmd.Timeout(),
+		ExecID:  execID,
+		RunAs:   cmd.RunAs,
+		TempDir: filepath.Join(a.cfg.DataDir, scriptTempDir),
+	}, kill)
+	log.Info("command finished", "exit_code", res.ExitCode, "killed", res.Killed, "timed_out", res.TimedOut,
+		"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond).String())
+	a.putResult(log, core.ExecResult{
+		ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: a.cfg.ID,
+		ExitCode: res.ExitCode, Stdout: res.Stdout, Stderr: res.Stderr,
+		StartedAt: res.StartedAt, FinishedAt: res.FinishedAt, ManifestID: cmd.ID,
+	})
+}
+
+// gateInputs snapshots what the gates need now.
+func (a *Agent) gateInputs() gateInputs {
+	return gateInputs{
+		Now:           core.Now(),
+		Staleness:     a.tracker.Staleness(),
+		ScriptCurrent: a.scriptCurrent.Lookup,
+		ScriptStatus:  a.scriptStatus.Lookup,
+	}
+}
+
+// putResult writes r to the results outbox; its drainer publishes it.
+func (a *Agent) putResult(log *slog.Logger, r core.ExecResult) {
+	data, err := json.Marshal(r)
+	if err == nil {
+		err = a.results.Put(outbox.Entry{Subject: core.SubjectResults(r.RequestID), Data: data, MsgID: r.ResultID})
+	}
+	if err != nil {
+		log.Error("could not queue result; it is lost", "result_id", r.ResultID, "exit_code", r.ExitCode, "error", err)
+	}
+}
+
+// putEvent writes an EventStarted to the events outbox.
+func (a *Agent) putEvent(log *slog.Logger, e core.EventStarted) {
+	data, err := json.Marshal(e)
+	if err == nil {
+		err = a.events.Put(outbox.Entry{Subject: core.SubjectEventsStarted(e.ExecID, e.PCID), Data: data, MsgID: "started-" + e.ResultID})
+	}
+	if err != nil {
+		log.Error("could not queue started event", "result_id", e.ResultID, "error", err)
+	}
+}

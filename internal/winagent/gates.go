@@ -1,0 +1,77 @@
+package winagent
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+)
+
+// gateInputs is what the gates look at besides the Command: the clock, how
+// long the agent has been cut off from the broker, and the cached
+// script_current / script_status rows (nil lookups find nothing).
+type gateInputs struct {
+	Now           time.Time
+	Staleness     time.Duration
+	ScriptCurrent func(id string) (version string, ok bool)
+	ScriptStatus  func(id string) (status string, ok bool)
+}
+
+// gateVerdict is a refusal: the synthetic exit code and the stderr line
+// saying why. The zero verdict lets the command run.
+type gateVerdict struct {
+	Code   int
+	Reason string
+}
+
+func (v gateVerdict) refused() bool { return v.Code != 0 }
+
+// evaluateGates applies the gates in SPEC §6.4 order: staleness (strict and
+// too stale → 127), version pin (script_current[id] exists and differs →
+// 124), revoke (script_status[id] == REVOKED → 126), deadline (now after
+// deadline_at → 125; exactly at the deadline still runs). Mode unchecked
+// skips the pin and revoke lookups. It is pure and never panics on any
+// Command, however odd.
+func evaluateGates(cmd *core.Command, in gateInputs) gateVerdict {
+	if cmd == nil {
+		return gateVerdict{}
+	}
+	st := cmd.Staleness
+	if st.Mode == core.StalenessStrict {
+		var max time.Duration
+		if st.MaxCacheAge != nil {
+			max = time.Duration(*st.MaxCacheAge)
+		}
+		if in.Staleness > max {
+			return gateVerdict{core.ExitStaleness, fmt.Sprintf(
+				"refused: staleness policy strict: cached gate data is %s old (broker unreachable), max_cache_age is %s",
+				describeStaleness(in.Staleness), core.FormatDuration(max))}
+		}
+	}
+	if st.Mode != core.StalenessUnchecked {
+		if in.ScriptCurrent != nil {
+			if cur, ok := in.ScriptCurrent(cmd.ID); ok && cur != cmd.Version {
+				return gateVerdict{core.ExitVersionPin, fmt.Sprintf(
+					"refused: version pin: script_current[%s] is %q, command carries version %q", cmd.ID, cur, cmd.Version)}
+			}
+		}
+		if in.ScriptStatus != nil {
+			if status, ok := in.ScriptStatus(cmd.ID); ok && status == core.ScriptStatusRevoked {
+				return gateVerdict{core.ExitRevoked, fmt.Sprintf(
+					"refused: script %s is revoked (script_status[%s] = REVOKED)", cmd.ID, cmd.ID)}
+			}
+		}
+	}
+	if cmd.DeadlineAt != nil && in.Now.After(*cmd.DeadlineAt) {
+		return gateVerdict{core.ExitDeadline, fmt.Sprintf(
+			"refused: deadline %s passed (now %s)", cmd.DeadlineAt.UTC().Format(time.RFC3339), in.Now.UTC().Format(time.RFC3339))}
+	}
+	return gateVerdict{}
+}
+
+func describeStaleness(d time.Duration) string {
+	if d >= core.MaxTimeout {
+		return "unknown (never connected)"
+	}
+	return core.FormatDuration(d.Round(time.Second))
+}

@@ -1,0 +1,114 @@
+package winagent
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+)
+
+// kvCache mirrors a whole KV bucket of short string values (script_current:
+// id → version, script_status: id → ACTIVE|REVOKED) for the gates. A re-read
+// that does not complete never replaces the good copy.
+type kvCache struct {
+	a      *Agent
+	bucket string
+	log    *slog.Logger
+
+	mu     sync.RWMutex
+	values map[string]string
+	loaded bool
+}
+
+var _ subsystem = (*kvCache)(nil)
+
+func newKVCache(a *Agent, bucket string) *kvCache {
+	return &kvCache{a: a, bucket: bucket, log: a.log.With("subsystem", "cache."+bucket), values: map[string]string{}}
+}
+
+func (c *kvCache) Name() string { return "cache." + c.bucket }
+
+// Lookup returns the cached value of key.
+func (c *kvCache) Lookup(key string) (string, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	v, ok := c.values[key]
+	return v, ok
+}
+
+// Run follows the bucket: wait for it, watch it, swap in the initial values
+// once complete, apply updates, and re-open after the watch ends or the
+// broker comes back.
+func (c *kvCache) Run(ctx context.Context) error {
+	a := c.a
+	for {
+		rc := armReconnects(a.tracker)
+		kv, err := core.WaitForKV(ctx, a.retrier, a.js, c.bucket, c.Name())
+		if err != nil {
+			return nil
+		}
+		wctx, stop := context.WithCancel(ctx)
+		w, err := kv.WatchAll(wctx)
+		if err == nil {
+			rc.markOpened()
+			why := c.follow(ctx, w, rc)
+			stopWatch(w)
+			if ctx.Err() == nil {
+				c.log.Info("watch ended, reopening", "reason", why)
+			}
+		} else {
+			c.log.Warn("watch failed, reopening", "error", err)
+		}
+		stop()
+		if a.retrier.ReopenPause(ctx) != nil {
+			return nil
+		}
+	}
+}
+
+func (c *kvCache) follow(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects) string {
+	fresh := map[string]string{}
+	synced := false
+	for {
+		select {
+		case <-ctx.Done():
+			return "stopping"
+		case <-rc.C():
+			if rc.reopen() {
+				return "broker reconnected"
+			}
+		case e, ok := <-w.Updates():
+			if !ok {
+				return "watch closed"
+			}
+			if e == nil {
+				c.mu.Lock()
+				c.values, c.loaded = fresh, true
+				c.mu.Unlock()
+				synced = true
+				c.log.Debug("cache loaded", "entries", len(fresh))
+				continue
+			}
+			if !synced {
+				applyKVEntry(fresh, e)
+				continue
+			}
+			c.mu.Lock()
+			applyKVEntry(c.values, e)
+			c.mu.Unlock()
+		}
+	}
+}
+
+func applyKVEntry(m map[string]string, e jetstream.KeyValueEntry) {
+	switch e.Operation() {
+	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
+		delete(m, e.Key())
+	default:
+		m[e.Key()] = strings.TrimSpace(string(e.Value()))
+	}
+}

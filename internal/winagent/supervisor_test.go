@@ -1,0 +1,176 @@
+package winagent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeClock is a core.Clock that moves only when told; every After call is
+// reported on calls so a test can see the sleeps the code asks for.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []fakeWaiter
+	calls   chan time.Duration
+}
+
+type fakeWaiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), calls: make(chan time.Duration, 100)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	ch := make(chan time.Time, 1)
+	c.waiters = append(c.waiters, fakeWaiter{at: c.now.Add(d), ch: ch})
+	c.mu.Unlock()
+	c.calls <- d
+	return ch
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if !w.at.After(c.now) {
+			w.ch <- c.now
+			continue
+		}
+		kept = append(kept, w)
+	}
+	c.waiters = kept
+}
+
+// scriptedSub runs whatever the test sends it, one function per run.
+type scriptedSub struct {
+	runs chan func(context.Context) error
+}
+
+func (s *scriptedSub) Name() string { return "scripted" }
+func (s *scriptedSub) Run(ctx context.Context) error {
+	select {
+	case f := <-s.runs:
+		return f(ctx)
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestSupervisorBackoffResetAndPanic(t *testing.T) {
+	clk := newFakeClock()
+	var logs syncBuffer
+	sup := &supervisor{log: slog.New(slog.NewTextHandler(&logs, nil)), clock: clk}
+	sub := &scriptedSub{runs: make(chan func(context.Context) error)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sup.supervise(ctx, sub); close(done) }()
+
+	nextSleep := func() time.Duration {
+		t.Helper()
+		select {
+		case d := <-clk.calls:
+			return d
+		case <-time.After(5 * time.Second):
+			t.Fatal("supervisor did not back off")
+			return 0
+		}
+	}
+	fail := func(context.Context) error { return errors.New("boom") }
+
+	// Failures back off 1, 2, 4, 8 s.
+	for _, want := range []time.Duration{1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
+		sub.runs <- fail
+		if d := nextSleep(); d != want {
+			t.Fatalf("backoff = %s, want %s", d, want)
+		}
+		clk.Advance(want)
+	}
+	// A panic is recovered, logged with its value, and backs off like an error.
+	sub.runs <- func(context.Context) error { panic("kaboom") }
+	if d := nextSleep(); d != 16*time.Second {
+		t.Fatalf("backoff after panic = %s, want 16s", d)
+	}
+	if !strings.Contains(logs.String(), "panic: kaboom") {
+		t.Fatalf("panic not logged: %s", logs.String())
+	}
+	clk.Advance(16 * time.Second)
+	// Returning nil while ctx is alive is a stop too.
+	sub.runs <- func(context.Context) error { return nil }
+	if d := nextSleep(); d != 32*time.Second {
+		t.Fatalf("backoff after nil return = %s, want 32s", d)
+	}
+	clk.Advance(32 * time.Second)
+	// A run that stayed healthy for a minute resets the backoff.
+	sub.runs <- func(context.Context) error { clk.Advance(healthyRun); return errors.New("after a healthy minute") }
+	if d := nextSleep(); d != time.Second {
+		t.Fatalf("backoff after a healthy run = %s, want 1s", d)
+	}
+
+	// Cancellation ends supervise, even mid-backoff.
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("supervise did not return after cancel")
+	}
+}
+
+func TestSupervisorRunAllReturnsOnCancel(t *testing.T) {
+	sup := &supervisor{log: slog.New(slog.DiscardHandler), clock: newFakeClock()}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{}, 3)
+	var subs []subsystem
+	for range 3 {
+		subs = append(subs, funcSubsystem{name: "wait", run: func(ctx context.Context) error {
+			started <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		}})
+	}
+	done := make(chan struct{})
+	go func() { sup.runAll(ctx, subs); close(done) }()
+	for range 3 {
+		<-started
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("runAll did not return after cancel")
+	}
+}

@@ -1,0 +1,153 @@
+package update
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// StateFile is the failure record's name in the data dir.
+const StateFile = "self-update.json"
+
+// Failure is a target that failed to install, with the digest of the bytes
+// that failed (empty when it failed before download).
+type Failure struct {
+	Target string    `json:"failed_target"`
+	Digest string    `json:"failed_digest,omitempty"`
+	Error  string    `json:"error"`
+	At     time.Time `json:"failed_at"`
+}
+
+// Tracker remembers the last failed target, in memory and in
+// <data_dir>/self-update.json, so neither a running agent nor one restarted
+// by its service manager retries it in a loop. One record is kept: a new
+// target replaces it.
+type Tracker struct {
+	path string
+	log  *slog.Logger
+
+	mu  sync.Mutex
+	rec *Failure
+}
+
+// NewTracker loads the record from dataDir (a missing or unreadable file
+// means no failure; an unreadable one is logged and replaced on the next
+// write). An empty dataDir keeps the record in memory only.
+func NewTracker(dataDir string, log *slog.Logger) *Tracker {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := &Tracker{log: log}
+	if dataDir == "" {
+		return t
+	}
+	t.path = filepath.Join(dataDir, StateFile)
+	b, err := os.ReadFile(t.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		log.Warn("self-update: cannot read the failure record; starting without it", "path", t.path, "err", err)
+	default:
+		var f Failure
+		if err := json.Unmarshal(b, &f); err != nil || f.Target == "" {
+			log.Warn("self-update: ignoring a malformed failure record", "path", t.path, "err", err)
+		} else {
+			t.rec = &f
+		}
+	}
+	return t
+}
+
+// Failed returns the failure recorded for target, if any.
+func (t *Tracker) Failed(target string) (Failure, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.rec == nil || t.rec.Target != target {
+		return Failure{}, false
+	}
+	return *t.rec, true
+}
+
+// Record remembers f (stamped now when f.At is zero) and persists it.
+func (t *Tracker) Record(f Failure) {
+	if f.At.IsZero() {
+		f.At = time.Now().UTC()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.rec = &f
+	t.persist()
+}
+
+// Observe forgets a failure recorded for a target other than target.
+func (t *Tracker) Observe(target string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.rec != nil && t.rec.Target != target {
+		t.log.Info("self-update: target changed; forgetting the earlier failure", "failed_target", t.rec.Target, "target", target)
+		t.rec = nil
+		t.persist()
+	}
+}
+
+// Clear forgets any failure.
+func (t *Tracker) Clear() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.rec != nil {
+		t.rec = nil
+		t.persist()
+	}
+}
+
+// persist writes the record atomically (tmp + rename), or removes the file
+// when there is none. A write error is logged: the in-memory record still
+// protects this process.
+func (t *Tracker) persist() {
+	if t.path == "" {
+		return
+	}
+	if t.rec == nil {
+		if err := os.Remove(t.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.log.Warn("self-update: cannot remove the failure record", "path", t.path, "err", err)
+		}
+		return
+	}
+	if err := writeAtomic(t.path, t.rec); err != nil {
+		t.log.Warn("self-update: cannot persist the failure record", "path", t.path, "err", err)
+	}
+}
+
+func writeAtomic(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".self-update-*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
