@@ -130,8 +130,8 @@ func TestLoadAgentConfigRejects(t *testing.T) {
 	if _, _, err := loadAgentConfig(filepath.Join(t.TempDir(), "missing.toml"), envOf(nil), nil, false); err == nil {
 		t.Fatal("missing explicit file accepted")
 	}
-	badID := writeFile(t, "agent.toml", "[agent]\nid = 'has.dot'\n")
-	if _, _, err := loadAgentConfig(badID, envOf(nil), nil, false); err == nil || !strings.Contains(err.Error(), "subject token") {
+	badID := writeFile(t, "agent.toml", "[agent]\nid = 'has*star'\n")
+	if _, _, err := loadAgentConfig(badID, envOf(nil), nil, false); err == nil || !strings.Contains(err.Error(), "cannot be used in subjects") {
 		t.Fatalf("bad id: err = %v", err)
 	}
 	badLevel := writeFile(t, "agent.toml", "[log]\nlevel = 'loud'\n")

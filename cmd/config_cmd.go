@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
+	"github.com/kanadehq/kanade-go/internal/winagent"
 )
 
 func init() { register(func(f *Factory) *cobra.Command { return NewConfigCmd(f, nil) }) }
@@ -68,12 +70,114 @@ type ConfigGetResult struct {
 
 // ConfigEffectiveResult is `kanade config effective PC --json`.
 type ConfigEffectiveResult struct {
-	PCID      string                `json:"pc_id"`
-	Groups    []string              `json:"groups"`
-	Config    fleet.EffectiveConfig `json:"config"`
-	Sources   map[string]string     `json:"sources"`
-	Conflicts []fleet.Conflict      `json:"conflicts"`
-	Malformed []fleet.Malformed     `json:"malformed"`
+	PCID   string              `json:"pc_id"`
+	Groups []string            `json:"groups"`
+	Config EffectiveConfigJSON `json:"config"`
+	// Sources names, per field, the agent_config key whose value applies
+	// ("default" when none does).
+	Sources   map[string]string `json:"sources"`
+	Conflicts []ConfigConflict  `json:"conflicts"`
+	Malformed []ConfigMalformed `json:"malformed"`
+}
+
+// EffectiveConfigJSON is an effective config in upstream's EffectiveConfig
+// JSON shape: target_version null when no scope sets one, durations in the
+// short humantime form.
+type EffectiveConfigJSON struct {
+	TargetVersion       *string       `json:"target_version"`
+	TargetVersionJitter core.Duration `json:"target_version_jitter"`
+	HeartbeatInterval   core.Duration `json:"heartbeat_interval"`
+	InventoryInterval   core.Duration `json:"inventory_interval"`
+	InventoryJitter     core.Duration `json:"inventory_jitter"`
+	InventoryEnabled    bool          `json:"inventory_enabled"`
+}
+
+// FieldValue renders one field for humans.
+func (c EffectiveConfigJSON) FieldValue(field string) string {
+	switch field {
+	case fleet.FieldTargetVersion:
+		if c.TargetVersion == nil {
+			return "(none)"
+		}
+		return *c.TargetVersion
+	case fleet.FieldTargetVersionJitter:
+		return c.TargetVersionJitter.String()
+	case fleet.FieldHeartbeatInterval:
+		return c.HeartbeatInterval.String()
+	case fleet.FieldInventoryInterval:
+		return c.InventoryInterval.String()
+	case fleet.FieldInventoryJitter:
+		return c.InventoryJitter.String()
+	case fleet.FieldInventoryEnabled:
+		return strconv.FormatBool(c.InventoryEnabled)
+	}
+	return ""
+}
+
+// ConfigConflict is a field two or more of the pc's groups give different
+// values; groups are in application order, the last one wins.
+type ConfigConflict struct {
+	Field  string   `json:"field"`
+	Groups []string `json:"groups"`
+	Values []string `json:"values"`
+	Winner string   `json:"winner"`
+}
+
+// ConfigMalformed is a value in one of the pc's scopes that cannot be used;
+// that scope gives the built-in default for the field instead.
+type ConfigMalformed struct {
+	Field string `json:"field"`
+	Scope string `json:"scope"`
+	Value string `json:"value"`
+	Error string `json:"error"`
+}
+
+// effectiveFor resolves pc's config with the agent's own resolver, so what
+// the operator sees is what the agent runs with.
+func effectiveFor(scopes *fleet.Scopes, pc string, groups []string) *ConfigEffectiveResult {
+	eff, conflicts := winagent.ResolveConfig(scopes.Rows, pc, groups)
+	res := &ConfigEffectiveResult{
+		PCID: pc, Groups: groups,
+		Config: EffectiveConfigJSON{
+			TargetVersionJitter: core.Duration(eff.TargetVersionJitter),
+			HeartbeatInterval:   core.Duration(eff.HeartbeatInterval),
+			InventoryInterval:   core.Duration(eff.InventoryInterval),
+			InventoryJitter:     core.Duration(eff.InventoryJitter),
+			InventoryEnabled:    eff.InventoryEnabled,
+		},
+		Sources: map[string]string{
+			fleet.FieldTargetVersion:       eff.Sources.TargetVersion,
+			fleet.FieldTargetVersionJitter: eff.Sources.TargetVersionJitter,
+			fleet.FieldHeartbeatInterval:   eff.Sources.HeartbeatInterval,
+			fleet.FieldInventoryInterval:   eff.Sources.InventoryInterval,
+			fleet.FieldInventoryJitter:     eff.Sources.InventoryJitter,
+			fleet.FieldInventoryEnabled:    eff.Sources.InventoryEnabled,
+		},
+		Conflicts: []ConfigConflict{},
+		Malformed: []ConfigMalformed{},
+	}
+	if eff.TargetVersion != "" {
+		v := eff.TargetVersion
+		res.Config.TargetVersion = &v
+	}
+	for _, c := range conflicts {
+		res.Conflicts = append(res.Conflicts, ConfigConflict{Field: c.Field, Groups: c.Groups, Values: c.Values, Winner: c.Groups[len(c.Groups)-1]})
+	}
+	keys := []string{core.ConfigKeyGlobal}
+	for _, g := range groups {
+		keys = append(keys, core.ConfigKeyGroup(g))
+	}
+	keys = append(keys, core.ConfigKeyPC(pc))
+	for _, key := range keys {
+		row, ok := scopes.Rows[key]
+		if !ok {
+			continue
+		}
+		for _, bad := range winagent.CheckScope(key, row) {
+			res.Malformed = append(res.Malformed, ConfigMalformed{Field: bad.Field, Scope: bad.Key, Value: bad.Value, Error: bad.Err.Error()})
+		}
+	}
+	return res
 }
 
 // NewConfigCmd is `kanade config`.
@@ -405,8 +509,7 @@ func resolveEffective(ctx context.Context, js jetstream.JetStream, cfgKV jetstre
 	if err != nil {
 		return nil, err
 	}
-	r := fleet.Resolve(scopes, pc, groups)
-	return &ConfigEffectiveResult{PCID: pc, Groups: groups, Config: r.Config, Sources: r.Sources, Conflicts: r.Conflicts, Malformed: r.Malformed}, nil
+	return effectiveFor(scopes, pc, groups), nil
 }
 
 // readGroupsOf returns pc's groups from agent_groups (empty when none).
@@ -449,10 +552,22 @@ func writeEffective(io *IOStreams, r *ConfigEffectiveResult) error {
 	}
 	st := io.outStyles()
 	for _, c := range r.Conflicts {
-		fmt.Fprintf(io.Out, "%s %s is set by groups %s; %s wins (alphabetical, last wins)\n", st.Warn.Render("conflict:"), c.Field, strings.Join(c.Groups, ", "), c.Winner)
+		fmt.Fprintf(io.Out, "%s %s is set by groups %s; %s wins (alphabetical, last wins)\n", st.Warn.Render("conflict:"), c.Field, conflictList(c), c.Winner)
 	}
 	for _, m := range r.Malformed {
-		fmt.Fprintf(io.Out, "%s %s = %q in %s does not parse; the default %s applies\n", st.Warn.Render("malformed:"), m.Field, m.Value, m.Scope, r.Config.FieldValue(m.Field))
+		fmt.Fprintf(io.Out, "%s %s = %q in %s cannot be used (%s); that scope gives the default instead\n", st.Warn.Render("malformed:"), m.Field, m.Value, m.Scope, m.Error)
 	}
 	return nil
+}
+
+// conflictList renders "canary=10s, wave1=20s".
+func conflictList(c ConfigConflict) string {
+	parts := make([]string, len(c.Groups))
+	for i, g := range c.Groups {
+		parts[i] = g
+		if i < len(c.Values) {
+			parts[i] += "=" + c.Values[i]
+		}
+	}
+	return strings.Join(parts, ", ")
 }

@@ -261,8 +261,8 @@ heartbeat_interval     20s     groups.wave1
 inventory_interval     1h      pcs.pc-1
 inventory_jitter       10m     default
 inventory_enabled      true    default
-conflict: heartbeat_interval is set by groups canary, wave1; wave1 wins (alphabetical, last wins)
-malformed: inventory_jitter = "soon" in pcs.pc-1 does not parse; the default 10m applies
+conflict: heartbeat_interval is set by groups canary=10s, wave1=20s; wave1 wins (alphabetical, last wins)
+malformed: inventory_jitter = "soon" in pcs.pc-1 cannot be used (invalid duration "soon": expected a number at "soon"); that scope gives the default instead
 `
 	tty := `pc      pc-1
 groups  canary, wave1
@@ -277,8 +277,8 @@ groups  canary, wave1
 │ inventory_jitter      │ 10m    │ default       │
 │ inventory_enabled     │ true   │ default       │
 └───────────────────────┴────────┴───────────────┘
-conflict: heartbeat_interval is set by groups canary, wave1; wave1 wins (alphabetical, last wins)
-malformed: inventory_jitter = "soon" in pcs.pc-1 does not parse; the default 10m applies
+conflict: heartbeat_interval is set by groups canary=10s, wave1=20s; wave1 wins (alphabetical, last wins)
+malformed: inventory_jitter = "soon" in pcs.pc-1 cannot be used (invalid duration "soon": expected a number at "soon"); that scope gives the default instead
 `
 	for isTTY, want := range map[bool]string{false: piped, true: tty} {
 		o := env.configOpts(configEffective, isTTY)

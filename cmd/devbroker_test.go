@@ -56,26 +56,26 @@ func TestDevbrokerArgv(t *testing.T) {
 	} {
 		called := false
 		c := NewDevbrokerCmd(jsTestFactory(), func(context.Context, *DevbrokerOptions) error { called = true; return nil })
-		wantUsageError(t, jsExecArgv(t, c, bad.args...), bad.flag)
+		jsWantUsageError(t, jsExecArgv(t, c, bad.args...), bad.flag)
 		if called {
 			t.Fatalf("%v: runF called", bad.args)
 		}
 	}
 }
 
-// lockedBuffer is an output the command writes while the test reads it.
-type lockedBuffer struct {
+// jsLockedBuffer is an output the command writes while the test reads it.
+type jsLockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *jsLockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *jsLockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -84,9 +84,9 @@ func (l *lockedBuffer) String() string {
 // runDevbrokerForTest runs the command until the test cancels it and
 // returns the URL it printed, the outputs, and a stop func returning the
 // command's error.
-func runDevbrokerForTest(t *testing.T, opts *DevbrokerOptions) (url string, out, errOut *lockedBuffer, stop func() error) {
+func runDevbrokerForTest(t *testing.T, opts *DevbrokerOptions) (url string, out, errOut *jsLockedBuffer, stop func() error) {
 	t.Helper()
-	out, errOut = &lockedBuffer{}, &lockedBuffer{}
+	out, errOut = &jsLockedBuffer{}, &jsLockedBuffer{}
 	opts.IO = TestIO(nil, out, errOut, false)
 	if opts.Log == nil {
 		opts.Log = func() *slog.Logger { return slog.New(slog.NewTextHandler(errOut, nil)) }
@@ -228,12 +228,12 @@ func TestDevbrokerCluster(t *testing.T) {
 	}
 }
 
-func TestDevbrokerAgentsError(t *testing.T) {
+func TestDevbrokerAgentsStopWithBroker(t *testing.T) {
 	// Whatever the agents do in this build, the broker must be gone when
 	// the command returns early.
 	port := natstest.FreePort(t)
 	opts := &DevbrokerOptions{Listen: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Store: t.TempDir(), Cluster: 1, Agents: 1, NoSetup: true}
-	out, errOut := &lockedBuffer{}, &lockedBuffer{}
+	out, errOut := &jsLockedBuffer{}, &jsLockedBuffer{}
 	opts.IO = TestIO(nil, out, errOut, false)
 	opts.Log = func() *slog.Logger { return slog.New(slog.DiscardHandler) }
 	wait, err := startDevAgents(context.Background(), devAgentsOptions{N: 0})

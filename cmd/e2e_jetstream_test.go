@@ -113,7 +113,7 @@ func (k *e2eKanade) startDevbroker(t *testing.T, args ...string) (url string, st
 	if err != nil {
 		t.Fatal(err)
 	}
-	var errOut lockedBuffer
+	var errOut jsLockedBuffer
 	c.Stderr = &errOut
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
@@ -136,9 +136,8 @@ func (k *e2eKanade) startDevbroker(t *testing.T, args ...string) (url string, st
 			stopped = true
 			_ = c.Process.Signal(syscall.SIGTERM)
 			select {
-			case err := <-exited:
+			case <-exited:
 				code = c.ProcessState.ExitCode()
-				_ = err
 			case <-time.After(30 * time.Second):
 				_ = c.Process.Kill()
 				<-exited
@@ -159,8 +158,8 @@ func (k *e2eKanade) startDevbroker(t *testing.T, args ...string) (url string, st
 	return url, stop
 }
 
-// checkStatusAgainstSpec asserts every resource exists with SPEC §5's limits.
-func checkStatusAgainstSpec(t *testing.T, doc statusJSON, profile string) {
+// jsCheckStatusAgainstSpec asserts every resource exists with SPEC §5's limits.
+func jsCheckStatusAgainstSpec(t *testing.T, doc statusJSON, profile string) {
 	t.Helper()
 	if !doc.Reachable || !doc.OK || doc.Profile != profile || len(doc.Resources) != len(specJetStreamResources) {
 		t.Fatalf("status = reachable %v ok %v profile %s, %d resources", doc.Reachable, doc.OK, doc.Profile, len(doc.Resources))
@@ -190,7 +189,7 @@ func checkStatusAgainstSpec(t *testing.T, doc statusJSON, profile string) {
 	}
 }
 
-func parseStatusE2E(t *testing.T, r e2eRun) statusJSON {
+func jsParseStatusE2E(t *testing.T, r e2eRun) statusJSON {
 	t.Helper()
 	var doc statusJSON
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
@@ -199,9 +198,9 @@ func parseStatusE2E(t *testing.T, r e2eRun) statusJSON {
 	return doc
 }
 
-// limitsView is what must match between two brokers: everything but
+// jsLimitsView is what must match between two brokers: everything but
 // messages, bytes and the server URL.
-func limitsView(doc statusJSON) []string {
+func jsLimitsView(doc statusJSON) []string {
 	var out []string
 	for _, r := range doc.Resources {
 		out = append(out, fmt.Sprintf("%s %s %s %s exists=%v max_bytes=%d max_age=%s per_subject=%d replicas=%d subjects=%v storage=%s drift=%d",
@@ -210,8 +209,8 @@ func limitsView(doc statusJSON) []string {
 	return out
 }
 
-// findNATSServer finds the standalone nats-server (PATH, then GOPATH/bin).
-func findNATSServer() string {
+// jsFindNATSServer finds the standalone nats-server (PATH, then GOPATH/bin).
+func jsFindNATSServer() string {
 	if p, err := exec.LookPath("nats-server"); err == nil {
 		return p
 	}
@@ -253,8 +252,8 @@ func TestE2EJetstream(t *testing.T) {
 		}
 
 		r = k.mustRun(t, 0, append(s, "jetstream", "status", "--json", "--profile", "dev")...)
-		devbrokerStatus = parseStatusE2E(t, r)
-		checkStatusAgainstSpec(t, devbrokerStatus, "dev")
+		devbrokerStatus = jsParseStatusE2E(t, r)
+		jsCheckStatusAgainstSpec(t, devbrokerStatus, "dev")
 		if devbrokerStatus.Server != url {
 			t.Errorf("status server = %q", devbrokerStatus.Server)
 		}
@@ -270,13 +269,13 @@ func TestE2EJetstream(t *testing.T) {
 
 		// Drift behind setup's back.
 		_, js := natstest.JetStream(t, url)
-		setStreamMaxAge(t, js, core.StreamResults, time.Hour)
+		jsSetStreamMaxAge(t, js, core.StreamResults, time.Hour)
 		r = k.mustRun(t, 0, append(s, "jetstream", "setup", "--profile", "dev", "--dry-run")...)
 		if !strings.Contains(r.stdout, "~ update    stream RESULTS         max_age 1h → 720h\n") ||
 			!strings.HasSuffix(r.stdout, "20 resources: 0 to create, 1 to update, 19 unchanged\n") {
 			t.Fatalf("dry run does not show the drift:\n%s", r.stdout)
 		}
-		if got := streamMaxAge(t, js, core.StreamResults); got != time.Hour {
+		if got := jsStreamMaxAge(t, js, core.StreamResults); got != time.Hour {
 			t.Fatalf("--dry-run changed max_age to %s", got)
 		}
 		r = k.mustRun(t, 1, append(s, "jetstream", "status", "--profile", "dev")...)
@@ -287,7 +286,7 @@ func TestE2EJetstream(t *testing.T) {
 		if r.stdout != "20 resources: 0 created, 1 updated, 19 unchanged\n" || !strings.Contains(r.stderr, "~ updated stream RESULTS: max_age 1h → 720h\n") {
 			t.Fatalf("setup did not reconcile:\n%s\n%s", r.stdout, r.stderr)
 		}
-		if got := streamMaxAge(t, js, core.StreamResults); got != 30*specDay {
+		if got := jsStreamMaxAge(t, js, core.StreamResults); got != 30*specDay {
 			t.Fatalf("max_age after setup = %s", got)
 		}
 		k.mustRun(t, 0, append(s, "jetstream", "status", "--profile", "dev")...)
@@ -302,7 +301,7 @@ func TestE2EJetstream(t *testing.T) {
 	})
 
 	t.Run("standalone nats-server matches devbroker", func(t *testing.T) {
-		bin := findNATSServer()
+		bin := jsFindNATSServer()
 		if bin == "" {
 			if os.Getenv("CI") != "" {
 				t.Fatal("nats-server not found; CI must install it (go install github.com/nats-io/nats-server/v2@v2.15.2)")
@@ -314,7 +313,7 @@ func TestE2EJetstream(t *testing.T) {
 		}
 		port := natstest.FreePort(t)
 		srv := exec.Command(bin, "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", fmt.Sprint(port))
-		var srvLog lockedBuffer
+		var srvLog jsLockedBuffer
 		srv.Stdout, srv.Stderr = &srvLog, &srvLog
 		if err := srv.Start(); err != nil {
 			t.Fatal(err)
@@ -336,9 +335,9 @@ func TestE2EJetstream(t *testing.T) {
 		s := []string{"--server", url}
 		k.mustRun(t, 0, append(s, "jetstream", "setup", "--profile", "dev")...)
 		r := k.mustRun(t, 0, append(s, "jetstream", "status", "--json", "--profile", "dev")...)
-		doc := parseStatusE2E(t, r)
-		checkStatusAgainstSpec(t, doc, "dev")
-		got, want := limitsView(doc), limitsView(devbrokerStatus)
+		doc := jsParseStatusE2E(t, r)
+		jsCheckStatusAgainstSpec(t, doc, "dev")
+		got, want := jsLimitsView(doc), jsLimitsView(devbrokerStatus)
 		if !slices.Equal(got, want) {
 			t.Fatalf("standalone nats-server differs from devbroker:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
 		}

@@ -217,7 +217,7 @@ func groupListRun(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyV
 		if err != nil {
 			return err
 		}
-		for g := range scopes.Groups {
+		for _, g := range scopes.Groups() {
 			if byName[g] == nil {
 				byName[g] = &GroupInfo{Group: g}
 			}

@@ -36,7 +36,7 @@ func TestJetstreamDeleteArgv(t *testing.T) {
 		}
 	}
 	c := NewJetstreamDeleteCmd(jsTestFactory(), func(context.Context, *JetstreamDeleteOptions) error { return nil })
-	wantUsageError(t, jsExecArgv(t, c, "table", "x"), "KIND", "table")
+	jsWantUsageError(t, jsExecArgv(t, c, "table", "x"), "KIND", "table")
 	c = NewJetstreamDeleteCmd(jsTestFactory(), func(context.Context, *JetstreamDeleteOptions) error { return nil })
 	if err := jsExecArgv(t, c, "stream"); err == nil {
 		t.Fatal("delete with no NAME succeeded")

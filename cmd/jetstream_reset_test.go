@@ -28,7 +28,7 @@ func TestJetstreamResetArgv(t *testing.T) {
 		t.Fatalf("default options = %+v", got)
 	}
 	c = NewJetstreamResetCmd(jsTestFactory(), func(context.Context, *JetstreamResetOptions) error { return nil })
-	wantUsageError(t, jsExecArgv(t, c, "--replicas", "-1"), "--replicas")
+	jsWantUsageError(t, jsExecArgv(t, c, "--replicas", "-1"), "--replicas")
 }
 
 func TestJetstreamReset(t *testing.T) {

@@ -53,7 +53,7 @@ func TestJetstreamSetupArgv(t *testing.T) {
 	} {
 		called := false
 		c := NewJetstreamSetupCmd(jsTestFactory(), func(context.Context, *JetstreamSetupOptions) error { called = true; return nil })
-		wantUsageError(t, jsExecArgv(t, c, bad.args...), bad.flag)
+		jsWantUsageError(t, jsExecArgv(t, c, bad.args...), bad.flag)
 		if called {
 			t.Fatalf("%v: runF called despite the bad flag", bad.args)
 		}
@@ -138,8 +138,8 @@ func TestJetstreamSetupJSON(t *testing.T) {
 	}
 }
 
-// setStreamMaxAge changes a stream's max_age behind setup's back.
-func setStreamMaxAge(t *testing.T, js jetstream.JetStream, name string, age time.Duration) {
+// jsSetStreamMaxAge changes a stream's max_age behind setup's back.
+func jsSetStreamMaxAge(t *testing.T, js jetstream.JetStream, name string, age time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -154,7 +154,7 @@ func setStreamMaxAge(t *testing.T, js jetstream.JetStream, name string, age time
 	}
 }
 
-func streamMaxAge(t *testing.T, js jetstream.JetStream, name string) time.Duration {
+func jsStreamMaxAge(t *testing.T, js jetstream.JetStream, name string) time.Duration {
 	t.Helper()
 	s, err := js.Stream(context.Background(), name)
 	if err != nil {
@@ -166,7 +166,7 @@ func streamMaxAge(t *testing.T, js jetstream.JetStream, name string) time.Durati
 func TestJetstreamSetupDryRunDrift(t *testing.T) {
 	_, js := jsTestServer(t)
 	jsSetupDev(t, js)
-	setStreamMaxAge(t, js, core.StreamResults, time.Hour)
+	jsSetStreamMaxAge(t, js, core.StreamResults, time.Hour)
 	if err := js.DeleteKeyValue(context.Background(), core.BucketJobs); err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestJetstreamSetupDryRunDrift(t *testing.T) {
 	}
 
 	// The dry runs changed nothing.
-	if got := streamMaxAge(t, js, core.StreamResults); got != time.Hour {
+	if got := jsStreamMaxAge(t, js, core.StreamResults); got != time.Hour {
 		t.Fatalf("dry run changed RESULTS max_age to %s", got)
 	}
 	if _, err := js.KeyValue(context.Background(), core.BucketJobs); !errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -253,7 +253,7 @@ func TestJetstreamSetupDryRunDrift(t *testing.T) {
 			t.Errorf("apply stderr lacks %q:\n%s", line, aerr.String())
 		}
 	}
-	if got := streamMaxAge(t, js, core.StreamResults); got != 30*specDay {
+	if got := jsStreamMaxAge(t, js, core.StreamResults); got != 30*specDay {
 		t.Fatalf("RESULTS max_age after setup = %s", got)
 	}
 }
@@ -339,5 +339,50 @@ func TestJetstreamSetupUnreachable(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Fatalf("stdout = %q", out.String())
+	}
+}
+
+// A stream that differs in a way the broker cannot change in place (its
+// storage) is planned as "recreate" with the fix.
+func TestJetstreamSetupRecreate(t *testing.T) {
+	_, js := jsTestServer(t)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: core.StreamEvents, Subjects: []string{"events.>"}, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	opts := &JetstreamSetupOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+		Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}, DryRun: true}
+	if err := runJetstreamSetup(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "! recreate  stream EVENTS          max_age 0s → 168h; max_bytes -1 → 4194304; storage Memory → File (not in place)\n") ||
+		!strings.HasSuffix(out.String(), "20 resources: 19 to create, 0 to update, 0 unchanged, 1 to recreate by hand\n") {
+		t.Fatalf("plan:\n%s", out.String())
+	}
+	if !strings.Contains(errOut.String(), "note: stream EVENTS cannot be changed in place; `kanade jetstream delete stream EVENTS --yes` then setup recreates it") {
+		t.Fatalf("stderr:\n%s", errOut.String())
+	}
+
+	// Setup never fails because a resource exists (SPEC §5): it keeps
+	// EVENTS, warns with the fix, and sets up the rest.
+	out.Reset()
+	errOut.Reset()
+	opts.DryRun = false
+	if err := runJetstreamSetup(ctx, opts); err != nil {
+		t.Fatalf("setup failed on an existing resource: %v", err)
+	}
+	if out.String() != "20 resources: 19 created, 0 updated, 0 unchanged, 1 kept with a warning\n" {
+		t.Fatalf("stdout = %q", out.String())
+	}
+	for _, want := range []string{"! kept stream EVENTS (", "kanade jetstream delete stream EVENTS --yes", "✓ created stream AUDIT\n",
+		"note: 1 resource(s) kept as they are"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Fatalf("stderr lacks %q:\n%s", want, errOut.String())
+		}
+	}
+	s, err := js.Stream(ctx, core.StreamEvents)
+	if err != nil || s.CachedInfo().Config.Storage != jetstream.MemoryStorage {
+		t.Fatalf("EVENTS not kept as it was: %v", err)
 	}
 }

@@ -33,16 +33,16 @@ func TestJetstreamStatusArgv(t *testing.T) {
 		t.Fatalf("default options = %+v", got)
 	}
 	c = NewJetstreamStatusCmd(jsTestFactory(), func(context.Context, *JetstreamStatusOptions) error { return nil })
-	wantUsageError(t, jsExecArgv(t, c, "--profile", "big"), "--profile")
+	jsWantUsageError(t, jsExecArgv(t, c, "--profile", "big"), "--profile")
 }
 
-// statusDriftFixture sets up the dev profile, then drifts RESULTS, deletes
+// jsStatusDriftFixture sets up the dev profile, then drifts RESULTS, deletes
 // jobs and puts one message in AUDIT.
-func statusDriftFixture(t *testing.T) jetstream.JetStream {
+func jsStatusDriftFixture(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	_, js := jsTestServer(t)
 	jsSetupDev(t, js)
-	setStreamMaxAge(t, js, core.StreamResults, time.Hour)
+	jsSetStreamMaxAge(t, js, core.StreamResults, time.Hour)
 	ctx := context.Background()
 	if err := js.DeleteKeyValue(ctx, core.BucketJobs); err != nil {
 		t.Fatal(err)
@@ -102,7 +102,7 @@ object  scripts         ok       0         0      -1         -
 object  result_output   ok       0         0      16777216   -
 `
 
-func wantExitFailureSilent(t *testing.T, err error) {
+func jsWantSilentExit1(t *testing.T, err error) {
 	t.Helper()
 	var ee *ExitError
 	if !errors.As(err, &ee) || ee.Code != ExitFailure || ee.Err != nil {
@@ -111,7 +111,7 @@ func wantExitFailureSilent(t *testing.T, err error) {
 }
 
 func TestJetstreamStatusTable(t *testing.T) {
-	js := statusDriftFixture(t)
+	js := jsStatusDriftFixture(t)
 	for _, tc := range []struct {
 		tty  bool
 		want string
@@ -120,7 +120,7 @@ func TestJetstreamStatusTable(t *testing.T) {
 		opts := &JetstreamStatusOptions{IO: TestIO(nil, &out, &errOut, tc.tty), JetStream: jsFunc(js),
 			Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}}
 		err := runJetstreamStatus(context.Background(), opts)
-		wantExitFailureSilent(t, err)
+		jsWantSilentExit1(t, err)
 		if out.String() != tc.want {
 			t.Errorf("tty=%v table =\n%s\nwant\n%s", tc.tty, out.String(), tc.want)
 		}
@@ -147,19 +147,19 @@ func TestJetstreamStatusAllOK(t *testing.T) {
 	out.Reset()
 	errOut.Reset()
 	opts.Setup.Profile = core.ProfileProduction
-	wantExitFailureSilent(t, runJetstreamStatus(context.Background(), opts))
+	jsWantSilentExit1(t, runJetstreamStatus(context.Background(), opts))
 	if !strings.Contains(errOut.String(), "7 of 20 resources need attention: 7 drift") {
 		t.Fatalf("stderr = %q", errOut.String())
 	}
 }
 
 func TestJetstreamStatusJSON(t *testing.T) {
-	js := statusDriftFixture(t)
+	js := jsStatusDriftFixture(t)
 	var out, errOut bytes.Buffer
 	opts := &JetstreamStatusOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Server: func() string { return "nats://127.0.0.1:4222" },
 		Setup:  core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}, JSON: true}
-	wantExitFailureSilent(t, runJetstreamStatus(context.Background(), opts))
+	jsWantSilentExit1(t, runJetstreamStatus(context.Background(), opts))
 	var doc statusJSON
 	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
 		t.Fatalf("stdout is not JSON: %v\n%s", err, out.String())
@@ -215,7 +215,7 @@ func TestJetstreamStatusUnknown(t *testing.T) {
 		var out, errOut bytes.Buffer
 		opts := &JetstreamStatusOptions{IO: TestIO(nil, &out, &errOut, tty), JetStream: jsFunc(js),
 			Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}}
-		wantExitFailureSilent(t, runJetstreamStatus(context.Background(), opts))
+		jsWantSilentExit1(t, runJetstreamStatus(context.Background(), opts))
 		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 		var rows int
 		for _, l := range lines {

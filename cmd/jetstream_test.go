@@ -105,8 +105,8 @@ func jsTestFactory() *Factory {
 	return &Factory{IO: TestIO(nil, &out, &errOut, false)}
 }
 
-// wantUsageError fails unless err is a usage error (exit 2) mentioning every word.
-func wantUsageError(t *testing.T, err error, words ...string) {
+// jsWantUsageError fails unless err is a usage error (exit 2) mentioning every word.
+func jsWantUsageError(t *testing.T, err error, words ...string) {
 	t.Helper()
 	var ue *UsageError
 	if !errors.As(err, &ue) {
@@ -139,7 +139,7 @@ func TestJetstreamParent(t *testing.T) {
 		t.Fatalf("subcommands = %s", got)
 	}
 	err := jsExecArgv(t, NewJetstreamCmd(f), "stup")
-	wantUsageError(t, err, "stup")
+	jsWantUsageError(t, err, "stup")
 }
 
 func TestParseSetupFlags(t *testing.T) {
@@ -162,7 +162,7 @@ func TestParseSetupFlags(t *testing.T) {
 		{"dev", 6, "--replicas"},
 	} {
 		_, err := parseSetupFlags(tt.profile, tt.replicas)
-		wantUsageError(t, err, tt.flag)
+		jsWantUsageError(t, err, tt.flag)
 	}
 }
 

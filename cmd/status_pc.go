@@ -196,10 +196,10 @@ func writeAgentDetail(io *IOStreams, d *AgentDetail, now time.Time) error {
 			return err
 		}
 		for _, c := range d.Effective.Conflicts {
-			fmt.Fprintf(io.Out, "  %s %s is set by groups %s; %s wins\n", st.Warn.Render("conflict:"), c.Field, strings.Join(c.Groups, ", "), c.Winner)
+			fmt.Fprintf(io.Out, "  %s %s is set by groups %s; %s wins\n", st.Warn.Render("conflict:"), c.Field, conflictList(c), c.Winner)
 		}
 		for _, m := range d.Effective.Malformed {
-			fmt.Fprintf(io.Out, "  %s %s = %q in %s does not parse; the default applies\n", st.Warn.Render("malformed:"), m.Field, m.Value, m.Scope)
+			fmt.Fprintf(io.Out, "  %s %s = %q in %s cannot be used; that scope gives the default instead\n", st.Warn.Render("malformed:"), m.Field, m.Value, m.Scope)
 		}
 	}
 	return nil

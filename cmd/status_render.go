@@ -207,8 +207,19 @@ func writeAgentTable(io *IOStreams, agents []AgentRow, now time.Time, withPing b
 		}
 		rows = append(rows, row)
 	}
+	if io.OutTTY && len(rows) > maxBoxedRows {
+		// Laying out a boxed table of thousands of rows takes most of a
+		// second and scrolls away anyway: big fleets get plain columns
+		// (still with relative times) on a terminal too.
+		plain := *io
+		plain.OutTTY = false
+		return printTable(&plain, header, rows)
+	}
 	return printTable(io, header, rows)
 }
+
+// maxBoxedRows is the largest fleet drawn as a boxed table on a terminal.
+const maxBoxedRows = 500
 
 func pingCell(p *AgentPing) string {
 	switch {

@@ -410,3 +410,31 @@ effective config
 	o.PC = "PC-1"
 	wantHint(t, runStatus(ctx, o), "pc ids are case-sensitive")
 }
+
+func TestStatusWatchRedrawsOnTerminal(t *testing.T) {
+	env := newOpEnv(t)
+	env.agentSeen("pc-1", core.OSLinux, opT0)
+	o := env.statusOpts(true)
+	o.Watch = true
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runStatus(ctx, o) }()
+
+	natstest.Eventually(t, 10*time.Second, "the first screen", func() bool {
+		s := env.out.String()
+		return strings.HasPrefix(s, clearScreen) && strings.Contains(s, "│ pc-1 ")
+	})
+	hb, _ := json.Marshal(core.Heartbeat{PCID: "pc-live", At: opT0, AgentVersion: "0.38.2"})
+	pub := natstest.Connect(t, env.srv.URL())
+	natstest.Eventually(t, 10*time.Second, "a redraw with the live agent", func() bool {
+		_ = pub.Publish(core.SubjectHeartbeat("pc-live"), hb)
+		_ = pub.Flush()
+		screens := strings.Split(env.out.String(), clearScreen)
+		last := screens[len(screens)-1]
+		return len(screens) >= 3 && strings.Contains(last, "│ pc-live ") && strings.Contains(last, "2 of 2 agents online")
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("watch ended with %v", err)
+	}
+}

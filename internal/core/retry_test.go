@@ -502,23 +502,22 @@ func TestTrackerStaleness(t *testing.T) {
 		t.Fatalf("LastConnected = %v, %v", at, ok)
 	}
 
-	// Down: staleness is the time since the link was last known up (the
-	// disconnect instant), and grows with the clock.
+	// Down: staleness is the time since the last Connected event (SPEC §6.2),
+	// not since the disconnect, and grows with the clock.
 	tr.MarkDisconnected()
-	downAt := now
 	now = now.Add(90 * time.Second)
-	if got := tr.Staleness(); got != 90*time.Second {
-		t.Fatalf("down 90s: staleness %v, want 90s", got)
+	if got := tr.Staleness(); got != time.Hour+90*time.Second {
+		t.Fatalf("down 90s after 1h connected: staleness %v, want 1h1m30s", got)
 	}
 	now = now.Add(10 * time.Minute)
-	if got := tr.Staleness(); got != 90*time.Second+10*time.Minute {
+	if got := tr.Staleness(); got != time.Hour+90*time.Second+10*time.Minute {
 		t.Fatalf("staleness %v", got)
 	}
-	if at, _ := tr.LastConnected(); !at.Equal(downAt) {
-		t.Fatalf("LastConnected = %v, want %v", at, downAt)
+	if at, _ := tr.LastConnected(); !at.Equal(connectedAt) {
+		t.Fatalf("LastConnected = %v, want %v", at, connectedAt)
 	}
-	tr.MarkDisconnected() // a second disconnect (Closed after Disconnected) keeps the instant
-	if got := tr.Staleness(); got != 90*time.Second+10*time.Minute {
+	tr.MarkDisconnected() // a second disconnect (Closed after Disconnected) changes nothing
+	if got := tr.Staleness(); got != time.Hour+90*time.Second+10*time.Minute {
 		t.Fatalf("second disconnect moved staleness to %v", got)
 	}
 	tr.MarkConnected()

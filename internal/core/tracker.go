@@ -35,14 +35,12 @@ func (t *Tracker) MarkConnected() {
 	t.wake = make(chan struct{})
 }
 
-// MarkDisconnected records a lost connection. It wakes nobody.
+// MarkDisconnected records a lost connection. It wakes nobody, and it leaves
+// the last Connected instant alone: SPEC §6.2 measures staleness from the last
+// Connected event, as upstream's tracker does.
 func (t *Tracker) MarkDisconnected() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.connected {
-		// The last instant the link was known good.
-		t.lastConnected = t.now()
-	}
 	t.connected = false
 }
 

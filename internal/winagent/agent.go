@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,6 +118,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.log = log.With("pc", cfg.ID)
 	a.retrier = &core.Retrier{Tracker: a.tracker, Log: a.log.With("subsystem", "retry"), Clock: a.clock}
+	if strings.Contains(cfg.ID, ".") {
+		a.log.Warn("the pc id contains '.', so its subjects have extra tokens (commands.pc.a.b); set agent.id or KANADE_AGENT_ID to a dot-free name if operators address it by wildcard")
+	}
 	if len(cfg.Groups) > 0 {
 		a.log.Warn("agent.groups in the config file is deprecated and ignored: group membership lives in KV agent_groups (kanade group add PC G)", "groups", cfg.Groups)
 	}

@@ -85,7 +85,8 @@ func (ta *testAgent) stop() {
 			ta.t.Errorf("Run returned %v", err)
 		}
 	case <-time.After(20 * time.Second):
-		ta.t.Errorf("Run did not return within 20s of cancel")
+		buf := make([]byte, 1<<20)
+		ta.t.Errorf("Run did not return within 20s of cancel; goroutines:\n%s", buf[:runtime.Stack(buf, true)])
 	}
 }
 
@@ -778,4 +779,79 @@ func heartbeatIntervals(t testing.TB, beats chan core.Heartbeat, n int, timeout 
 		}
 	}
 	return out
+}
+
+func TestJitterUsesInjectedRandAndClock(t *testing.T) {
+	requireUnix(t)
+	_, nc, js := broker(t)
+	ta := newTestAgent(t, nc.ConnectedUrl())
+	clk := newFakeClock()
+	ta.clock, ta.rand = clk, func() float64 { return 0.5 }
+	ta.start()
+	ta.waitReady(nc, js)
+	four := uint64(4)
+	c := shCommand("echo jittered", func(c *core.Command) { c.JitterSec = &four })
+	w := watchResults(t, nc, c.RequestID)
+	publishCommand(t, js, core.SubjectCommandsPC(ta.cfg.ID), c)
+	// 0.5 of [0, 4 s) is a 2 s wait, asked of the injected clock.
+	deadline := time.After(10 * time.Second)
+	for waiting := true; waiting; {
+		select {
+		case d := <-clk.calls:
+			waiting = d != 2*time.Second
+		case <-deadline:
+			t.Fatal("no 2s jitter wait asked of the clock")
+		}
+	}
+	select {
+	case r := <-w.ch:
+		t.Fatalf("ran before the jitter elapsed: %+v", r)
+	case <-time.After(200 * time.Millisecond):
+	}
+	clk.Advance(2 * time.Second)
+	if r := w.next(10 * time.Second); strings.TrimSpace(r.Stdout) != "jittered" {
+		t.Fatalf("result = %+v", r)
+	}
+}
+
+func TestLogsFetchFromDailyFile(t *testing.T) {
+	_, nc, js := broker(t)
+	logDir := t.TempDir()
+	lc := LogConfig{Path: filepath.Join(logDir, "agent.log"), Level: "info", KeepDays: 3, Format: "text"}
+	logging, err := OpenLogging(lc, &syncBuffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logging.Close()
+	cfg := Config{ID: "pc-filelogs", NATSURL: nc.ConnectedUrl(), DataDir: t.TempDir(), MaxConcurrent: 2, Log: lc}
+	a, err := New(cfg, logging.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.logRing != nil {
+		t.Fatal("file logging still keeps a ring")
+	}
+	ta := &testAgent{Agent: a, t: t, dir: cfg.DataDir, logs: &syncBuffer{}}
+	ta.start()
+	natstest.Eventually(t, 15*time.Second, "ping", func() bool {
+		_, err := nc.Request(core.SubjectPing(cfg.ID), nil, 200*time.Millisecond)
+		return err == nil
+	})
+	_ = js
+	m, err := nc.Request(core.SubjectLogsFetch(cfg.ID), []byte(`{"tail_lines":1000}`), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(m.Data), "agent starting") {
+		t.Fatalf("logs.fetch = %q", m.Data)
+	}
+	want := filepath.Join(logDir, "agent."+time.Now().Format("2006-01-02")+".log")
+	if active, err := ActiveLogFile(lc); err != nil || active != want {
+		t.Fatalf("active file = %s, %v; want %s", active, err, want)
+	}
+	// Garbage in the request body gets the default tail, not an error.
+	m, err = nc.Request(core.SubjectLogsFetch(cfg.ID), []byte(`{"tail_lines":"many"}`), 2*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), "agent starting") {
+		t.Fatalf("logs.fetch with a bad body = %q, %v", m.Data, err)
+	}
 }

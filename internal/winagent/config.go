@@ -122,8 +122,11 @@ func (c *Config) Validate() error {
 	if c.ID == "" {
 		return errors.New("agent id is empty: set agent.id in the config file or KANADE_AGENT_ID")
 	}
-	if !core.ValidToken(c.ID) {
-		return fmt.Errorf("agent id %q cannot be a subject token (no '.', '*', '>' or whitespace): set agent.id or KANADE_AGENT_ID", c.ID)
+	// A dot is allowed (hostnames like mac.local are common and every
+	// subject, key and name built from the id still works); wildcards and
+	// whitespace would make subjects mean something else.
+	if strings.ContainsAny(c.ID, "*> \t\r\n\x00") {
+		return fmt.Errorf("agent id %q cannot be used in subjects (no '*', '>' or whitespace): set agent.id or KANADE_AGENT_ID", c.ID)
 	}
 	if strings.TrimSpace(c.NATSURL) == "" {
 		c.NATSURL = core.DefaultNATSURL

@@ -47,13 +47,13 @@ type Outbox struct {
 	log  *slog.Logger
 	wake chan struct{}
 
-	mu   sync.Mutex
-	last int64 // stamp of the newest file name handed out
+	mu    sync.Mutex
+	last  int64           // stamp of the newest file name handed out
+	stuck map[string]bool // corrupt files that could not be moved aside
 
-	// Drain state, touched only by Run's goroutine.
+	// Failure-logging state, touched only by Run's goroutine.
 	failing      bool
 	failingSince time.Time
-	stuck        map[string]bool // corrupt files that could not be moved aside
 }
 
 const (
@@ -123,6 +123,7 @@ func (o *Outbox) Put(e Entry) error {
 	syncDir(o.dir)
 	select {
 	case o.wake <- struct{}{}:
+		<-o.wake
 	default:
 	}
 	return nil
@@ -214,7 +215,9 @@ func (o *Outbox) recovered() {
 func (o *Outbox) setAside(name string, cause error) {
 	from := filepath.Join(o.dir, name)
 	if err := os.Rename(from, from+badExt); err != nil {
+		o.mu.Lock()
 		o.stuck[name] = true
+		o.mu.Unlock()
 		o.log.Error("corrupt outbox entry could not be moved aside; skipping it", "file", from, "err", cause, "rename_err", err)
 		return
 	}
@@ -227,6 +230,8 @@ func (o *Outbox) pending() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	var names []string
 	for _, de := range des {
 		if n := de.Name(); strings.HasSuffix(n, entryExt) && !de.IsDir() && !o.stuck[n] {

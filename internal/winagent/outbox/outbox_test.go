@@ -519,3 +519,35 @@ func FuzzReadEntry(f *testing.F) {
 		}
 	})
 }
+
+func TestCorruptEntryThatCannotBeMovedIsSkipped(t *testing.T) {
+	b := newBroker(t)
+	dir := t.TempDir()
+	log, logs := newLog()
+	o, err := Open(dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, fmt.Sprintf("%020d-00000000.json", 1))
+	if err := os.WriteFile(bad, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A directory already sits where the .bad file would go: the rename
+	// fails, for root too.
+	if err := os.Mkdir(bad+".bad", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e1, e2 := resultEntry(1), resultEntry(2)
+	_ = o.Put(e1)
+	run(t, o, JetStreamPublisher(b.js, 5*time.Second))
+	natstest.Eventually(t, 10*time.Second, "good entry drained past the stuck one", func() bool { return o.Len() == 0 })
+	_ = o.Put(e2)
+	natstest.Eventually(t, 10*time.Second, "second entry drained", func() bool { return o.Len() == 0 })
+	assertPublished(t, resultsStream(t, b.js), []Entry{e1, e2})
+	if _, err := os.Stat(bad); err != nil {
+		t.Fatalf("corrupt entry deleted: %v", err)
+	}
+	if n := logs.count("corrupt outbox entry could not be moved aside; skipping it"); n != 1 {
+		t.Fatalf("stuck entry logged %d times, want once", n)
+	}
+}

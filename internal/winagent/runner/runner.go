@@ -224,12 +224,15 @@ func drainPipes(grace time.Duration, pipes []io.Closer, dones ...<-chan struct{}
 			_ = p.Close()
 		}
 	}
-	if !waitAll() {
+	if waitAll() {
 		closeAll()
-		t.Reset(grace)
-		waitAll()
+		return
 	}
-	closeAll()
+	// On Windows, Close cancels a pending pipe read but then waits for it
+	// to return; never let that wait hold the result.
+	go closeAll()
+	t.Reset(grace)
+	waitAll()
 }
 
 // command is a resolved invocation.

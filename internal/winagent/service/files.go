@@ -35,10 +35,11 @@ func lookTool(name, missing string) (tool, error) {
 	}, nil
 }
 
-// installFile writes content to path and runs steps; when a step fails it
-// puts back what was there before (or removes the new file), runs undo best
-// effort and returns the step's error. Nothing is left half-installed.
-func installFile(path string, content []byte, steps []func() error, undo func()) error {
+// installFile writes content to path and runs steps. When a step fails it
+// calls rollback with whether a file was there before and a function that
+// puts that file back (or removes the new one), and returns the step's
+// error: nothing is left half-installed. A nil rollback just restores.
+func installFile(path string, content []byte, steps []func() error, rollback func(existed bool, restore func() error)) error {
 	prev, prevErr := os.ReadFile(path)
 	existed := prevErr == nil
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -48,21 +49,28 @@ func installFile(path string, content []byte, steps []func() error, undo func())
 		return err
 	}
 	for _, step := range steps {
-		if err := step(); err != nil {
-			var rerr error
+		err := step()
+		if err == nil {
+			continue
+		}
+		var rerr error
+		restore := func() error {
 			if existed {
 				rerr = writeFileAtomic(path, prev, 0o644)
 			} else if e := os.Remove(path); e != nil && !errors.Is(e, os.ErrNotExist) {
 				rerr = e
 			}
-			if undo != nil {
-				undo()
-			}
-			if rerr != nil {
-				return fmt.Errorf("%w (and restoring %s failed: %v)", err, path, rerr)
-			}
-			return err
+			return rerr
 		}
+		if rollback != nil {
+			rollback(existed, restore)
+		} else {
+			restore()
+		}
+		if rerr != nil {
+			return fmt.Errorf("%w (and restoring %s failed: %v)", err, path, rerr)
+		}
+		return err
 	}
 	return nil
 }

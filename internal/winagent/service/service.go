@@ -48,11 +48,11 @@ const (
 // Restart policy on every OS: restart 5 s after a failure (any non-zero exit,
 // 64 included), and on Windows count failures over one day.
 const (
-	RestartDelay        = 5 * time.Second
-	WindowsRestarts     = 3
-	WindowsResetPeriod  = 24 * time.Hour
-	DefaultStopBudget   = 30 * time.Second
-	DefaultStartBudget  = 30 * time.Second
+	RestartDelay         = 5 * time.Second
+	WindowsRestarts      = 3
+	WindowsResetPeriod   = 24 * time.Hour
+	DefaultStopBudget    = 30 * time.Second
+	DefaultStartBudget   = 30 * time.Second
 	windowsStartWaitHint = 30 * time.Second
 )
 

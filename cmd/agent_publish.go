@@ -1,0 +1,440 @@
+package cmd
+
+import (
+	"context"
+	"crypto/sha256"
+	"debug/buildinfo"
+	"debug/elf"
+	"debug/macho"
+	"debug/pe"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+)
+
+func init() {
+	registerAgent(func(f *Factory) *cobra.Command { return NewAgentPublishCmd(f, nil) })
+}
+
+// kanadeModule is this project's module path: a Go binary built from it
+// carries it in its build info.
+const kanadeModule = "github.com/kanadehq/kanade-go"
+
+// versionLDFlag is what a release build stamps core.Version with.
+const versionLDFlag = kanadeModule + "/internal/core.Version="
+
+// AgentPublishOptions are the inputs of `kanade agent publish`.
+type AgentPublishOptions struct {
+	IO        *IOStreams
+	JetStream func(context.Context) (jetstream.JetStream, error)
+
+	File    string
+	Version string
+	OS      string
+	Arch    string
+	JSON    bool
+}
+
+// AgentPublishResult is `kanade agent publish --json`.
+type AgentPublishResult struct {
+	Bucket  string   `json:"bucket"`
+	Keys    []string `json:"keys"`
+	Version string   `json:"version"`
+	OS      string   `json:"os"`
+	Arch    string   `json:"arch"`
+	Size    int64    `json:"size"`
+	// Digest is the object store's "SHA-256=<base64url>" form agents verify.
+	Digest string `json:"digest"`
+	// SHA256 is the same digest in hex, as sha256sum prints it.
+	SHA256 string `json:"sha256"`
+}
+
+// NewAgentPublishCmd is `kanade agent publish FILE`.
+func NewAgentPublishCmd(f *Factory, runF func(context.Context, *AgentPublishOptions) error) *cobra.Command {
+	opts := &AgentPublishOptions{IO: f.IO, JetStream: f.JetStream}
+	c := &cobra.Command{
+		Use:   "publish FILE",
+		Short: "Upload an agent build to the agent_releases object store",
+		Long: `Upload an agent binary to object store agent_releases under
+<version>-<os>-<arch> (os windows, linux or macos; arch amd64 or arm64), and
+for windows/amd64 also under the bare <version> key upstream agents fetch.
+Nothing changes on the fleet until ` + "`kanade agent rollout`" + ` points a scope at
+the version.
+
+The os and arch are read from the binary (PE, ELF or Mach-O). The version is
+read from a kanade build's embedded build info (the -X …/internal/core.Version
+stamp, else the module version); --version is needed for other builds (an
+upstream agent) and must match what a kanade build reports, because agents
+refuse a binary whose ` + "`version`" + ` is not the rollout target.
+
+Prints the keys, the size and the SHA-256 digest agents verify.`,
+		Example: `  kanade agent publish dist/kanade_windows_amd64/kanade.exe
+  kanade agent publish ./kanade-agent.exe --version 0.38.2
+  kanade agent publish dist/kanade_linux_arm64/kanade --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			opts.File = args[0]
+			if opts.Version != "" {
+				if err := core.ValidReleaseVersion(opts.Version); err != nil {
+					return UsageErrorf("invalid --version: %v", err)
+				}
+			}
+			if opts.OS != "" {
+				goos, ok := releaseGOOS(opts.OS)
+				if !ok {
+					return UsageErrorf("invalid --os %q: want windows, linux or macos", opts.OS)
+				}
+				opts.OS = goos
+			}
+			if opts.Arch != "" && !releaseArch(opts.Arch) {
+				return UsageErrorf("invalid --arch %q: want amd64 or arm64", opts.Arch)
+			}
+			if runF != nil {
+				return runF(c.Context(), opts)
+			}
+			return runAgentPublish(c.Context(), opts)
+		},
+	}
+	c.Flags().StringVar(&opts.Version, "version", "", "version label (default: read from the binary)")
+	c.Flags().StringVar(&opts.OS, "os", "", "target OS when the binary does not say: windows, linux or macos")
+	c.Flags().StringVar(&opts.Arch, "arch", "", "target architecture when the binary does not say: amd64 or arm64")
+	c.Flags().BoolVar(&opts.JSON, "json", false, "print as JSON")
+	return c
+}
+
+// releaseGOOS maps an --os value to a GOOS (macos and darwin both mean darwin).
+func releaseGOOS(s string) (string, bool) {
+	switch strings.ToLower(s) {
+	case "windows":
+		return "windows", true
+	case "linux":
+		return "linux", true
+	case "macos", "darwin":
+		return "darwin", true
+	}
+	return "", false
+}
+
+func releaseArch(s string) bool { return s == "amd64" || s == "arm64" }
+
+// agentBinary is what publish learns from a file.
+type agentBinary struct {
+	GOOS, GOARCH string
+	// Version is what a kanade build reports ("" when the file is not a
+	// kanade build, or one without a version).
+	Version string
+	// Kanade is true for a Go binary of this module.
+	Kanade bool
+	// Module is the main module of any Go binary.
+	Module string
+}
+
+// inspectAgentBinary reads the platform from the executable's headers and
+// the version from Go build info.
+func inspectAgentBinary(path string) (agentBinary, error) {
+	var b agentBinary
+	goos, goarch, err := binaryPlatform(path)
+	if err != nil {
+		return b, err
+	}
+	b.GOOS, b.GOARCH = goos, goarch
+	if bi, err := buildinfo.ReadFile(path); err == nil {
+		b.Module = bi.Main.Path
+		b.Kanade = bi.Main.Path == kanadeModule
+		b.Version = versionFromBuildInfo(bi)
+		// Build info is authoritative for Go binaries.
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "GOOS":
+				if b.GOOS == "" {
+					b.GOOS = s.Value
+				}
+			case "GOARCH":
+				if b.GOARCH == "" {
+					b.GOARCH = s.Value
+				}
+			}
+		}
+	}
+	return b, nil
+}
+
+// versionFromBuildInfo is the version a kanade build reports, computed as
+// core.AgentVersion does: the -X core.Version stamp, else the module
+// version; "" when neither (the build reports core.DevVersion).
+func versionFromBuildInfo(bi *buildinfo.BuildInfo) string {
+	for _, s := range bi.Settings {
+		if s.Key != "-ldflags" {
+			continue
+		}
+		if i := strings.Index(s.Value, versionLDFlag); i >= 0 {
+			v := s.Value[i+len(versionLDFlag):]
+			if j := strings.IndexAny(v, " \t'\""); j >= 0 {
+				v = v[:j]
+			}
+			if v != "" {
+				return strings.TrimPrefix(v, "v")
+			}
+		}
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return strings.TrimPrefix(v, "v")
+	}
+	return ""
+}
+
+// binaryPlatform reads GOOS and GOARCH from a PE, ELF or Mach-O header. It
+// returns "" for what the header does not tell (a universal Mach-O's arch)
+// and an error for a file that is no executable of a supported platform.
+func binaryPlatform(path string) (goos, goarch string, err error) {
+	if f, err := pe.Open(path); err == nil {
+		defer f.Close()
+		switch f.Machine {
+		case pe.IMAGE_FILE_MACHINE_AMD64:
+			return "windows", "amd64", nil
+		case pe.IMAGE_FILE_MACHINE_ARM64:
+			return "windows", "arm64", nil
+		}
+		return "", "", fmt.Errorf("%s is a Windows executable for machine type %#x: only amd64 and arm64 agents are supported", path, f.Machine)
+	}
+	if f, err := elf.Open(path); err == nil {
+		defer f.Close()
+		if f.OSABI != elf.ELFOSABI_NONE && f.OSABI != elf.ELFOSABI_LINUX {
+			return "", "", fmt.Errorf("%s is an ELF executable for %v: only Linux agents are supported", path, f.OSABI)
+		}
+		switch f.Machine {
+		case elf.EM_X86_64:
+			return "linux", "amd64", nil
+		case elf.EM_AARCH64:
+			return "linux", "arm64", nil
+		}
+		return "", "", fmt.Errorf("%s is a Linux executable for %v: only amd64 and arm64 agents are supported", path, f.Machine)
+	}
+	if f, err := macho.Open(path); err == nil {
+		defer f.Close()
+		switch f.Cpu {
+		case macho.CpuAmd64:
+			return "darwin", "amd64", nil
+		case macho.CpuArm64:
+			return "darwin", "arm64", nil
+		}
+		return "", "", fmt.Errorf("%s is a macOS executable for %v: only amd64 and arm64 agents are supported", path, f.Cpu)
+	}
+	if f, err := macho.OpenFat(path); err == nil {
+		f.Close()
+		return "darwin", "", nil // universal: --arch picks the key
+	}
+	return "", "", fmt.Errorf("%s is not a Windows (PE), Linux (ELF) or macOS (Mach-O) executable", path)
+}
+
+// resolveRelease combines what the binary says with the flags into the
+// release's os, arch and version, refusing contradictions.
+func resolveRelease(file string, b agentBinary, opts *AgentPublishOptions) (goos, goarch, version string, notes []string, err error) {
+	goos, goarch = b.GOOS, b.GOARCH
+	if opts.OS != "" {
+		if goos != "" && goos != opts.OS {
+			return "", "", "", nil, UsageErrorf("%s is a %s binary but --os says %s", file, core.OSFamilyOf(goos), core.OSFamilyOf(opts.OS))
+		}
+		goos = opts.OS
+	}
+	if opts.Arch != "" {
+		if goarch != "" && goarch != opts.Arch {
+			return "", "", "", nil, UsageErrorf("%s is an %s binary but --arch says %s", file, goarch, opts.Arch)
+		}
+		goarch = opts.Arch
+	}
+	if goos == "" || goarch == "" {
+		return "", "", "", nil, UsageErrorf("cannot tell the platform of %s: pass --os and --arch", file)
+	}
+	if _, ok := releaseGOOS(core.OSFamilyOf(goos)); !ok || !releaseArch(goarch) {
+		return "", "", "", nil, UsageErrorf("%s is a %s/%s binary: agents run on windows, linux or macos, amd64 or arm64", file, goos, goarch)
+	}
+
+	version = opts.Version
+	switch {
+	case b.Kanade && b.Version == "" && version == "":
+		return "", "", "", nil, UsageErrorf("%s carries no version (it reports %s): build it with -ldflags \"-X %s<version>\"", file, core.DevVersion, versionLDFlag)
+	case b.Kanade && b.Version == "":
+		return "", "", "", nil, UsageErrorf("%s reports version %s, not %s: agents refuse a build whose version is not the rollout target; stamp it with -ldflags \"-X %s%s\"", file, core.DevVersion, version, versionLDFlag, version)
+	case b.Kanade && version != "" && version != b.Version:
+		return "", "", "", nil, UsageErrorf("%s reports version %s but --version says %s: agents refuse a build whose version is not the rollout target", file, b.Version, version)
+	case b.Kanade:
+		version = b.Version
+	case version == "":
+		return "", "", "", nil, UsageErrorf("cannot read a version from %s (not a kanade Go build): pass --version", file)
+	case b.Module != "":
+		notes = append(notes, fmt.Sprintf("note: %s is a Go program of module %s, not kanade; publishing it as %s anyway", file, b.Module, version))
+	}
+	if err := core.ValidReleaseVersion(version); err != nil {
+		return "", "", "", nil, UsageErrorf("cannot publish %s: %v", file, err)
+	}
+	return goos, goarch, version, notes, nil
+}
+
+// agentReleaseKeys are the keys a release is stored under: the platform key,
+// plus the bare version for windows/amd64 (upstream agents fetch that).
+func agentReleaseKeys(version, goos, goarch string) []string {
+	keys := []string{core.ReleaseKey(version, goos, goarch)}
+	if goos == "windows" && goarch == "amd64" {
+		keys = append(keys, version)
+	}
+	return keys
+}
+
+func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {
+	fi, err := os.Stat(opts.File)
+	if err != nil {
+		return fmt.Errorf("read agent binary: %w", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() == 0 {
+		return UsageErrorf("%s is not a non-empty file", opts.File)
+	}
+	bin, err := inspectAgentBinary(opts.File)
+	if err != nil {
+		return &UsageError{Err: err}
+	}
+	goos, goarch, version, notes, err := resolveRelease(opts.File, bin, opts)
+	if err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintln(opts.IO.ErrOut, n)
+	}
+
+	js, err := opts.JetStream(ctx)
+	if err != nil {
+		return err
+	}
+	store, err := js.ObjectStore(ctx, core.ObjectAgentReleases)
+	if err != nil {
+		return WithHint(fmt.Errorf("open object store %q: %w", core.ObjectAgentReleases, err), "run `kanade jetstream setup` first")
+	}
+
+	res := AgentPublishResult{
+		Bucket: core.ObjectAgentReleases, Keys: agentReleaseKeys(version, goos, goarch),
+		Version: version, OS: core.OSFamilyOf(goos), Arch: goarch, Size: fi.Size(),
+	}
+	for _, key := range res.Keys {
+		info, sum, err := putAgentRelease(ctx, store, opts.IO, opts.File, key, res)
+		if err != nil {
+			return err
+		}
+		if info.Size != uint64(fi.Size()) {
+			return fmt.Errorf("upload %s/%s: stored %d bytes, the file has %d (was it changed during the upload?)", core.ObjectAgentReleases, key, info.Size, fi.Size())
+		}
+		if res.Digest != "" && (info.Digest != res.Digest || sum != res.SHA256) {
+			return fmt.Errorf("upload %s/%s: digest %s differs from the first upload's %s (was the file changed during the upload?)", core.ObjectAgentReleases, key, info.Digest, res.Digest)
+		}
+		res.Digest, res.SHA256 = info.Digest, sum
+	}
+
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, res)
+	}
+	rows := [][2]string{
+		{"version", res.Version},
+		{"platform", res.OS + "/" + res.Arch},
+		{"size", fmt.Sprintf("%s (%d bytes)", humanBytes(res.Size), res.Size)},
+		{"digest", res.Digest},
+		{"sha256", res.SHA256},
+	}
+	for _, k := range res.Keys {
+		rows = append(rows, [2]string{"key", res.Bucket + "/" + k})
+	}
+	if err := writeKV(opts.IO.Out, rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(opts.IO.ErrOut, "next: kanade agent rollout %s --group canary --jitter 5m   (then --global --jitter 30m)\n", version)
+	return nil
+}
+
+// putAgentRelease uploads file under key, with progress on ErrOut, and
+// returns the stored info and the hex SHA-256 of what was read.
+func putAgentRelease(ctx context.Context, store jetstream.ObjectStore, io_ *IOStreams, file, key string, r AgentPublishResult) (*jetstream.ObjectInfo, string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, "", fmt.Errorf("read agent binary: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	pr := &publishProgress{r: io.TeeReader(f, h), w: io_.ErrOut, tty: io_.ErrTTY, total: r.Size, key: key}
+	pr.start()
+	info, err := store.Put(ctx, jetstream.ObjectMeta{
+		Name:        key,
+		Description: fmt.Sprintf("kanade agent %s for %s/%s", r.Version, r.OS, r.Arch),
+		Metadata:    map[string]string{"version": r.Version, "os": r.OS, "arch": r.Arch},
+	}, pr)
+	pr.finish(err)
+	if err != nil {
+		return nil, "", fmt.Errorf("upload %s/%s: %w", core.ObjectAgentReleases, key, err)
+	}
+	return info, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// publishProgress counts bytes read for the upload and reports progress on
+// stderr: a rewritten percentage on a terminal, start and end lines when
+// piped.
+type publishProgress struct {
+	r     io.Reader
+	w     io.Writer
+	tty   bool
+	total int64
+	key   string
+	done  int64
+	shown int64 // last percentage shown
+}
+
+func (p *publishProgress) start() {
+	if p.tty {
+		fmt.Fprintf(p.w, "uploading %s   0%%", p.key)
+		return
+	}
+	fmt.Fprintf(p.w, "uploading %s (%s)…\n", p.key, humanBytes(p.total))
+}
+
+func (p *publishProgress) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	if p.tty && p.total > 0 {
+		if pct := p.done * 100 / p.total; pct != p.shown {
+			p.shown = pct
+			fmt.Fprintf(p.w, "\ruploading %s %3d%%", p.key, pct)
+		}
+	}
+	return n, err
+}
+
+func (p *publishProgress) finish(err error) {
+	switch {
+	case p.tty && err == nil:
+		fmt.Fprintf(p.w, "\r✓ uploaded %s          \n", p.key)
+	case p.tty:
+		fmt.Fprintln(p.w)
+	case err == nil:
+		fmt.Fprintf(p.w, "✓ uploaded %s\n", p.key)
+	}
+}
+
+// humanBytes renders n in KiB/MiB/GiB with one decimal.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 3; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGT"[exp])
+}
+
+var _ = errors.Is

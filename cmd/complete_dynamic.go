@@ -1,0 +1,137 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+)
+
+// completionTimeout bounds how long a shell completion waits for the broker:
+// a Tab press must never hang, so a slow or absent broker just completes
+// nothing.
+const completionTimeout = 2 * time.Second
+
+// completePCs completes the first positional argument with the pc ids known
+// in agents_state. Attach it to commands whose first argument is a PC:
+//
+//	c.ValidArgsFunction = completePCs(f)
+func completePCs(f *Factory) cobra.CompletionFunc {
+	return func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		pcs := completionQuery(c.Context(), f, func(ctx context.Context, js jetstream.JetStream) ([]string, error) {
+			return kvKeys(ctx, js, core.BucketAgentsState)
+		})
+		return filterCompletions(pcs, toComplete), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeGroups completes group names: every group some PC belongs to in
+// agent_groups. For a flag: c.RegisterFlagCompletionFunc("group", completeGroups(f)).
+func completeGroups(f *Factory) cobra.CompletionFunc {
+	return func(c *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		groups := completionQuery(c.Context(), f, knownGroups)
+		return filterCompletions(groups, toComplete), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completionQuery runs q against the broker within completionTimeout and
+// returns nil on any failure: completion has no place to report errors.
+// Dialling runs in its own goroutine because the connect timeout
+// (--timeout, 5s by default) is longer than a completion may take.
+func completionQuery(parent context.Context, f *Factory, q func(context.Context, jetstream.JetStream) ([]string, error)) []string {
+	if f.JetStream == nil {
+		return nil
+	}
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(parent, completionTimeout)
+	defer cancel()
+	done := make(chan []string, 1)
+	go func() {
+		js, err := f.JetStream(ctx)
+		if err != nil {
+			done <- nil
+			return
+		}
+		out, err := q(ctx, js)
+		if err != nil {
+			done <- nil
+			return
+		}
+		done <- out
+	}()
+	select {
+	case out := <-done:
+		return out
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// kvKeys lists every key of bucket.
+func kvKeys(ctx context.Context, js jetstream.JetStream, bucket string) ([]string, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// knownGroups is the union of every agent_groups row.
+func knownGroups(ctx context.Context, js jetstream.JetStream) ([]string, error) {
+	kv, err := js.KeyValue(ctx, core.BucketAgentGroups)
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	var groups []string
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil { // end of the initial values
+				return core.NormalizeGroups(groups), nil
+			}
+			var row core.AgentGroups
+			if json.Unmarshal(e.Value(), &row) == nil {
+				groups = append(groups, row.Groups...)
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// filterCompletions keeps the candidates that start with prefix, sorted and
+// unique. PC ids and group names are case-sensitive, so the match is too.
+func filterCompletions(all []string, prefix string) []cobra.Completion {
+	var out []cobra.Completion
+	for _, s := range all {
+		if strings.HasPrefix(s, prefix) {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}

@@ -1,0 +1,118 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kanadehq/kanade-go/internal/natstest"
+)
+
+// completeArgv runs `kanade __complete argv...` (what the shell scripts call)
+// on a root with a probe command that uses the dynamic completions, and
+// returns the candidate lines (the trailing ":<directive>" line dropped).
+func completeArgv(t *testing.T, argv ...string) []string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	f := &Factory{IO: TestIO(&bytes.Buffer{}, &out, &errOut, false)}
+	root := NewRootCmd(f)
+	probe := &cobra.Command{
+		Use:               "probe [PC]",
+		Short:             "Probe completion",
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completePCs(f),
+		RunE:              func(*cobra.Command, []string) error { return nil },
+	}
+	probe.Flags().String("group", "", "group")
+	if err := probe.RegisterFlagCompletionFunc("group", completeGroups(f)); err != nil {
+		t.Fatal(err)
+	}
+	root.AddCommand(probe)
+	root.SetArgs(append([]string{cobra.ShellCompRequestCmd}, argv...))
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("__complete %v: %v (stderr %s)", argv, err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], ":") {
+		t.Fatalf("no directive line in %q", out.String())
+	}
+	return lines[:len(lines)-1]
+}
+
+func TestCompletePCsAndGroups(t *testing.T) {
+	srv := natstest.Run(t)
+	js := natstest.Setup(t, srv.URL())
+	ctx := context.Background()
+	state, err := js.KeyValue(ctx, "agents_state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pc := range []string{"dev-pc-2", "dev-pc-1", "Lab-01"} {
+		if _, err := state.Put(ctx, pc, []byte(`{"pc_id":"`+pc+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	groups, err := js.KeyValue(ctx, "agent_groups")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pc, row := range map[string]string{
+		"dev-pc-1": `{"groups":["canary","wave1"]}`,
+		"dev-pc-2": `{"groups":["wave1","wave2"]}`,
+		"Lab-01":   `not json`,
+	} {
+		if _, err := groups.Put(ctx, pc, []byte(row)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	tests := []struct {
+		name string
+		argv []string
+		want string
+	}{
+		{"every pc", []string{"-s", srv.URL(), "probe", ""}, "Lab-01,dev-pc-1,dev-pc-2"},
+		{"prefix", []string{"-s", srv.URL(), "probe", "dev-"}, "dev-pc-1,dev-pc-2"},
+		{"case-sensitive", []string{"-s", srv.URL(), "probe", "lab"}, ""},
+		{"second argument", []string{"-s", srv.URL(), "probe", "dev-pc-1", ""}, ""},
+		{"groups", []string{"-s", srv.URL(), "probe", "--group", ""}, "canary,wave1,wave2"},
+		{"group prefix", []string{"-s", srv.URL(), "probe", "--group", "wa"}, "wave1,wave2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := strings.Join(completeArgv(t, tt.argv...), ","); got != tt.want {
+				t.Errorf("completions = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestCompletePCsBrokerDown: with no broker, completion offers nothing and
+// returns promptly instead of failing or hanging the shell.
+func TestCompletePCsBrokerDown(t *testing.T) {
+	url := "nats://127.0.0.1:" + itoa(natstest.FreePort(t))
+	start := time.Now()
+	if got := completeArgv(t, "-s", url, "probe", ""); len(got) != 0 {
+		t.Errorf("completions with no broker = %q, want none", got)
+	}
+	if d := time.Since(start); d > completionTimeout+time.Second {
+		t.Errorf("completion took %v with no broker, want at most about %v", d, completionTimeout)
+	}
+}
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for n >= 10 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	i--
+	b[i] = byte('0' + n)
+	return string(b[i:])
+}

@@ -1,0 +1,94 @@
+package cmd
+
+import (
+	"bytes"
+	"sort"
+	"strings"
+	"testing"
+	"unicode"
+
+	"github.com/spf13/cobra"
+)
+
+// expectedCommands is the whole command tree. A new command must be added
+// here (and get a Short and Args) before this test passes.
+var expectedCommands = []string{
+	"kanade",
+	"kanade agent",
+	"kanade completion",
+	"kanade config",
+	"kanade config clear",
+	"kanade config effective",
+	"kanade config get",
+	"kanade config set",
+	"kanade config unset",
+	"kanade devbroker",
+	"kanade group",
+	"kanade group add",
+	"kanade group list",
+	"kanade group members",
+	"kanade group rm",
+	"kanade group set",
+	"kanade jetstream",
+	"kanade jetstream delete",
+	"kanade jetstream reset",
+	"kanade jetstream setup",
+	"kanade jetstream status",
+	"kanade kill",
+	"kanade ping",
+	"kanade revoke",
+	"kanade run",
+	"kanade status",
+	"kanade unrevoke",
+	"kanade version",
+}
+
+// shortVerbs are the imperative verbs a Short may start with. Extend the
+// list when a new command needs another verb; a noun ("Status of …") or a
+// third person ("Shows …") does not belong here.
+var shortVerbs = map[string]bool{
+	"Add": true, "Allow": true, "Ask": true, "Check": true, "Create": true, "Delete": true,
+	"Fetch": true, "Generate": true, "Install": true, "List": true, "Manage": true, "Print": true,
+	"Publish": true, "Read": true, "Remove": true, "Replace": true, "Roll": true, "Run": true,
+	"Set": true, "Show": true, "Start": true, "Stop": true, "Uninstall": true, "Upload": true,
+}
+
+// TestCommandTree walks every command (after tailscale's cli_test.go
+// TestDocs): Short starts with a capital imperative verb and has no final
+// period, every command declares Args, and the set of commands is the
+// expected one.
+func TestCommandTree(t *testing.T) {
+	root := NewRootCmd(&Factory{IO: TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false)})
+	var got []string
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		path := c.CommandPath()
+		got = append(got, path)
+		short := c.Short
+		switch {
+		case short == "":
+			t.Errorf("%s: no Short", path)
+		case !unicode.IsUpper([]rune(short)[0]):
+			t.Errorf("%s: Short %q does not start with a capital letter", path, short)
+		case strings.HasSuffix(short, "."):
+			t.Errorf("%s: Short %q ends with a period", path, short)
+		default:
+			if verb, _, _ := strings.Cut(short, " "); !shortVerbs[verb] {
+				t.Errorf("%s: Short %q does not start with an imperative verb from shortVerbs", path, short)
+			}
+		}
+		if c.Args == nil {
+			t.Errorf("%s: declares no Args", path)
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	sort.Strings(got)
+	want := append([]string(nil), expectedCommands...)
+	sort.Strings(want)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("command tree:\n  got  %q\n  want %q", got, want)
+	}
+}
