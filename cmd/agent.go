@@ -63,8 +63,8 @@ it as long as needed), takes commands, runs them and reports results,
 heartbeats and its own state.
 
 Configuration comes from --config, else $KANADE_AGENT_CONFIG, else
-` + winagent.DefaultConfigFile() + ` if present, else the built-in defaults; the
-environment (KANADE_AGENT_ID, KANADE_NATS_URL, KANADE_AGENT_DATA_DIR,
+%ProgramData%\Kanade\config\agent.toml (Windows) or /etc/kanade/agent.toml if
+present, else the built-in defaults; the environment (KANADE_AGENT_ID, KANADE_NATS_URL, KANADE_AGENT_DATA_DIR,
 KANADE_LOG_LEVEL, KANADE_NATS_TOKEN) overrides the file. Fleet-tunable settings
 live in KV agent_config (see kanade config).`,
 		Example: `  kanade agent

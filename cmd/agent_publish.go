@@ -8,16 +8,17 @@ import (
 	"debug/macho"
 	"debug/pe"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/winagent/update"
 )
 
 func init() {
@@ -128,49 +129,73 @@ func releaseArch(s string) bool { return s == "amd64" || s == "arm64" }
 // agentBinary is what publish learns from a file.
 type agentBinary struct {
 	GOOS, GOARCH string
-	// Version is what a kanade build reports ("" when the file is not a
-	// kanade build, or one without a version).
-	Version string
 	// Kanade is true for a Go binary of this module.
 	Kanade bool
 	// Module is the main module of any Go binary.
 	Module string
+	// VersionKnown says Version is what the build reports ("" meaning it
+	// reports core.DevVersion). A -trimpath build hides its -ldflags, so
+	// its version is known only when it can be run here.
+	VersionKnown bool
+	Version      string
 }
 
 // inspectAgentBinary reads the platform from the executable's headers and
-// the version from Go build info.
-func inspectAgentBinary(path string) (agentBinary, error) {
+// the version from Go build info, or by running a kanade build of this
+// machine's platform (`version --json`, the agents' own smoke test).
+func inspectAgentBinary(ctx context.Context, path string) (agentBinary, error) {
 	var b agentBinary
 	goos, goarch, err := binaryPlatform(path)
 	if err != nil {
 		return b, err
 	}
 	b.GOOS, b.GOARCH = goos, goarch
-	if bi, err := buildinfo.ReadFile(path); err == nil {
-		b.Module = bi.Main.Path
-		b.Kanade = bi.Main.Path == kanadeModule
-		b.Version = versionFromBuildInfo(bi)
-		// Build info is authoritative for Go binaries.
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "GOOS":
-				if b.GOOS == "" {
-					b.GOOS = s.Value
-				}
-			case "GOARCH":
-				if b.GOARCH == "" {
-					b.GOARCH = s.Value
-				}
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return b, nil // not a Go binary (an upstream Rust agent): --version says
+	}
+	b.Module = bi.Main.Path
+	b.Kanade = bi.Main.Path == kanadeModule
+	trimpath := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "GOOS":
+			if b.GOOS == "" {
+				b.GOOS = s.Value
 			}
+		case "GOARCH":
+			if b.GOARCH == "" {
+				b.GOARCH = s.Value
+			}
+		case "-trimpath":
+			trimpath = s.Value == "true"
+		}
+	}
+	if !b.Kanade {
+		return b, nil
+	}
+	if v, ok := ldflagsVersion(bi); ok {
+		b.Version, b.VersionKnown = v, true
+	} else if !trimpath {
+		// No -X stamp at all: the build reports its module version.
+		b.Version, b.VersionKnown = mainModuleVersion(bi), true
+	} else if b.GOOS == runtime.GOOS && b.GOARCH == runtime.GOARCH {
+		rctx, cancel := context.WithTimeout(ctx, update.SmokeTestTimeout)
+		defer cancel()
+		if v, err := update.RunVersion(rctx, path); err == nil {
+			v = strings.TrimPrefix(v, "v")
+			if v == core.DevVersion {
+				v = ""
+			}
+			b.Version, b.VersionKnown = v, true
 		}
 	}
 	return b, nil
 }
 
-// versionFromBuildInfo is the version a kanade build reports, computed as
-// core.AgentVersion does: the -X core.Version stamp, else the module
-// version; "" when neither (the build reports core.DevVersion).
-func versionFromBuildInfo(bi *buildinfo.BuildInfo) string {
+// ldflagsVersion is the -X core.Version stamp recorded in build info (only
+// builds without -trimpath record their -ldflags).
+func ldflagsVersion(bi *buildinfo.BuildInfo) (string, bool) {
 	for _, s := range bi.Settings {
 		if s.Key != "-ldflags" {
 			continue
@@ -181,10 +206,16 @@ func versionFromBuildInfo(bi *buildinfo.BuildInfo) string {
 				v = v[:j]
 			}
 			if v != "" {
-				return strings.TrimPrefix(v, "v")
+				return strings.TrimPrefix(v, "v"), true
 			}
 		}
 	}
+	return "", false
+}
+
+// mainModuleVersion is what core.AgentVersion falls back to: the module
+// version without its "v", "" for a (devel) build.
+func mainModuleVersion(bi *buildinfo.BuildInfo) string {
 	if v := bi.Main.Version; v != "" && v != "(devel)" {
 		return strings.TrimPrefix(v, "v")
 	}
@@ -260,6 +291,10 @@ func resolveRelease(file string, b agentBinary, opts *AgentPublishOptions) (goos
 
 	version = opts.Version
 	switch {
+	case b.Kanade && !b.VersionKnown && version == "":
+		return "", "", "", nil, UsageErrorf("cannot tell the version of %s (a -trimpath build for another platform hides it): pass --version", file)
+	case b.Kanade && !b.VersionKnown:
+		notes = append(notes, fmt.Sprintf("note: cannot check that %s reports %s; agents will refuse it if it does not", file, version))
 	case b.Kanade && b.Version == "" && version == "":
 		return "", "", "", nil, UsageErrorf("%s carries no version (it reports %s): build it with -ldflags \"-X %s<version>\"", file, core.DevVersion, versionLDFlag)
 	case b.Kanade && b.Version == "":
@@ -297,7 +332,7 @@ func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {
 	if !fi.Mode().IsRegular() || fi.Size() == 0 {
 		return UsageErrorf("%s is not a non-empty file", opts.File)
 	}
-	bin, err := inspectAgentBinary(opts.File)
+	bin, err := inspectAgentBinary(ctx, opts.File)
 	if err != nil {
 		return &UsageError{Err: err}
 	}
@@ -342,7 +377,7 @@ func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {
 	rows := [][2]string{
 		{"version", res.Version},
 		{"platform", res.OS + "/" + res.Arch},
-		{"size", fmt.Sprintf("%s (%d bytes)", humanBytes(res.Size), res.Size)},
+		{"size", fmt.Sprintf("%s (%d bytes)", humanBytes(uint64(res.Size)), res.Size)},
 		{"digest", res.Digest},
 		{"sha256", res.SHA256},
 	}
@@ -358,14 +393,14 @@ func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {
 
 // putAgentRelease uploads file under key, with progress on ErrOut, and
 // returns the stored info and the hex SHA-256 of what was read.
-func putAgentRelease(ctx context.Context, store jetstream.ObjectStore, io_ *IOStreams, file, key string, r AgentPublishResult) (*jetstream.ObjectInfo, string, error) {
+func putAgentRelease(ctx context.Context, store jetstream.ObjectStore, ios *IOStreams, file, key string, r AgentPublishResult) (*jetstream.ObjectInfo, string, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, "", fmt.Errorf("read agent binary: %w", err)
 	}
 	defer f.Close()
 	h := sha256.New()
-	pr := &publishProgress{r: io.TeeReader(f, h), w: io_.ErrOut, tty: io_.ErrTTY, total: r.Size, key: key}
+	pr := &publishProgress{r: io.TeeReader(f, h), w: ios.ErrOut, tty: ios.ErrTTY, total: r.Size, key: key}
 	pr.start()
 	info, err := store.Put(ctx, jetstream.ObjectMeta{
 		Name:        key,
@@ -397,7 +432,7 @@ func (p *publishProgress) start() {
 		fmt.Fprintf(p.w, "uploading %s   0%%", p.key)
 		return
 	}
-	fmt.Fprintf(p.w, "uploading %s (%s)…\n", p.key, humanBytes(p.total))
+	fmt.Fprintf(p.w, "uploading %s (%s)…\n", p.key, humanBytes(uint64(p.total)))
 }
 
 func (p *publishProgress) Read(b []byte) (int, error) {
@@ -422,19 +457,3 @@ func (p *publishProgress) finish(err error) {
 		fmt.Fprintf(p.w, "✓ uploaded %s\n", p.key)
 	}
 }
-
-// humanBytes renders n in KiB/MiB/GiB with one decimal.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 3; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGT"[exp])
-}
-
-var _ = errors.Is

@@ -32,6 +32,9 @@ func completeArgv(t *testing.T, argv ...string) []string {
 		t.Fatal(err)
 	}
 	root.AddCommand(probe)
+	// __complete writes to cobra's own streams, not the Factory's.
+	root.SetOut(&out)
+	root.SetErr(&errOut)
 	root.SetArgs(append([]string{cobra.ShellCompRequestCmd}, argv...))
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		t.Fatalf("__complete %v: %v (stderr %s)", argv, err, errOut.String())

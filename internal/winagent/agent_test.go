@@ -416,6 +416,8 @@ func TestGatesRefuse(t *testing.T) {
 		return a && b
 	})
 	past := time.Now().Add(-time.Minute).UTC()
+	work := t.TempDir()
+	inWork := func(c *core.Command) { c.Cwd = work }
 	cases := []struct {
 		name string
 		cmd  core.Command
@@ -431,6 +433,7 @@ func TestGatesRefuse(t *testing.T) {
 		}), 0},
 	}
 	for _, tc := range cases {
+		inWork(&tc.cmd)
 		w := watchResults(t, nc, tc.cmd.RequestID)
 		publishCommand(t, js, core.SubjectCommandsPC(pc), tc.cmd)
 		r := w.next(10 * time.Second)
@@ -441,7 +444,7 @@ func TestGatesRefuse(t *testing.T) {
 			t.Fatalf("%s: synthetic result = %+v", tc.name, r)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(ta.dir, scriptTempDir, "ran")); err == nil {
+	if _, err := os.Stat(filepath.Join(work, "ran")); err == nil {
 		t.Fatal("a refused script ran")
 	}
 }

@@ -307,6 +307,7 @@ type configSupervisor struct {
 	// Last things logged, so a recompute does not repeat them.
 	lastConflicts string
 	lastInvalid   string
+	announced     bool
 }
 
 var _ subsystem = (*configSupervisor)(nil)
@@ -429,7 +430,8 @@ func (c *configSupervisor) publish(groups []string) {
 			c.log.Warn("agent_config value is invalid, using the built-in default", "problem", t)
 		}
 	}
-	if c.a.effective.Set(eff) {
+	if c.a.effective.Set(eff) || !c.announced {
+		c.announced = true
 		c.log.Info("effective config",
 			"target_version", eff.TargetVersion,
 			"target_version_jitter", core.FormatDuration(eff.TargetVersionJitter),

@@ -89,6 +89,12 @@ func (a *Agent) execute(ctx context.Context, cmd *core.Command) {
 		}
 	}
 
+	// Script temp files live in the data dir for SYSTEM runs; for runs in
+	// the user's session the runner picks a directory that user can read.
+	tempDir := ""
+	if cmd.RunAs == core.RunAsSystem {
+		tempDir = filepath.Join(a.cfg.DataDir, scriptTempDir)
+	}
 	res := runner.Run(ctx, runner.Spec{
 		Shell:   cmd.Shell,
 		Script:  cmd.Script,
@@ -96,7 +102,7 @@ func (a *Agent) execute(ctx context.Context, cmd *core.Command) {
 		Timeout: cmd.Timeout(),
 		ExecID:  execID,
 		RunAs:   cmd.RunAs,
-		TempDir: filepath.Join(a.cfg.DataDir, scriptTempDir),
+		TempDir: tempDir,
 	}, kill)
 	log.Info("command finished", "exit_code", res.ExitCode, "killed", res.Killed, "timed_out", res.TimedOut,
 		"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond).String())

@@ -123,7 +123,6 @@ func (o *Outbox) Put(e Entry) error {
 	syncDir(o.dir)
 	select {
 	case o.wake <- struct{}{}:
-		<-o.wake
 	default:
 	}
 	return nil
