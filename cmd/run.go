@@ -84,7 +84,8 @@ Expected responders: the pc; the members of the group in agent_groups; for
 that answer without being expected are shown too.
 
 --timeout is the script's timeout (seconds, or a duration like 10m; default
-60). --wait bounds how long to wait for results (default: timeout + 30s).
+60); here it shadows the global connect timeout, which KANADE_TIMEOUT still
+sets. --wait bounds how long to wait for results (default: timeout + 30s).
 
 Output, one pc:
   the script's stdout is written to stdout and its stderr to stderr, verbatim,
@@ -138,7 +139,7 @@ result_output object store); the summary then goes to stderr.`,
 	fl.BoolVar(&opts.All, "all", false, "run on every agent")
 	fl.StringVar(&opts.Shell, "shell", "", "shell: powershell, pwsh, cmd or sh (default: from the target's os)")
 	fl.StringVar(&timeout, "timeout", strconv.Itoa(defaultRunTimeout), "script timeout in `seconds` (or a duration like 10m)")
-	fl.StringVar(&opts.ExecID, "exec-id", "", "exec id so `kanade kill ID` can stop the run")
+	fl.StringVar(&opts.ExecID, "exec-id", "", "exec `ID` so kanade kill ID can stop the run")
 	fl.DurationVar(&opts.Wait, "wait", 0, "how long to wait for results (default: timeout + 30s)")
 	fl.BoolVar(&opts.JSON, "json", false, "print one ExecResult per line as JSON")
 	fl.DurationVar(&opts.OfflineAfter, "offline-after", fleet.DefaultOfflineAfter, "an agent whose last heartbeat is older is offline")

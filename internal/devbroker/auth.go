@@ -151,89 +151,100 @@ func objStream(store string) string  { return "OBJ_" + store }
 func kvSubject(bucket string) string { return "$KV." + bucket + "." }
 func objSubject(store string) string { return "$O." + store + "." }
 
-// kvWatch is the create subject of an ordered consumer (nats.go Watch) on
-// bucket filtered to key (">" for every key): the consumer name is random,
-// the filter is part of the subject, and the server checks it against the
-// request's own filter, so the filter token scopes what can be read.
-func kvWatch(bucket, key string) string {
-	return jsAPI + "CONSUMER.CREATE." + kvStream(bucket) + ".*." + kvSubject(bucket) + key
+// orderedConsumer is the create subject of an ordered consumer (what
+// nats.go's KV Watch and object Get use) on stream filtered to filter. Its
+// name is random, so it is '*'; the filter is part of the subject, and the
+// server refuses a request whose own filter differs, so the filter token
+// scopes what the consumer can read.
+func orderedConsumer(stream, filter string) string {
+	return jsAPI + "CONSUMER.CREATE." + stream + ".*." + filter
 }
 
-// kvRead lets a client open bucket (STREAM.INFO) and get keys matching key
-// directly (DIRECT.GET by subject, the nats.go KeyValue Get path).
-func kvRead(bucket, key string) []string {
+// kvWatch lets a client watch key of bucket (">" for every key): open the
+// bucket (STREAM.INFO), get keys directly (DIRECT.GET by subject, nats.go's
+// KeyValue Get), create the watch's ordered consumer and delete it again
+// when the watch stops.
+func kvWatch(bucket, key string) []string {
 	return []string{
 		jsAPI + "STREAM.INFO." + kvStream(bucket),
 		jsAPI + "DIRECT.GET." + kvStream(bucket) + "." + kvSubject(bucket) + key,
+		orderedConsumer(kvStream(bucket), kvSubject(bucket)+key),
+		jsAPI + "CONSUMER.DELETE." + kvStream(bucket) + ".*",
 	}
 }
 
-// AgentPermissions are the permissions of pc's agent: publish its own
-// heartbeat, results, events, inventory and agents_state row; read (never
-// write) its configuration, groups and the script gates; consume only its
-// own replay consumer; answer requests addressed to it.
+// AgentPermissions are the permissions of pc's agent (user agent-<pc>):
+// publish its own heartbeat, results, started events, inventory and
+// agents_state row; read (never write) the fleet configuration, its own
+// group membership and the script gates; consume only its own replay
+// consumer; fetch agent releases; store large outputs; answer requests
+// addressed to it. Every subject was taken from a protocol trace of a real
+// agent (internal/securitytest) and the nats.go calls it makes.
 func AgentPermissions(pc string) *server.Permissions {
-	replay := core.ReplayConsumerName(pc)
-	execReplay := core.StreamExec + "." + replay
+	execReplay := core.StreamExec + "." + core.ReplayConsumerName(pc)
+	releases, output := core.ObjectAgentReleases, core.ObjectResultOutput
 	pub := []string{
 		core.SubjectHeartbeat(pc),
 		core.SubjectResults(">"),
 		core.SubjectEventsStarted("*", pc),
-		core.SubjectInventory(pc, ">"),
+		core.SubjectInventory(pc, core.SubjectInventoryHWSuffix),
+		core.SubjectInventory(pc, core.SubjectInventorySWSuffix),
+		core.SubjectInventory(pc, core.SubjectInventoryNetSuffix),
+		// Its own agents_state row: open the bucket and put the key.
+		jsAPI + "STREAM.INFO." + kvStream(core.BucketAgentsState),
 		kvSubject(core.BucketAgentsState) + pc,
-		// Replay consumer on EXEC: create/update it (the filter list has
-		// several subjects, so nats.go uses the subject without a filter
-		// token), delete it when the broker refuses an in-place update,
-		// pull and ack.
-		jsAPI + "STREAM.INFO." + core.StreamExec,
+		// The durable replay consumer on EXEC. Its filter list always has
+		// two or more subjects, so nats.go creates it on the subject
+		// without a filter token. DELETE is the fallback when a broker
+		// refuses to change the filters in place.
 		jsAPI + "CONSUMER.CREATE." + execReplay,
-		jsAPI + "CONSUMER.CREATE." + execReplay + ".>",
 		jsAPI + "CONSUMER.DELETE." + execReplay,
-		jsAPI + "CONSUMER.INFO." + execReplay,
 		jsAPI + "CONSUMER.MSG.NEXT." + execReplay,
 		"$JS.ACK." + execReplay + ".>",
-		// KV watches (ordered consumers) of the buckets the agent mirrors.
-		kvWatch(core.BucketAgentConfig, ">"),
-		kvWatch(core.BucketAgentGroups, pc),
-		kvWatch(core.BucketScriptCurrent, ">"),
-		kvWatch(core.BucketScriptStatus, ">"),
-		// Its own agents_state row.
-		jsAPI + "STREAM.INFO." + kvStream(core.BucketAgentsState),
-		// Self-update reads agent_releases; big outputs go to result_output.
-		jsAPI + "STREAM.INFO." + objStream(core.ObjectAgentReleases),
-		jsAPI + "DIRECT.GET." + objStream(core.ObjectAgentReleases) + "." + objSubject(core.ObjectAgentReleases) + "M.*",
-		jsAPI + "CONSUMER.CREATE." + objStream(core.ObjectAgentReleases) + ".*." + objSubject(core.ObjectAgentReleases) + "C.*",
-		jsAPI + "STREAM.INFO." + objStream(core.ObjectResultOutput),
-		jsAPI + "DIRECT.GET." + objStream(core.ObjectResultOutput) + "." + objSubject(core.ObjectResultOutput) + "M.*",
-		objSubject(core.ObjectResultOutput) + "C.*",
-		objSubject(core.ObjectResultOutput) + "M.*",
+		// Self-update: read releases (object info, then the chunks through
+		// an ordered consumer).
+		jsAPI + "STREAM.INFO." + objStream(releases),
+		jsAPI + "DIRECT.GET." + objStream(releases) + "." + objSubject(releases) + "M.*",
+		orderedConsumer(objStream(releases), objSubject(releases)+"C.*"),
+		jsAPI + "CONSUMER.DELETE." + objStream(releases) + ".*",
+		// Outputs over 256 KiB: look the name up, then chunks and meta.
+		jsAPI + "STREAM.INFO." + objStream(output),
+		jsAPI + "DIRECT.GET." + objStream(output) + "." + objSubject(output) + "M.*",
+		objSubject(output) + "C.*",
+		objSubject(output) + "M.*",
 	}
-	for _, b := range []string{core.BucketAgentConfig, core.BucketScriptCurrent, core.BucketScriptStatus} {
-		pub = append(pub, kvRead(b, ">")...)
-	}
-	pub = append(pub, kvRead(core.BucketAgentGroups, pc)...)
+	// Mirrors: every agent_config scope (the agent picks global, its
+	// groups' and its own), its own agent_groups row, both gate buckets.
+	pub = append(pub, kvWatch(core.BucketAgentConfig, ">")...)
+	pub = append(pub, kvWatch(core.BucketAgentGroups, pc)...)
+	pub = append(pub, kvWatch(core.BucketScriptCurrent, ">")...)
+	pub = append(pub, kvWatch(core.BucketScriptStatus, ">")...)
 	sub := []string{
 		core.SubjectCommandsAll,
 		core.SubjectCommandsPC(pc),
+		// Membership is live KV data, so a group's subject cannot be
+		// named here: any group's commands can be received.
 		core.SubjectCommandsGroup(">"),
 		core.SubjectKill(">"),
 		core.SubjectPing(pc),
 		core.SubjectLogsFetch(pc),
+		// Replies to its JetStream requests, publish acks and watch
+		// deliveries all come to inboxes.
 		"_INBOX.>",
 	}
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: sub},
-		// Replies to ping and logs.fetch, and JetStream flow control, go to
-		// the reply subject of the message received: allow exactly those
-		// instead of every _INBOX.
+		// Replies to ping and logs.fetch (and JetStream flow control) go
+		// to the reply subject of a message it received: allow exactly
+		// those, once each, instead of publishing to every _INBOX.
 		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: allowResponsesTTL},
 	}
 }
 
-// OperatorPermissions are the operator role's: every verb, including
-// `jetstream setup` (the whole JetStream API). It cannot pretend to be an
-// agent: no heartbeats, results, events or inventory.
+// OperatorPermissions are the operator role's: every verb, `jetstream
+// setup` and the rest of the JetStream API included. It cannot pose as an
+// agent: no heartbeats, results, started events or inventory.
 func OperatorPermissions() *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
@@ -247,7 +258,6 @@ func OperatorPermissions() *server.Permissions {
 			"$JS.FC.>",
 			"$KV.>",
 			"$O.>",
-			"_INBOX.>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			core.SubjectHeartbeatWildcard,
@@ -260,9 +270,10 @@ func OperatorPermissions() *server.Permissions {
 	}
 }
 
-// ReadonlyPermissions are the read-only role's: `kanade status` and
-// `kanade jetstream status` (resource info, KV reads, heartbeats, pings),
-// nothing that changes a resource or reaches an agent's work.
+// ReadonlyPermissions are the read-only role's: `kanade status` (with
+// --ping), `kanade jetstream status` and the KV reads of `config get`,
+// `group list` and the like; nothing that writes a resource, a key or a
+// command.
 func ReadonlyPermissions() *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
@@ -271,13 +282,15 @@ func ReadonlyPermissions() *server.Permissions {
 			jsAPI + "STREAM.NAMES",
 			jsAPI + "STREAM.LIST",
 			jsAPI + "DIRECT.GET.KV_*.>",
-			jsAPI + "CONSUMER.CREATE.KV_*.*.>",
+			orderedConsumer("KV_*", ">"),
+			jsAPI + "CONSUMER.DELETE.KV_*.*",
 			core.SubjectPing("*"),
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			core.SubjectHeartbeatWildcard,
 			"_INBOX.>",
 		}},
+		// JetStream flow control of its watches.
 		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: allowResponsesTTL},
 	}
 }

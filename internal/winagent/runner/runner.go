@@ -196,7 +196,9 @@ func pump(r io.Reader, c *capture) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = io.Copy(c, r)
+		// Hide *os.File's WriteTo so CopyBuffer uses this 8 KiB buffer
+		// rather than allocating 32 KiB per stream.
+		_, _ = io.CopyBuffer(c, struct{ io.Reader }{r}, make([]byte, 8<<10))
 	}()
 	return done
 }
