@@ -56,17 +56,18 @@ func auditSubjectTarget(target string) string {
 	return strings.Join(parts, ".")
 }
 
-// newAuditEvent builds the event for action on target. As upstream does, the
-// actor is the taxonomy bucket "operator" and the human identity rides in
-// payload.sub, with payload.source "cli", so the upstream backend's audit
-// projector reads Go and Rust CLIs alike.
+// newAuditEvent builds the event for action on target. actor is the human
+// identity ($KANADE_ACTOR, else the OS user); the same identity also rides in
+// payload.sub with payload.source "cli", which is where upstream's backend
+// audit projector looks, so it reads Go and Rust CLIs alike.
 func newAuditEvent(now time.Time, action, target string, payload map[string]any) core.AuditEvent {
 	p := make(map[string]any, len(payload)+2)
 	for k, v := range payload {
 		p[k] = v
 	}
+	actor := auditActor()
 	if _, ok := p["sub"]; !ok {
-		p["sub"] = auditActor()
+		p["sub"] = actor
 	}
 	if _, ok := p["source"]; !ok {
 		p["source"] = "cli"
@@ -76,7 +77,7 @@ func newAuditEvent(now time.Time, action, target string, payload map[string]any)
 		raw = nil
 	}
 	return core.AuditEvent{
-		Actor:      core.AuditActorOperator,
+		Actor:      actor,
 		Action:     action,
 		Target:     target,
 		Payload:    raw,

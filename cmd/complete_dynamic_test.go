@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -73,17 +74,20 @@ func TestCompletePCsAndGroups(t *testing.T) {
 		}
 	}
 
+	// The broker comes from the environment, as in a user's shell: the root's
+	// pre-run resolves the configuration before __complete parses -s.
+	t.Setenv("KANADE_NATS_URL", srv.URL())
 	tests := []struct {
 		name string
 		argv []string
 		want string
 	}{
-		{"every pc", []string{"-s", srv.URL(), "probe", ""}, "Lab-01,dev-pc-1,dev-pc-2"},
-		{"prefix", []string{"-s", srv.URL(), "probe", "dev-"}, "dev-pc-1,dev-pc-2"},
-		{"case-sensitive", []string{"-s", srv.URL(), "probe", "lab"}, ""},
-		{"second argument", []string{"-s", srv.URL(), "probe", "dev-pc-1", ""}, ""},
-		{"groups", []string{"-s", srv.URL(), "probe", "--group", ""}, "canary,wave1,wave2"},
-		{"group prefix", []string{"-s", srv.URL(), "probe", "--group", "wa"}, "wave1,wave2"},
+		{"every pc", []string{"probe", ""}, "Lab-01,dev-pc-1,dev-pc-2"},
+		{"prefix", []string{"probe", "dev-"}, "dev-pc-1,dev-pc-2"},
+		{"case-sensitive", []string{"probe", "lab"}, ""},
+		{"second argument", []string{"probe", "dev-pc-1", ""}, ""},
+		{"groups", []string{"probe", "--group", ""}, "canary,wave1,wave2"},
+		{"group prefix", []string{"probe", "--group", "wa"}, "wave1,wave2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,13 +101,42 @@ func TestCompletePCsAndGroups(t *testing.T) {
 // TestCompletePCsBrokerDown: with no broker, completion offers nothing and
 // returns promptly instead of failing or hanging the shell.
 func TestCompletePCsBrokerDown(t *testing.T) {
-	url := "nats://127.0.0.1:" + itoa(natstest.FreePort(t))
+	t.Setenv("KANADE_NATS_URL", "nats://127.0.0.1:"+itoa(natstest.FreePort(t)))
 	start := time.Now()
-	if got := completeArgv(t, "-s", url, "probe", ""); len(got) != 0 {
+	if got := completeArgv(t, "probe", ""); len(got) != 0 {
 		t.Errorf("completions with no broker = %q, want none", got)
 	}
 	if d := time.Since(start); d > completionTimeout+time.Second {
 		t.Errorf("completion took %v with no broker, want at most about %v", d, completionTimeout)
+	}
+}
+
+// TestCompletePCsSilentBroker: a broker address that accepts connections but
+// never answers would hold nats.go for the whole --timeout; completion gives
+// up after completionTimeout instead.
+func TestCompletePCsSilentBroker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	t.Setenv("KANADE_NATS_URL", "nats://"+ln.Addr().String())
+	t.Setenv("KANADE_TIMEOUT", "30s")
+	start := time.Now()
+	if got := completeArgv(t, "probe", ""); len(got) != 0 {
+		t.Errorf("completions from a silent broker = %q, want none", got)
+	}
+	if d := time.Since(start); d < completionTimeout || d > completionTimeout+2*time.Second {
+		t.Errorf("completion took %v against a silent broker, want about %v", d, completionTimeout)
 	}
 }
 

@@ -62,7 +62,11 @@ func runKill(ctx context.Context, opts *KillOptions) error {
 	if err := nc.Publish(subject, nil); err != nil {
 		return fmt.Errorf("publish on %s: %w", subject, err)
 	}
-	if err := nc.FlushWithContext(ctx); err != nil {
+	// The flush is the moment the broker has taken the signal; bound it
+	// like any other request.
+	fctx, cancel := context.WithTimeout(ctx, core.DefaultTimeout)
+	defer cancel()
+	if err := nc.FlushWithContext(fctx); err != nil {
 		return fmt.Errorf("publish on %s: %w", subject, err)
 	}
 	if js, err := opts.JetStream(ctx); err == nil {

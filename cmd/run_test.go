@@ -120,7 +120,7 @@ func TestRunSinglePC(t *testing.T) {
 	}
 	// Each run was audited.
 	evs := env.auditEvents(core.SubjectAudit("run", "pc-1"))
-	if len(evs) != 2 || evs[0].Actor != core.AuditActorOperator || evs[0].Action != "run" || evs[0].Target != "pc-1" {
+	if len(evs) != 2 || evs[0].Actor != "tester" || evs[0].Action != "run" || evs[0].Target != "pc-1" {
 		t.Fatalf("audit events = %+v", evs)
 	}
 	var payload map[string]any

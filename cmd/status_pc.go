@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -188,11 +189,11 @@ func writeAgentDetail(io *IOStreams, d *AgentDetail, now time.Time) error {
 	if d.Effective != nil {
 		fmt.Fprintln(io.Out)
 		fmt.Fprintln(io.Out, st.Bold.Render("effective config"))
-		var crows [][2]string
+		tw := tabwriter.NewWriter(io.Out, 0, 0, 2, ' ', 0)
 		for _, f := range fleet.ConfigFields {
-			crows = append(crows, [2]string{"  " + f, d.Effective.Config.FieldValue(f) + "  (" + d.Effective.Sources[f] + ")"})
+			fmt.Fprintf(tw, "  %s\t%s\t(%s)\n", f, d.Effective.Config.FieldValue(f), d.Effective.Sources[f])
 		}
-		if err := writeKV(io.Out, crows); err != nil {
+		if err := tw.Flush(); err != nil {
 			return err
 		}
 		for _, c := range d.Effective.Conflicts {

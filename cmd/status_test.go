@@ -359,11 +359,11 @@ inventory (collected 2025-06-01T09:00:00Z)
 
 effective config
   target_version         (none)  (default)
-  target_version_jitter  10m  (default)
-  heartbeat_interval     10s  (groups.canary)
-  inventory_interval     24h  (default)
-  inventory_jitter       10m  (default)
-  inventory_enabled      true  (default)
+  target_version_jitter  10m     (default)
+  heartbeat_interval     10s     (groups.canary)
+  inventory_interval     24h     (default)
+  inventory_jitter       10m     (default)
+  inventory_enabled      true    (default)
 `
 	o := env.statusOpts(false)
 	o.PC = "pc-1"

@@ -130,11 +130,6 @@ func SubjectKill(execID string) string { return subjectKill + execID }
 // SubjectInventory is inventory.<pc>.<kind> with kind hw, sw or net.
 func SubjectInventory(pc, kind string) string { return subjectInventory + pc + "." + kind }
 
-// AuditActorOperator is AuditEvent.actor for operator verbs: upstream's
-// taxonomy bucket (the subject's second token); the human identity rides in
-// the payload's "sub" field, with "source":"cli".
-const AuditActorOperator = "operator"
-
 // SubjectAudit is audit.operator.<action>[.<target>].
 func SubjectAudit(action, target string) string {
 	if target == "" {

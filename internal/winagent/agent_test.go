@@ -363,36 +363,38 @@ func TestKillAndTimeout(t *testing.T) {
 	natstest.Eventually(t, 10*time.Second, "script running", func() bool {
 		return strings.Contains(ta.logs.String(), "request_id="+c.RequestID)
 	})
+	// The kill subscription is armed once the run has its slot; re-send
+	// until the result shows the kill landed.
 	killAt := time.Now()
-	for {
+	var r core.ExecResult
+	for got := false; !got; {
 		if err := nc.Publish(core.SubjectKill(execID), nil); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case r := <-w.ch:
-			if r.ExitCode != core.ExitKilled || !strings.Contains(r.Stderr, "killed by remote signal (kill."+execID+")") || strings.Contains(r.Stdout, "after") {
-				t.Fatalf("killed result = %+v", r)
-			}
-			if r.ResultID != ev.ResultID {
-				t.Fatalf("events.started result_id %s != result's %s", ev.ResultID, r.ResultID)
-			}
-			if r.ExecID != execID {
-				t.Fatalf("exec_id = %q", r.ExecID)
-			}
-			t.Logf("kill to result: %s", time.Since(killAt).Round(time.Millisecond))
-			goto timeout
+		case r = <-w.ch:
+			got = true
 		case <-time.After(500 * time.Millisecond):
-			// The kill subscription may not have been in place yet.
-		}
-		if time.Since(killAt) > 10*time.Second {
-			t.Fatal("kill did not end the script")
+			if time.Since(killAt) > 10*time.Second {
+				t.Fatal("kill did not end the script")
+			}
 		}
 	}
-timeout:
+	t.Logf("kill to result: %s", time.Since(killAt).Round(time.Millisecond))
+	if r.ExitCode != core.ExitKilled || !strings.Contains(r.Stderr, "killed by remote signal (kill."+execID+")") || strings.Contains(r.Stdout, "after") {
+		t.Fatalf("killed result = %+v", r)
+	}
+	if r.ResultID != ev.ResultID {
+		t.Fatalf("events.started result_id %s != result's %s", ev.ResultID, r.ResultID)
+	}
+	if r.ExecID != execID {
+		t.Fatalf("exec_id = %q", r.ExecID)
+	}
+
 	c = shCommand("sleep 30", func(c *core.Command) { c.TimeoutSec = 1 })
 	w = watchResults(t, nc, c.RequestID)
 	publishCommand(t, js, core.SubjectCommandsPC(pc), c)
-	r := w.next(15 * time.Second)
+	r = w.next(15 * time.Second)
 	if r.ExitCode != core.ExitKilled || !strings.Contains(r.Stderr, "timeout after 1s") {
 		t.Fatalf("timeout result = %+v", r)
 	}
