@@ -45,10 +45,15 @@ func completeGroups(f *Factory) cobra.CompletionFunc {
 
 // completionQuery runs q against the broker within completionTimeout and
 // returns nil on any failure: completion has no place to report errors.
-// Dialling runs in its own goroutine because the connect timeout
-// (--timeout, 5s by default) is longer than a completion may take.
+// It dials its own short-lived connection rather than f.Conn: the shared
+// one holds a lock for the whole --timeout (5s by default) while dialling,
+// and the root's post-run would wait for it.
 func completionQuery(parent context.Context, f *Factory, q func(context.Context, jetstream.JetStream) ([]string, error)) []string {
-	if f.JetStream == nil {
+	if f.Config == nil {
+		return nil
+	}
+	cfg, err := f.Config()
+	if err != nil {
 		return nil
 	}
 	if parent == nil {
@@ -56,9 +61,17 @@ func completionQuery(parent context.Context, f *Factory, q func(context.Context,
 	}
 	ctx, cancel := context.WithTimeout(parent, completionTimeout)
 	defer cancel()
+	opts := cfg.ConnectOptions("completion")
+	opts.Timeout = completionTimeout
 	done := make(chan []string, 1)
 	go func() {
-		js, err := f.JetStream(ctx)
+		nc, err := core.Connect(opts)
+		if err != nil {
+			done <- nil
+			return
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
 		if err != nil {
 			done <- nil
 			return

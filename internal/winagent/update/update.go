@@ -105,8 +105,9 @@ type Updater struct {
 	// rename, when set by tests, replaces os.Rename in the swap.
 	rename func(oldpath, newpath string) error
 
-	mu      sync.Mutex
-	tracker *Tracker
+	mu          sync.Mutex // serialises Apply
+	trackerOnce sync.Once
+	tracker     *Tracker
 }
 
 func (u *Updater) log() *slog.Logger {
@@ -132,19 +133,15 @@ func (u *Updater) goarch() string {
 
 // Tracker returns the persisted failure record of this updater's data dir.
 func (u *Updater) Tracker() *Tracker {
-	if u.tracker == nil {
-		u.tracker = NewTracker(u.DataDir, u.log())
-	}
+	u.trackerOnce.Do(func() { u.tracker = NewTracker(u.DataDir, u.log()) })
 	return u.tracker
 }
 
 // Observe tells the updater the currently resolved target (call it on every
 // change, also when the target equals the running version): a failure
 // recorded for another target is forgotten, so that target is tried again if
-// it comes back.
+// it comes back. It never waits for a running Apply.
 func (u *Updater) Observe(target string) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
 	u.Tracker().Observe(target)
 }
 
@@ -167,7 +164,8 @@ func (u *Updater) Keys(target string) []string {
 // an error wrapping ErrDigestMismatch, ErrSmokeTest or ErrInvalidTarget
 // (recorded, so the target is not retried) or a transient error (broker,
 // disk) worth retrying later. The executable is unchanged unless the result
-// is ErrRestartRequired.
+// is ErrRestartRequired. Cancel ctx to abandon an Apply, for instance when
+// the target changes during the jitter wait; Apply calls are serialised.
 func (u *Updater) Apply(ctx context.Context, target string, jitter time.Duration) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()

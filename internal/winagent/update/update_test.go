@@ -450,6 +450,15 @@ func TestJitter(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- u2.Apply(ctx, "0.39.0", time.Hour) }()
+	// The daemon reports a target change while Apply waits: that must not
+	// wait for Apply.
+	observed := make(chan struct{})
+	go func() { u2.Observe("0.40.0"); close(observed) }()
+	select {
+	case <-observed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Observe blocked behind a waiting Apply")
+	}
 	cancel()
 	select {
 	case err := <-done:
