@@ -275,17 +275,20 @@ func OperatorPermissions() *server.Permissions {
 // `group list` and the like; nothing that writes a resource, a key or a
 // command.
 func ReadonlyPermissions() *server.Permissions {
+	pub := []string{
+		jsAPI + "INFO",
+		jsAPI + "STREAM.INFO.*",
+		jsAPI + "STREAM.NAMES",
+		jsAPI + "STREAM.LIST",
+		core.SubjectPing("*"),
+	}
+	// A wildcard covers whole tokens only (KV_* would be literal), so
+	// every bucket is named.
+	for _, b := range kvBuckets() {
+		pub = append(pub, kvWatch(b, ">")[1:]...)
+	}
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
-			jsAPI + "INFO",
-			jsAPI + "STREAM.INFO.*",
-			jsAPI + "STREAM.NAMES",
-			jsAPI + "STREAM.LIST",
-			jsAPI + "DIRECT.GET.KV_*.>",
-			orderedConsumer("KV_*", ">"),
-			jsAPI + "CONSUMER.DELETE.KV_*.*",
-			core.SubjectPing("*"),
-		}},
+		Publish: &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			core.SubjectHeartbeatWildcard,
 			"_INBOX.>",
@@ -293,4 +296,15 @@ func ReadonlyPermissions() *server.Permissions {
 		// JetStream flow control of its watches.
 		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: allowResponsesTTL},
 	}
+}
+
+// kvBuckets are the names of every KV bucket kanade sets up.
+func kvBuckets() []string {
+	var out []string
+	for _, r := range core.Resources(core.SetupOptions{}) {
+		if r.Kind == core.KindKV {
+			out = append(out, r.Name)
+		}
+	}
+	return out
 }
