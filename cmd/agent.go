@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/winagent"
+	"github.com/kanadehq/kanade-go/internal/winagent/service"
 )
 
 func init() {
@@ -50,11 +52,21 @@ type AgentOptions struct {
 	// Overrides are global flags given explicitly on the command line
 	// (--server, --creds, --log-level …); they beat file and environment.
 	Overrides map[string]string
+	// Executable is the running binary's path, which a self-update
+	// replaces (os.Executable in production).
+	Executable func() (string, error)
+	// IsService reports whether the OS service manager started this
+	// process (service.IsServiceProcess in production).
+	IsService func() (bool, error)
+	// RunService runs the daemon under the service manager: on Windows it
+	// speaks the SCM protocol (service.RunService in production).
+	RunService func(name string, run func(context.Context) error) error
 }
 
 // NewAgentCmd is `kanade agent`: the resident daemon, plus its management verbs.
 func NewAgentCmd(f *Factory, runF func(context.Context, *AgentOptions) error) *cobra.Command {
-	opts := &AgentOptions{IO: f.IO, Getenv: os.Getenv}
+	opts := &AgentOptions{IO: f.IO, Getenv: os.Getenv, Executable: os.Executable,
+		IsService: service.IsServiceProcess, RunService: service.RunService}
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the resident agent daemon, or manage agents",
@@ -121,16 +133,63 @@ func runAgent(ctx context.Context, opts *AgentOptions) error {
 	for _, w := range loaded.Warnings {
 		log.Warn(w)
 	}
+	if cfg.ExePath, err = resolveExecutable(opts.Executable); err != nil {
+		log.Warn("cannot locate the agent's own executable: self-update is off", "error", err)
+	}
 	a, err := winagent.New(cfg, log)
 	if err != nil {
 		return err
 	}
-	err = a.Run(ctx)
-	if errors.Is(err, winagent.ErrRestartForUpdate) {
-		log.Info("exiting for the service manager to start the new build", "exit_code", core.ExitCodeUpdate)
-		return &ExitError{Code: core.ExitCodeUpdate}
+	asService, err := opts.IsService()
+	if err != nil {
+		log.Warn("cannot tell whether a service manager started the agent; running in the foreground", "error", err)
 	}
-	return err
+	if asService {
+		log.Info("running under the service manager", "service", service.WindowsServiceName)
+		err = opts.RunService(service.WindowsServiceName, func(sctx context.Context) error {
+			// The service manager's stop and our own signals both end the run.
+			rctx, cancel := context.WithCancel(sctx)
+			defer cancel()
+			defer context.AfterFunc(ctx, cancel)()
+			return a.Run(rctx)
+		})
+	} else {
+		err = a.Run(ctx)
+	}
+	return agentExit(err, log)
+}
+
+// agentExit turns the daemon's result into the command's: nil after a
+// requested stop, exit code 64 (printed as nothing) after a self-update so the
+// service manager starts the new build, and the error otherwise.
+func agentExit(err error, log *slog.Logger) error {
+	switch code := service.ExitCode(err); code {
+	case 0:
+		return nil
+	case core.ExitCodeUpdate:
+		log.Info("exiting for the service manager to start the new build", "exit_code", code)
+		return &ExitError{Code: code}
+	case ExitFailure:
+		return err
+	default:
+		return &ExitError{Code: code, Err: err}
+	}
+}
+
+// resolveExecutable is the running binary's real path (symlinks resolved,
+// so a self-update replaces the file, not a link to it).
+func resolveExecutable(executable func() (string, error)) (string, error) {
+	if executable == nil {
+		return "", errors.New("no executable lookup")
+	}
+	exe, err := executable()
+	if err != nil {
+		return "", err
+	}
+	if real, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = real
+	}
+	return filepath.Abs(exe)
 }
 
 // agentConfigLoad says where the configuration came from and what in it

@@ -34,8 +34,30 @@ func completePCs(f *Factory) cobra.CompletionFunc {
 	}
 }
 
+// completePCFlag completes a --pc flag's value with the pc ids known in
+// agents_state, whatever positional arguments came before:
+//
+//	c.RegisterFlagCompletionFunc("pc", completePCFlag(f))
+func completePCFlag(f *Factory) cobra.CompletionFunc {
+	return func(c *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return completePCs(f)(c, nil, toComplete)
+	}
+}
+
+// completePCThenGroups completes `PC G...` argument lists (kanade group add,
+// rm, set): a pc id first, then group names.
+func completePCThenGroups(f *Factory) cobra.CompletionFunc {
+	return func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return completePCs(f)(c, args, toComplete)
+		}
+		return completeGroups(f)(c, args, toComplete)
+	}
+}
+
 // completeGroups completes group names: every group some PC belongs to in
-// agent_groups. For a flag: c.RegisterFlagCompletionFunc("group", completeGroups(f)).
+// agent_groups. For a --group flag: c.RegisterFlagCompletionFunc("group",
+// completeGroups(f)); for a G argument: c.ValidArgsFunction = completeGroups(f).
 func completeGroups(f *Factory) cobra.CompletionFunc {
 	return func(c *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		groups := completionQuery(c.Context(), f, knownGroups)

@@ -32,7 +32,18 @@ func completeArgv(t *testing.T, argv ...string) []string {
 	if err := probe.RegisterFlagCompletionFunc("group", completeGroups(f)); err != nil {
 		t.Fatal(err)
 	}
-	root.AddCommand(probe)
+	probe.Flags().String("pc", "", "pc")
+	if err := probe.RegisterFlagCompletionFunc("pc", completePCFlag(f)); err != nil {
+		t.Fatal(err)
+	}
+	membership := &cobra.Command{
+		Use:               "membership PC G...",
+		Short:             "Probe pc-then-group completion",
+		Args:              cobra.ArbitraryArgs,
+		ValidArgsFunction: completePCThenGroups(f),
+		RunE:              func(*cobra.Command, []string) error { return nil },
+	}
+	root.AddCommand(probe, membership)
 	// __complete writes to cobra's own streams, not the Factory's.
 	root.SetOut(&out)
 	root.SetErr(&errOut)
@@ -88,6 +99,10 @@ func TestCompletePCsAndGroups(t *testing.T) {
 		{"second argument", []string{"probe", "dev-pc-1", ""}, ""},
 		{"groups", []string{"probe", "--group", ""}, "canary,wave1,wave2"},
 		{"group prefix", []string{"probe", "--group", "wa"}, "wave1,wave2"},
+		{"pc flag after an argument", []string{"probe", "0.38.3", "--pc", "dev-pc-"}, "dev-pc-1,dev-pc-2"},
+		{"pc then groups: pc", []string{"membership", "L"}, "Lab-01"},
+		{"pc then groups: group", []string{"membership", "dev-pc-1", "c"}, "canary"},
+		{"pc then groups: more groups", []string{"membership", "dev-pc-1", "canary", "w"}, "wave1,wave2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

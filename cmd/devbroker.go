@@ -32,7 +32,14 @@ type DevbrokerOptions struct {
 	Agents   int
 	Token    string
 	Cluster  int
+	// Auth is how clients authenticate: none, token (--token, or a token
+	// generated at start) or roles (a user per role, generated passwords).
+	Auth devbroker.AuthMode
 }
+
+// devRoleMinAgents is how many agent users `--auth roles` makes at least,
+// so the separation between pcs can be tried by hand with a few agents.
+const devRoleMinAgents = 3
 
 // maxClusterSize is JetStream's replica limit: setup runs at R = cluster size.
 const maxClusterSize = 5
@@ -40,6 +47,7 @@ const maxClusterSize = 5
 // NewDevbrokerCmd is `kanade devbroker` (SPEC §8).
 func NewDevbrokerCmd(f *Factory, runF func(context.Context, *DevbrokerOptions) error) *cobra.Command {
 	opts := &DevbrokerOptions{IO: f.IO, Log: func() *slog.Logger { return f.Log() }}
+	var authFlag string
 	c := &cobra.Command{
 		Use:   "devbroker",
 		Short: "Run a NATS server with JetStream in-process for laptops and tests",
@@ -51,10 +59,21 @@ It listens on loopback unless --listen says otherwise, and keeps its store in
 a per-user directory unless --store is given, so data survives a restart.
 --cluster N runs an N-node JetStream cluster in one process, so clustered
 behaviour and node loss can be tried on a laptop. nats-server's own notices
-are logged with --log-level debug; its warnings and errors always are.`,
+are logged with --log-level debug; its warnings and errors always are.
+
+--auth says how clients authenticate:
+  none    anyone who can reach the port, with every permission (the default)
+  token   one bearer token, read by clients from KANADE_NATS_TOKEN; --token T
+          sets it (and implies --auth token), otherwise one is generated and
+          printed on stderr
+  roles   the least-privilege roles of docs/roles/kanade-roles.conf: users
+          operator, readonly and agent-dev-pc-1 … agent-dev-pc-N (N = --agents,
+          at least 3), with passwords generated at every start and printed on
+          stderr; in-process agents log in as their own agent user`,
 		Example: `  kanade devbroker
   kanade devbroker --listen 127.0.0.1:0 --store /tmp/kanade-dev --no-setup
-  kanade devbroker --cluster 3 --token s3cret`,
+  kanade devbroker --cluster 3 --token s3cret
+  kanade devbroker --auth roles --agents 2`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if _, _, err := devbroker.ParseListen(opts.Listen); err != nil {
@@ -72,6 +91,11 @@ are logged with --log-level debug; its warnings and errors always are.`,
 			if strings.ContainsAny(opts.Token, " \t\r\n") {
 				return UsageErrorf("invalid --token: it must not contain whitespace")
 			}
+			mode, err := devbrokerAuthMode(authFlag, c.Flags().Changed("auth"), opts.Token)
+			if err != nil {
+				return err
+			}
+			opts.Auth = mode
 			if runF != nil {
 				return runF(c.Context(), opts)
 			}
@@ -86,7 +110,24 @@ are logged with --log-level debug; its warnings and errors always are.`,
 	fl.IntVar(&opts.Agents, "agents", 0, "start N in-process agents dev-pc-1..N")
 	fl.StringVar(&opts.Token, "token", "", "require this bearer token from clients (they set KANADE_NATS_TOKEN)")
 	fl.IntVar(&opts.Cluster, "cluster", 1, "run an N-node JetStream cluster in this process (resources at R=N)")
+	fl.StringVar(&authFlag, "auth", string(devbroker.AuthNone), "client authentication: none, token or roles (see above)")
 	return c
+}
+
+// devbrokerAuthMode resolves --auth against --token: a token implies token
+// mode and contradicts the others.
+func devbrokerAuthMode(flag string, set bool, token string) (devbroker.AuthMode, error) {
+	mode, err := devbroker.ParseAuthMode(flag)
+	if err != nil {
+		return "", UsageErrorf("invalid --auth: %v", err)
+	}
+	if token == "" {
+		return mode, nil
+	}
+	if set && mode != devbroker.AuthToken {
+		return "", UsageErrorf("invalid --auth %s with --token: a token means --auth token", mode)
+	}
+	return devbroker.AuthToken, nil
 }
 
 func runDevbroker(ctx context.Context, opts *DevbrokerOptions) error {
@@ -102,6 +143,10 @@ func runDevbroker(ctx context.Context, opts *DevbrokerOptions) error {
 	if opts.Cluster > 1 {
 		what = fmt.Sprintf("%d-node dev cluster", opts.Cluster)
 	}
+	token, roles, err := devbrokerCredentials(opts)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(opts.IO.ErrOut, "starting %s, store %s\n", what, store)
 
 	// nats-server's notices (its banner, ~25 lines) would bury the notes
@@ -112,7 +157,7 @@ func runDevbroker(ctx context.Context, opts *DevbrokerOptions) error {
 	}
 	b, err := devbroker.Start(ctx, devbroker.Options{
 		Listen: opts.Listen, HTTPPort: opts.HTTPPort, StoreDir: store,
-		Token: opts.Token, Cluster: opts.Cluster, Log: serverLog,
+		Token: token, Roles: roles, Cluster: opts.Cluster, Log: serverLog,
 	})
 	if err != nil {
 		return WithHint(fmt.Errorf("start %s: %w", what, err),
@@ -133,13 +178,17 @@ func runDevbroker(ctx context.Context, opts *DevbrokerOptions) error {
 	}
 
 	if !opts.NoSetup {
-		if err := devbrokerSetup(ctx, opts, url, b.Size()); err != nil {
+		co := core.ConnectOptions{URL: url, Token: token, Timeout: 5 * time.Second, Name: core.ConnectionName("devbroker", "")}
+		if roles != nil {
+			co.User, co.Password = roles.Operator.User, roles.Operator.Password
+		}
+		if err := devbrokerSetup(ctx, opts, co, b.Size()); err != nil {
 			return err
 		}
 	}
 
 	wait, err := startDevAgents(ctx, devAgentsOptions{
-		URL: url, Token: opts.Token, BaseDir: filepath.Join(store, "agents"), N: opts.Agents,
+		URL: url, Token: token, Roles: roles, BaseDir: filepath.Join(store, "agents"), N: opts.Agents,
 		Log: log.With("subsystem", "devagents"),
 	})
 	if err != nil {
@@ -147,9 +196,7 @@ func runDevbroker(ctx context.Context, opts *DevbrokerOptions) error {
 	}
 
 	fmt.Fprintf(opts.IO.Out, "export KANADE_NATS_URL=%s\n", url)
-	if opts.Token != "" {
-		fmt.Fprintln(opts.IO.ErrOut, "clients must present the token: export KANADE_NATS_TOKEN=<the --token value>")
-	}
+	printDevCredentials(opts, token, roles)
 	fmt.Fprintf(opts.IO.ErrOut, "%s ready at %s; Ctrl-C stops it\n", what, url)
 
 	<-ctx.Done()
@@ -162,10 +209,56 @@ func runDevbroker(ctx context.Context, opts *DevbrokerOptions) error {
 	return nil
 }
 
+// devbrokerCredentials makes what --auth asks for: the token (the --token
+// value, or a generated one) or the role users.
+func devbrokerCredentials(opts *DevbrokerOptions) (token string, roles *devbroker.Roles, err error) {
+	switch opts.Auth {
+	case devbroker.AuthToken:
+		if opts.Token != "" {
+			return opts.Token, nil, nil
+		}
+		if token, err = devbroker.NewSecret(); err != nil {
+			return "", nil, fmt.Errorf("generate the dev broker token: %w", err)
+		}
+		return token, nil, nil
+	case devbroker.AuthRoles:
+		pcs := make([]string, max(opts.Agents, devRoleMinAgents))
+		for i := range pcs {
+			pcs[i] = devAgentID(i + 1)
+		}
+		if roles, err = devbroker.NewRoles(pcs); err != nil {
+			return "", nil, fmt.Errorf("make the dev broker's role users: %w", err)
+		}
+		return "", roles, nil
+	}
+	return opts.Token, nil, nil
+}
+
+// printDevCredentials tells on stderr how clients log in. A token given
+// with --token is not echoed (the user has it); generated secrets are the
+// only way to learn them. The operator CLI reads KANADE_NATS_USER and
+// KANADE_NATS_PASSWORD; the agent takes --user/--password (or agent.user and
+// agent.password in its config file).
+func printDevCredentials(opts *DevbrokerOptions, token string, roles *devbroker.Roles) {
+	w := opts.IO.ErrOut
+	switch {
+	case roles != nil:
+		fmt.Fprintln(w, "role users (passwords are new at every start; docs/security.md explains the roles):")
+		fmt.Fprintf(w, "  operator: KANADE_NATS_USER=%s KANADE_NATS_PASSWORD=%s\n", roles.Operator.User, roles.Operator.Password)
+		fmt.Fprintf(w, "  readonly: KANADE_NATS_USER=%s KANADE_NATS_PASSWORD=%s\n", roles.Readonly.User, roles.Readonly.Password)
+		for _, a := range roles.Agents {
+			fmt.Fprintf(w, "  agent %s: KANADE_AGENT_ID=%s kanade agent --user %s --password %s\n", a.PC, a.PC, a.User, a.Password)
+		}
+	case token != "" && token != opts.Token:
+		fmt.Fprintf(w, "clients must present the token: export KANADE_NATS_TOKEN=%s\n", token)
+	case token != "":
+		fmt.Fprintln(w, "clients must present the token: export KANADE_NATS_TOKEN=<the --token value>")
+	}
+}
+
 // devbrokerSetup runs `jetstream setup --profile dev --replicas <size>`
 // against the fresh broker, printing only what changed.
-func devbrokerSetup(ctx context.Context, opts *DevbrokerOptions, url string, size int) error {
-	co := core.ConnectOptions{URL: url, Token: opts.Token, Timeout: 5 * time.Second, Name: core.ConnectionName("devbroker", "")}
+func devbrokerSetup(ctx context.Context, opts *DevbrokerOptions, co core.ConnectOptions, size int) error {
 	nc, err := core.Connect(co)
 	if err != nil {
 		return fmt.Errorf("set up JetStream resources on the dev broker: %w", err)

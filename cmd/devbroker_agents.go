@@ -8,15 +8,21 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/kanadehq/kanade-go/internal/devbroker"
 	"github.com/kanadehq/kanade-go/internal/winagent"
 )
 
 // devAgentsOptions configure the in-process agents of `kanade devbroker --agents N`.
 type devAgentsOptions struct {
 	URL, Token, BaseDir string
-	N                   int
-	Log                 *slog.Logger
+	// Roles, when set, give each agent its own agent-<pc> user.
+	Roles *devbroker.Roles
+	N     int
+	Log   *slog.Logger
 }
+
+// devAgentID is the pc id of in-process agent i (1-based): dev-pc-<i>.
+func devAgentID(i int) string { return fmt.Sprintf("dev-pc-%d", i) }
 
 // devAgentMaxConcurrent keeps N in-process agents from each claiming every
 // CPU of a laptop.
@@ -36,11 +42,18 @@ func startDevAgents(ctx context.Context, opts devAgentsOptions) (wait func() err
 	}
 	agents := make([]*winagent.Agent, 0, opts.N)
 	for i := 1; i <= opts.N; i++ {
-		id := fmt.Sprintf("dev-pc-%d", i)
+		id := devAgentID(i)
 		cfg := winagent.DefaultConfig()
 		cfg.ID = id
 		cfg.NATSURL = opts.URL
 		cfg.Token = opts.Token
+		if opts.Roles != nil {
+			cred, ok := opts.Roles.Agent(id)
+			if !ok {
+				return nil, fmt.Errorf("prepare agent %s: the broker has no user for it", id)
+			}
+			cfg.User, cfg.Password = cred.User, cred.Password
+		}
 		cfg.DataDir = filepath.Join(opts.BaseDir, id)
 		cfg.Log = winagent.LogConfig{Level: "info", KeepDays: 0, Format: "text"}
 		cfg.MaxConcurrent = devAgentMaxConcurrent

@@ -2,11 +2,14 @@ package cmd
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/nats-io/nats.go"
@@ -102,6 +105,22 @@ func ReportError(w io.Writer, err error) int {
 	return ExitFailure
 }
 
+// isUntrustedServerCert reports a TLS handshake that failed because the
+// broker's certificate did not verify.
+func isUntrustedServerCert(err error) bool {
+	var verr *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	return errors.As(err, &verr) || errors.As(err, &unknown)
+}
+
+// isClientCertRefused reports a handshake the broker ended because the
+// client sent no certificate, or one it does not accept. crypto/tls reports
+// a peer's alert as an unexported type, so its text is what can be matched.
+func isClientCertRefused(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "remote error: tls: certificate required") || strings.Contains(s, "remote error: tls: bad certificate")
+}
+
 func isUsage(err error) bool {
 	var ue *UsageError
 	if errors.As(err, &ue) {
@@ -118,6 +137,10 @@ func hintFor(err error) string {
 		return he.Hint
 	}
 	switch {
+	case isUntrustedServerCert(err):
+		return "the broker's TLS certificate is not trusted: pass --tls-ca with the CA that signed it"
+	case isClientCertRefused(err):
+		return "the broker wants a client certificate: pass --tls-cert and --tls-key (signed by a CA it trusts)"
 	case errors.Is(err, core.ErrBrokerUnreachable):
 		return "is the broker running? start one with `kanade devbroker`, or point --server / KANADE_NATS_URL at yours"
 	case errors.Is(err, core.ErrInsufficientResources):

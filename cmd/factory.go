@@ -99,7 +99,8 @@ func (c *CLIConfig) ConnectOptions(role string) core.ConnectOptions {
 
 // newConnFuncs returns Conn and JetStream funcs sharing one lazily dialled
 // connection for the whole command run.
-func newConnFuncs(cfg func() (*CLIConfig, error)) (func(context.Context) (*nats.Conn, error), func(context.Context) (jetstream.JetStream, error), func()) {
+// watch, when set, follows the connection's permission refusals.
+func newConnFuncs(cfg func() (*CLIConfig, error), watch *permissionWatch) (func(context.Context) (*nats.Conn, error), func(context.Context) (jetstream.JetStream, error), func()) {
 	var (
 		mu sync.Mutex
 		nc *nats.Conn
@@ -120,6 +121,9 @@ func newConnFuncs(cfg func() (*CLIConfig, error)) (func(context.Context) (*nats.
 			return nil, err
 		}
 		nc = conn
+		if watch != nil {
+			watch.attach(nc)
+		}
 		return nc, nil
 	}
 	jsf := func(ctx context.Context) (jetstream.JetStream, error) {

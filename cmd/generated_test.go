@@ -2,10 +2,16 @@ package cmd
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // TestGeneratedReferenceUpToDate regenerates completions/, docs/cli/ and
@@ -142,4 +148,153 @@ func firstLines(s string, n int) string {
 		lines = lines[:n]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestGuidesUseRealCommands reads the hand-written guides (docs/*.md) and
+// checks that every `kanade …` command they show exists with the flags they
+// show, so a renamed command or flag fails here instead of in a reader's
+// terminal.
+func TestGuidesUseRealCommands(t *testing.T) {
+	guides, err := filepath.Glob(filepath.Join("..", "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(guides) == 0 {
+		t.Fatal("no guides found in ../docs")
+	}
+	root := newReferenceRoot()
+	checked := 0
+	for _, g := range guides {
+		b, err := os.ReadFile(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ex := range kanadeInvocations(string(b)) {
+			checked++
+			if msg := checkInvocation(root, ex.args); msg != "" {
+				t.Errorf("%s:%d: `kanade %s`: %s", filepath.Base(g), ex.line, strings.Join(ex.args, " "), msg)
+			}
+		}
+	}
+	if checked < 50 {
+		t.Errorf("only %d kanade invocations found in the guides; the extractor is broken", checked)
+	}
+}
+
+type invocation struct {
+	line int
+	args []string
+}
+
+// kanadeInvocations finds `kanade …` in code: fenced blocks line by line and
+// inline code spans. An invocation starts at the start of the code, or after
+// sudo, a pipe, &&, ;, ( or an environment assignment (X=y kanade …).
+func kanadeInvocations(md string) []invocation {
+	var out []invocation
+	inFence := false
+	for i, line := range strings.Split(md, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+			inFence = !inFence
+			continue
+		}
+		var codes []string
+		if inFence {
+			codes = []string{line}
+		} else {
+			parts := strings.Split(line, "`")
+			for j := 1; j < len(parts); j += 2 {
+				codes = append(codes, parts[j])
+			}
+		}
+		for _, code := range codes {
+			code = strings.ReplaceAll(code, `\|`, " | ")
+			words := strings.Fields(code)
+			for k, w := range words {
+				if w != "kanade" || k+1 >= len(words) {
+					continue
+				}
+				if k > 0 {
+					prev := words[k-1]
+					if prev != "sudo" && prev != "|" && prev != "&&" && prev != ";" && prev != "(" &&
+						!strings.HasSuffix(prev, "$(") && !strings.Contains(prev, "=") {
+						continue
+					}
+				}
+				var args []string
+				for _, a := range words[k+1:] {
+					if a == "--" || a == "|" || a == "&&" || a == ";" || a == "#" || strings.HasPrefix(a, ">") || strings.HasPrefix(a, "2>") {
+						break
+					}
+					args = append(args, a)
+				}
+				out = append(out, invocation{line: i + 1, args: args})
+			}
+		}
+	}
+	return out
+}
+
+// checkInvocation walks args down the command tree and checks every flag
+// exists on the command reached. It returns what is wrong, or "".
+func checkInvocation(root *cobra.Command, args []string) string {
+	c := root
+	descend := true
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") && a != "-" {
+			continue
+		}
+		if !descend {
+			break
+		}
+		next := subcommand(c, a)
+		if next == nil {
+			descend = false
+			if !c.Runnable() && c.HasSubCommands() && !strings.HasPrefix(a, "<") && !strings.ContainsAny(a, "/|(") {
+				return fmt.Sprintf("%q is not a subcommand of %q", a, c.CommandPath())
+			}
+			continue
+		}
+		c = next
+	}
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			continue
+		}
+		m := flagToken.FindStringSubmatch(a)
+		if m == nil {
+			continue // not a flag: a negative number, "$(mktemp -d)" …
+		}
+		name := m[1]
+		if name == "h" || name == "help" {
+			continue
+		}
+		var fl *pflag.Flag
+		if strings.HasPrefix(a, "--") {
+			fl = c.Flags().Lookup(name)
+			if fl == nil {
+				fl = c.InheritedFlags().Lookup(name)
+			}
+		} else if len(name) == 1 {
+			fl = c.Flags().ShorthandLookup(name)
+			if fl == nil {
+				fl = c.InheritedFlags().ShorthandLookup(name)
+			}
+		}
+		if fl == nil {
+			return fmt.Sprintf("%q has no flag %s", c.CommandPath(), a)
+		}
+	}
+	return ""
+}
+
+// flagToken is a flag as written in a guide: -x, --name or --name=value.
+var flagToken = regexp.MustCompile("^--?([A-Za-z][A-Za-z0-9-]*)(=.*)?[`.,]?$")
+
+func subcommand(c *cobra.Command, name string) *cobra.Command {
+	for _, sub := range c.Commands() {
+		if sub.Name() == name || slices.Contains(sub.Aliases, name) {
+			return sub
+		}
+	}
+	return nil
 }

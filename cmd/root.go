@@ -85,8 +85,9 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 			return logger
 		}
 	}
+	watch := &permissionWatch{}
 	if f.Conn == nil {
-		f.Conn, f.JetStream, closeFn = newConnFuncs(f.Config)
+		f.Conn, f.JetStream, closeFn = newConnFuncs(f.Config, watch)
 	}
 	if f.Now == nil {
 		f.Now = time.Now
@@ -109,6 +110,7 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 	for _, add := range subcommands {
 		root.AddCommand(add(f))
 	}
+	watch.wrap(root)
 	return root
 }
 

@@ -54,6 +54,9 @@ type Options struct {
 	StoreDir string
 	// Token, when set, is the bearer token every client must present.
 	Token string
+	// Roles, when set, are the only users let in, each limited to its
+	// role's permissions (see AuthRoles). Token and Roles exclude each other.
+	Roles *Roles
 	// Cluster is the number of nodes; 0 and 1 run a single, unclustered node.
 	Cluster int
 	// Log receives nats-server's log lines (subsystem=nats-server); nil is silent.
@@ -64,6 +67,7 @@ type Options struct {
 type Broker struct {
 	log      *slog.Logger
 	token    string
+	roles    *Roles
 	store    string
 	monitor  string
 	clusterN int
@@ -128,6 +132,9 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	if o.Cluster < 0 {
 		return nil, fmt.Errorf("start dev broker: cluster size %d is negative", o.Cluster)
 	}
+	if o.Token != "" && o.Roles != nil {
+		return nil, errors.New("start dev broker: a token and role users exclude each other")
+	}
 	if o.HTTPPort < -1 || o.HTTPPort > 65535 {
 		return nil, fmt.Errorf("start dev broker: monitoring port %d is out of range", o.HTTPPort)
 	}
@@ -146,7 +153,7 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 		defer cancel()
 	}
 
-	b := &Broker{log: log, token: o.Token, store: store, clusterN: max(o.Cluster, 1)}
+	b := &Broker{log: log, token: o.Token, roles: o.Roles, store: store, clusterN: max(o.Cluster, 1)}
 	b.quiet.Store(b.clusterN > 1)
 	if err := b.configure(host, port, o.HTTPPort); err != nil {
 		return nil, err
@@ -227,6 +234,9 @@ func (b *Broker) serverOptions(name, host string, port, httpPort int, store stri
 		NoSigs:        true,
 		Authorization: b.token,
 	}
+	if b.roles != nil {
+		o.Users = b.roles.Users()
+	}
 	if httpPort != 0 {
 		o.HTTPHost = host
 		o.HTTPPort = httpPort
@@ -303,6 +313,9 @@ func (b *Broker) awaitJetStream(ctx context.Context) error {
 	opts := []nats.Option{nats.Name("kanade-devbroker"), nats.Timeout(2 * time.Second)}
 	if b.token != "" {
 		opts = append(opts, nats.Token(b.token))
+	}
+	if b.roles != nil {
+		opts = append(opts, nats.UserInfo(b.roles.Operator.User, b.roles.Operator.Password))
 	}
 	nc, err := nats.Connect(b.ClientURL(), opts...)
 	if err != nil {

@@ -170,8 +170,8 @@ func cleanEnv(t *testing.T) {
 }
 
 // startAgent runs a real agent for pc with the given auth until the test
-// ends; its log lines go to logBuf when not nil.
-func startAgent(t *testing.T, url, pc string, auth func(*winagent.Config), logTo io.Writer, level slog.Level) *winagent.Agent {
+// ends; its log lines go to logTo when not nil.
+func startAgent(t *testing.T, url, pc string, auth func(*winagent.Config), logTo io.Writer, level slog.Level) *runningAgent {
 	t.Helper()
 	cfg := winagent.DefaultConfig()
 	cfg.ID = pc
@@ -193,18 +193,50 @@ func startAgent(t *testing.T, url, pc string, auth func(*winagent.Config), logTo
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("agent %s: %v", pc, err)
+	ra := &runningAgent{Agent: a}
+	ra.stop = func() {
+		ra.once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("agent %s: %v", pc, err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Errorf("agent %s did not stop within 20s", pc)
 			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("agent %s did not stop", pc)
-		}
-	})
-	return a
+		})
+	}
+	t.Cleanup(ra.stop)
+	return ra
+}
+
+// runningAgent is an agent started by startAgent.
+type runningAgent struct {
+	*winagent.Agent
+	once sync.Once
+	stop func()
+}
+
+// Stop ends the agent and waits for it (idempotent).
+func (a *runningAgent) Stop() { a.stop() }
+
+// lockedBuffer is a log sink written by one goroutine and read by another.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // connect dials url with core.Connect and closes at test end.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/winagent/dedup"
 	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
+	"github.com/kanadehq/kanade-go/internal/winagent/update"
 )
 
 // Files and directories under the data dir (SPEC §6.3, §6.7).
@@ -42,8 +42,9 @@ const (
 
 // ErrRestartForUpdate is returned by Run when a new build has been staged:
 // the process must exit with core.ExitCodeUpdate so the service manager
-// starts the new build.
-var ErrRestartForUpdate = errors.New("new agent build staged: restart required")
+// starts the new build. It is update.ErrRestartRequired, whose ExitCode()
+// is that code (service.ExitCode maps it).
+var ErrRestartForUpdate = update.ErrRestartRequired
 
 // Agent is the resident daemon of one pc.
 type Agent struct {
@@ -62,6 +63,8 @@ type Agent struct {
 	dedup   *dedup.Set
 	results *outbox.Outbox
 	events  *outbox.Outbox
+	// inflight journals every accepted command until its result is queued.
+	inflight *inflightJournal
 	// logRing serves logs.fetch when the agent logs to stdout only.
 	logRing *logRing
 
@@ -140,6 +143,14 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if a.events, err = outbox.Open(filepath.Join(cfg.DataDir, eventsOutboxDir), a.log.With("subsystem", "outbox.events")); err != nil {
 		return nil, fmt.Errorf("open events outbox in %s: %w", cfg.DataDir, err)
 	}
+	// Answer the commands a crash interrupted before intake can take new
+	// ones (SPEC §6.3: a command runs at most once, and is answered).
+	if a.inflight, err = openInflight(filepath.Join(cfg.DataDir, inflightDir), a.log.With("subsystem", "inflight")); err != nil {
+		return nil, err
+	}
+	if _, err := a.inflight.recover(cfg.ID, core.Now(), a.rememberRecovered, a.queueResult); err != nil {
+		a.log.Error("could not answer every interrupted command; the rest are retried next boot", "error", err)
+	}
 	a.scriptCurrent = newKVCache(a, core.BucketScriptCurrent)
 	a.scriptStatus = newKVCache(a, core.BucketScriptStatus)
 	a.hbPerf = newSelfPerf()
@@ -183,7 +194,7 @@ func (a *Agent) stopWith(err error) {
 // scripts (cancellation kills them), make a last outbox pass and drain the
 // connection. Cancellation is not an error. Run may be called once.
 func (a *Agent) Run(ctx context.Context) error {
-	removeUpdateLeftovers(a.log)
+	update.CleanupLeftovers(a.cfg.ExePath, a.log.With("subsystem", "update"))
 	nc, err := core.Connect(func() core.ConnectOptions {
 		o := a.cfg.ConnectOptions(a.tracker)
 		o.Log = a.log.With("subsystem", "nats")
@@ -305,22 +316,5 @@ func drainConn(nc *nats.Conn, timeout time.Duration) {
 	case <-closed:
 	case <-time.After(timeout):
 		nc.Close()
-	}
-}
-
-// removeUpdateLeftovers deletes <exe>.old and <exe>.new that a self-update
-// left behind (the running exe could not delete its old image on Windows).
-// Best effort: a failure is logged and boot goes on.
-func removeUpdateLeftovers(log *slog.Logger) {
-	exe, err := os.Executable()
-	if err != nil {
-		return
-	}
-	for _, p := range []string{exe + ".old", exe + ".new"} {
-		if err := os.Remove(p); err == nil {
-			log.Info("removed self-update leftover", "path", p)
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("could not remove self-update leftover", "path", p, "error", err)
-		}
 	}
 }

@@ -47,7 +47,7 @@ func (a *Agent) acceptCommand(via, subject string, data []byte) {
 	a.log.Info("command accepted", "subsystem", "intake", "via", via, "subject", subject,
 		"request_id", cmd.RequestID, "id", cmd.ID, "version", cmd.Version, "exec_id", cmd.ExecIDValue(), "shell", cmd.Shell)
 	a.running.Add(1)
-	go a.execute(a.runCtx, cmd)
+	go a.execute(a.runCtx, a.inflight.accepted(cmd))
 }
 
 // intake holds the core subscriptions on the command subjects. nats.go

@@ -44,6 +44,12 @@ type Config struct {
 	// MaxConcurrent caps the scripts running at once; the rest queue.
 	MaxConcurrent int
 
+	// ExePath is the installed executable a self-update replaces and whose
+	// <exe>.old / <exe>.new leftovers boot removes (symlinks resolved).
+	// Empty disables both: in-process agents (devbroker --agents, tests)
+	// share their host's executable and must never replace it.
+	ExePath string
+
 	// Groups is the deprecated agent.groups key: parsed so old files load,
 	// warned about, and ignored (membership lives in KV agent_groups).
 	Groups []string

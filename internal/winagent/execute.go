@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
 	"github.com/kanadehq/kanade-go/internal/core"
@@ -18,19 +17,23 @@ import (
 )
 
 // execute runs one accepted command to its result (SPEC §6.4–6.6): wait for
-// a run slot, apply the gates, mint the result_id, announce the start when
+// a run slot, apply the gates, announce the start when
 // the command has an exec_id, sleep the jitter, run the script with
 // kill.<exec_id> armed, and put the ExecResult in the results outbox.
 // Refusals and runs that never started produce synthetic results that go
 // through the outbox the same way.
-func (a *Agent) execute(ctx context.Context, cmd *core.Command) {
+//
+// job comes from the in-flight journal (inflight.go): it carries the
+// result_id minted at intake, and its journal entry is removed once the
+// result is in the outbox.
+func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 	defer a.running.Done()
+	cmd, resultID := job.Command, job.ResultID
 	log := a.log.With("subsystem", "exec", "request_id", cmd.RequestID, "id", cmd.ID)
 	execID := cmd.ExecIDValue()
-	resultID := uuid.NewString()
 	synthetic := func(code int, reason string) {
 		now := core.Now()
-		a.putResult(log, core.ExecResult{
+		a.finishResult(log, core.ExecResult{
 			ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: a.cfg.ID,
 			ExitCode: code, Stdout: "", Stderr: reason, StartedAt: now, FinishedAt: now, ManifestID: cmd.ID,
 		})
@@ -95,6 +98,7 @@ func (a *Agent) execute(ctx context.Context, cmd *core.Command) {
 	if cmd.RunAs == core.RunAsSystem {
 		tempDir = filepath.Join(a.cfg.DataDir, scriptTempDir)
 	}
+	a.inflight.started(job, core.Now())
 	res := runner.Run(ctx, runner.Spec{
 		Shell:   cmd.Shell,
 		Script:  cmd.Script,
@@ -106,7 +110,7 @@ func (a *Agent) execute(ctx context.Context, cmd *core.Command) {
 	}, kill)
 	log.Info("command finished", "exit_code", res.ExitCode, "killed", res.Killed, "timed_out", res.TimedOut,
 		"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond).String())
-	a.putResult(log, core.ExecResult{
+	a.finishResult(log, core.ExecResult{
 		ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: a.cfg.ID,
 		ExitCode: res.ExitCode, Stdout: res.Stdout, Stderr: res.Stderr,
 		StartedAt: res.StartedAt, FinishedAt: res.FinishedAt, ManifestID: cmd.ID,
@@ -123,14 +127,31 @@ func (a *Agent) gateInputs() gateInputs {
 	}
 }
 
-// putResult writes r to the results outbox; its drainer publishes it.
-func (a *Agent) putResult(log *slog.Logger, r core.ExecResult) {
-	data, err := json.Marshal(r)
-	if err == nil {
-		err = a.results.Put(outbox.Entry{Subject: core.SubjectResults(r.RequestID), Data: data, MsgID: r.ResultID})
+// finishResult writes r to the results outbox, whose drainer publishes it,
+// and then closes the request's in-flight journal entry. If the outbox
+// refused it, the entry stays, so the next boot answers the request.
+func (a *Agent) finishResult(log *slog.Logger, r core.ExecResult) {
+	if err := a.queueResult(r); err != nil {
+		log.Error("could not queue result; the next boot reports the request as interrupted", "result_id", r.ResultID, "exit_code", r.ExitCode, "error", err)
+		return
 	}
+	a.inflight.done(r.RequestID)
+}
+
+// queueResult writes r to the results outbox.
+func (a *Agent) queueResult(r core.ExecResult) error {
+	data, err := json.Marshal(r)
 	if err != nil {
-		log.Error("could not queue result; it is lost", "result_id", r.ResultID, "exit_code", r.ExitCode, "error", err)
+		return err
+	}
+	return a.results.Put(outbox.Entry{Subject: core.SubjectResults(r.RequestID), Data: data, MsgID: r.ResultID})
+}
+
+// rememberRecovered puts an interrupted request's id in the dedup set (it
+// normally is already) so a replay of it never runs it.
+func (a *Agent) rememberRecovered(requestID string) {
+	if _, err := a.dedup.Add(requestID); err != nil {
+		a.log.Warn("could not persist dedup set", "subsystem", "inflight", "request_id", requestID, "error", err)
 	}
 }
 

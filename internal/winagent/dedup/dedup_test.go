@@ -166,9 +166,15 @@ func TestUnusablePath(t *testing.T) {
 func TestPersistFailureStillRemembers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dedup.json")
 	s := mustOpen(t, path, 10)
-	// A directory where the temp file must go makes every save fail, for
-	// root too.
-	if err := os.Mkdir(path+".tmp", 0o700); err != nil {
+	// The journal breaks (closed under the set, as a failed disk would
+	// leave it) and cannot be reopened: a directory sits at its path,
+	// which stops root too.
+	journal := s.journalPath(s.gen)
+	_ = s.journal.Close()
+	if err := os.Remove(journal); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(journal, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	added, err := s.Add("a")
@@ -177,5 +183,15 @@ func TestPersistFailureStillRemembers(t *testing.T) {
 	}
 	if added, _ := s.Add("a"); added || !s.Contains("a") {
 		t.Fatal("id not remembered in memory after a failed persist")
+	}
+	// The disk recovers: the next Add reopens the journal.
+	if err := os.Remove(journal); err != nil {
+		t.Fatal(err)
+	}
+	if !mustAdd(t, s, "b") {
+		t.Fatal("Add after recovery")
+	}
+	if again := mustOpen(t, path, 10); !again.Contains("b") {
+		t.Fatal("id added after the disk recovered is not on disk")
 	}
 }

@@ -2,6 +2,27 @@
 // result and start event is written to disk before anything is published,
 // drained oldest first, and deleted only after JetStream acknowledged it, so
 // nothing is lost across broker outages or agent restarts.
+//
+// # Durability
+//
+// Put writes a temp file and renames it into place, with no fsync, and
+// wakes the drainer at once. That is enough for everything short of losing
+// power: a process crash (kill -9, a panic, the service manager killing the
+// agent) keeps what the kernel already holds in its page cache, and the
+// rename makes an entry appear whole or not at all.
+//
+// Power loss is covered by a background syncer, off the command's path: an
+// entry still on disk SyncDelay after it was put is fsynced, file then
+// directory, in one batch with every other entry that is due. An entry
+// acknowledged and deleted before then — the normal case while the broker is
+// up, a few milliseconds — is never fsynced. So the window in which a power
+// cut can lose (or leave empty, to be set aside as .bad) an entry is
+// SyncDelay plus one batch of fsyncs, only for entries not yet acknowledged.
+// JetStream acks from memory and flushes its own store on its sync interval
+// (two minutes by default), so a result is never more durable on the broker
+// than this. Entries waiting out a broker outage are power-loss durable
+// within SyncDelay; Close, and Run when its context ends, fsync whatever is
+// still pending, so a clean shutdown leaves nothing to chance.
 package outbox
 
 import (
@@ -40,6 +61,11 @@ type Publisher func(ctx context.Context, e Entry) error
 // was put (SPEC §6.7: every second).
 const RetryInterval = time.Second
 
+// SyncDelay is how long an entry may stay on disk without an fsync: the
+// power-loss window described in the package comment. Entries acknowledged
+// sooner are never fsynced.
+const SyncDelay = 500 * time.Millisecond
+
 // Outbox is a directory of pending entries, one file each. Put may be called
 // from any goroutine; Run drains from one.
 type Outbox struct {
@@ -50,6 +76,20 @@ type Outbox struct {
 	mu    sync.Mutex
 	last  int64           // stamp of the newest file name handed out
 	stuck map[string]bool // corrupt files that could not be moved aside
+	// unsynced holds entries written but not yet fsynced, by file name,
+	// with the time they were put (or found at Open).
+	unsynced  map[string]time.Time
+	syncTimer *time.Timer // fires syncDue; armed while unsynced is not empty
+	syncArmed bool
+	closed    bool // Close ran: Put fsyncs inline from now on
+
+	// syncMu serialises sync passes, so Flush and Close return only after
+	// a pass already under way has finished too.
+	syncMu sync.Mutex
+	// syncDelay is SyncDelay; afterSync, when set, is told each entry made
+	// durable. Tests set both right after Open.
+	syncDelay time.Duration
+	afterSync func(name string)
 
 	// Failure-logging state, touched only by Run's goroutine.
 	failing      bool
@@ -76,7 +116,11 @@ func Open(dir string, log *slog.Logger) (*Outbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read outbox directory %q: %w", dir, err)
 	}
-	o := &Outbox{dir: dir, log: log, wake: make(chan struct{}, 1), stuck: map[string]bool{}}
+	o := &Outbox{
+		dir: dir, log: log, wake: make(chan struct{}, 1), stuck: map[string]bool{},
+		unsynced: map[string]time.Time{}, syncDelay: SyncDelay,
+	}
+	now := time.Now()
 	swept := 0
 	for _, de := range entries {
 		name := de.Name()
@@ -91,16 +135,27 @@ func Open(dir string, log *slog.Logger) (*Outbox, error) {
 			if stamp, ok := nameStamp(name); ok && stamp > o.last {
 				o.last = stamp
 			}
+			// A leftover may never have been fsynced (the process was
+			// killed before the syncer got to it): it is due like a
+			// fresh one.
+			o.unsynced[name] = now
 		}
 	}
 	if swept > 0 {
 		log.Info("removed half-written outbox files", "dir", dir, "count", swept)
 	}
+	if len(o.unsynced) > 0 {
+		o.mu.Lock()
+		o.armSyncLocked(now)
+		o.mu.Unlock()
+	}
 	return o, nil
 }
 
-// Put stores e durably — temp file, fsync, rename — and wakes the drainer.
-// When Put returns nil the entry survives a crash.
+// Put stores e — temp file, rename — and wakes the drainer. When Put returns
+// nil the entry survives a crash of the process at once, and a power cut
+// once the syncer has fsynced it, SyncDelay later at most if it is still
+// waiting (see the package comment).
 func (o *Outbox) Put(e Entry) error {
 	if e.Subject == "" {
 		return errors.New("put outbox entry: empty subject")
@@ -112,7 +167,10 @@ func (o *Outbox) Put(e Entry) error {
 	name := o.nextName()
 	final := filepath.Join(o.dir, name)
 	tmp := final + tmpExt
-	if err := writeSynced(tmp, body); err != nil {
+	o.mu.Lock()
+	closed := o.closed
+	o.mu.Unlock()
+	if err := writeFile(tmp, body, closed); err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("put outbox entry for %s: %w", e.Subject, err)
 	}
@@ -120,7 +178,16 @@ func (o *Outbox) Put(e Entry) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("put outbox entry for %s: %w", e.Subject, err)
 	}
-	syncDir(o.dir)
+	if closed {
+		// No syncer after Close: this put is durable before it returns.
+		syncDir(o.dir)
+	} else {
+		o.mu.Lock()
+		now := time.Now()
+		o.unsynced[name] = now
+		o.armSyncLocked(now)
+		o.mu.Unlock()
+	}
 	select {
 	case o.wake <- struct{}{}:
 	default:
@@ -137,7 +204,8 @@ func (o *Outbox) Len() int {
 // Run drains the outbox: at once, on every Put, and every RetryInterval,
 // oldest entry first. An entry is deleted only after pub returns nil; a
 // failure ends the pass so order is kept, and the next signal or tick
-// retries. Run returns nil when ctx ends.
+// retries. Run returns nil when ctx ends, after fsyncing whatever is still
+// waiting so a clean shutdown leaves it power-loss durable.
 func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 	tick := time.NewTicker(RetryInterval)
 	defer tick.Stop()
@@ -145,6 +213,7 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 		o.drain(ctx, pub)
 		select {
 		case <-ctx.Done():
+			o.Flush()
 			return nil
 		case <-o.wake:
 		case <-tick.C:
@@ -186,6 +255,13 @@ func (o *Outbox) drain(ctx context.Context, pub Publisher) {
 			// Published but not deleted: the next pass re-sends it and
 			// the stream drops the duplicate by its Nats-Msg-Id.
 			o.log.Warn("delete published outbox entry", "file", path, "err", err)
+		} else {
+			// Acknowledged and gone: it never needs an fsync. (The
+			// delete itself is not fsynced either; a power cut may bring
+			// the file back, and its re-send is dropped by Nats-Msg-Id.)
+			o.mu.Lock()
+			delete(o.unsynced, name)
+			o.mu.Unlock()
 		}
 		o.recovered()
 	}
@@ -327,8 +403,9 @@ func readEntry(path string) (Entry, error) {
 	return Entry{Subject: env.Subject, Data: data, MsgID: env.MsgID}, nil
 }
 
-// writeSynced creates path exclusively and writes b to stable storage.
-func writeSynced(path string, b []byte) error {
+// writeFile creates path exclusively and writes b, to stable storage too
+// when sync is set.
+func writeFile(path string, b []byte, sync bool) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -337,11 +414,120 @@ func writeSynced(path string, b []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	return f.Close()
+}
+
+// armSyncLocked makes sure a sync pass is scheduled for the oldest unsynced
+// entry, SyncDelay after it was put. Callers hold mu.
+func (o *Outbox) armSyncLocked(now time.Time) {
+	if o.syncArmed || o.closed || len(o.unsynced) == 0 {
+		return
+	}
+	oldest := now
+	for _, at := range o.unsynced {
+		if at.Before(oldest) {
+			oldest = at
+		}
+	}
+	d := max(oldest.Add(o.syncDelay).Sub(now), 0)
+	o.syncArmed = true
+	if o.syncTimer == nil {
+		o.syncTimer = time.AfterFunc(d, o.syncDue)
+		return
+	}
+	o.syncTimer.Reset(d)
+}
+
+// syncDue is the syncer: it fsyncs every entry put at least SyncDelay ago
+// that is still on disk, then re-arms for the rest. It runs on the timer's
+// goroutine, never on Put's or the drainer's.
+func (o *Outbox) syncDue() {
+	o.syncMu.Lock()
+	defer o.syncMu.Unlock()
+	o.mu.Lock()
+	o.syncArmed = false
+	now := time.Now()
+	var due []string
+	for name, at := range o.unsynced {
+		if now.Sub(at) >= o.syncDelay {
+			due = append(due, name)
+			delete(o.unsynced, name)
+		}
+	}
+	o.armSyncLocked(now)
+	o.mu.Unlock()
+	o.syncEntries(due)
+}
+
+// Flush fsyncs every entry still waiting for the syncer, now.
+func (o *Outbox) Flush() {
+	o.syncMu.Lock()
+	defer o.syncMu.Unlock()
+	o.mu.Lock()
+	names := make([]string, 0, len(o.unsynced))
+	for name := range o.unsynced {
+		names = append(names, name)
+	}
+	clear(o.unsynced)
+	o.mu.Unlock()
+	o.syncEntries(names)
+}
+
+// Close stops the background syncer and fsyncs what it had not reached yet.
+// The outbox stays usable: a Put after Close fsyncs before it returns.
+func (o *Outbox) Close() error {
+	o.mu.Lock()
+	o.closed = true
+	if o.syncTimer != nil {
+		o.syncTimer.Stop()
+	}
+	o.syncArmed = false
+	o.mu.Unlock()
+	o.Flush()
+	return nil
+}
+
+// syncEntries fsyncs the named entries that are still on disk, then the
+// directory once, so their names survive a power cut too. Entries gone in
+// the meantime were acknowledged (or set aside) and are skipped. Failures
+// are logged: the entry is still there for the drainer, only its power-loss
+// durability is in doubt.
+func (o *Outbox) syncEntries(names []string) {
+	if len(names) == 0 {
+		return
+	}
+	slices.Sort(names)
+	var synced []string
+	for _, name := range names {
+		f, err := openForSync(filepath.Join(o.dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			err = f.Sync()
+			f.Close()
+		}
+		if err != nil {
+			o.log.Warn("fsync outbox entry", "file", filepath.Join(o.dir, name), "err", err)
+			continue
+		}
+		synced = append(synced, name)
+	}
+	if len(synced) == 0 {
+		return
+	}
+	syncDir(o.dir)
+	if o.afterSync != nil {
+		for _, name := range synced {
+			o.afterSync(name)
+		}
+	}
 }
 
 // syncDir flushes a directory so a rename in it survives a power cut. It is
