@@ -30,6 +30,8 @@ type options struct {
 	kanade  string // the built kanade binary; "" = build one
 	inproc  bool   // run roundtrip/hol/timeout's agent in this process
 	idleFor time.Duration
+	// idleForSet is whether -idle-for was given (-quick shortens it otherwise).
+	idleForSet bool
 	keep    bool // keep the work directory
 	workDir string
 }
@@ -103,6 +105,7 @@ func run() int {
 		}
 		todo = append(todo, scenarios[i])
 	}
+	o.idleForSet = flagSet(fl, "idle-for")
 	if o.quick && !flagSet(fl, "runs") {
 		o.runs = 2
 	}

@@ -83,7 +83,7 @@ func NewAgentServiceCmd(f *Factory, action string, runF func(context.Context, *A
 	if action == "install" {
 		c.Example = `  sudo kanade agent install --config /etc/kanade/agent.toml
   kanade agent install          # from an elevated prompt; default config path`
-		c.Flags().StringVarP(&opts.ConfigPath, "config", "c", "", "agent config file the service passes to `kanade agent --config`")
+		c.Flags().StringVarP(&opts.ConfigPath, "config", "c", "", "agent config file the service passes to kanade agent --config")
 	}
 	return c
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/devbroker"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 )
 
@@ -26,7 +27,8 @@ func TestDevbrokerArgv(t *testing.T) {
 	}
 	want := DevbrokerOptions{Listen: "127.0.0.1:4222", HTTPPort: 8222, Cluster: 1}
 	if got == nil || got.Listen != want.Listen || got.HTTPPort != want.HTTPPort || got.Cluster != 1 ||
-		got.Store != "" || got.NoSetup || got.Agents != 0 || got.Token != "" || got.IO == nil || got.Log == nil {
+		got.Store != "" || got.NoSetup || got.Agents != 0 || got.Token != "" || got.IO == nil || got.Log == nil ||
+		got.Auth != devbroker.AuthNone {
 		t.Fatalf("defaults = %+v", got)
 	}
 
@@ -38,8 +40,27 @@ func TestDevbrokerArgv(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.Listen != "0.0.0.0:5222" || got.HTTPPort != 0 || got.Store != "/tmp/s" || !got.NoSetup ||
-		got.Agents != 2 || got.Token != "tok" || got.Cluster != 3 {
+		got.Agents != 2 || got.Token != "tok" || got.Cluster != 3 || got.Auth != devbroker.AuthToken {
 		t.Fatalf("options = %+v", got)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want devbroker.AuthMode
+	}{
+		{[]string{"--auth", "roles"}, devbroker.AuthRoles},
+		{[]string{"--auth", "token"}, devbroker.AuthToken},
+		{[]string{"--auth", "token", "--token", "tok"}, devbroker.AuthToken},
+		{[]string{"--auth", "none"}, devbroker.AuthNone},
+	} {
+		got = nil
+		c = NewDevbrokerCmd(jsTestFactory(), func(_ context.Context, o *DevbrokerOptions) error { got = o; return nil })
+		if err := jsExecArgv(t, c, tc.args...); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if got.Auth != tc.want {
+			t.Fatalf("%v: auth %q, want %q", tc.args, got.Auth, tc.want)
+		}
 	}
 
 	for _, bad := range []struct {
@@ -53,6 +74,9 @@ func TestDevbrokerArgv(t *testing.T) {
 		{[]string{"--cluster", "0"}, "--cluster"},
 		{[]string{"--cluster", "6"}, "--cluster"},
 		{[]string{"--token", "a b"}, "--token"},
+		{[]string{"--auth", "jwt"}, "--auth"},
+		{[]string{"--auth", "none", "--token", "tok"}, "--auth"},
+		{[]string{"--auth", "roles", "--token", "tok"}, "--auth"},
 	} {
 		called := false
 		c := NewDevbrokerCmd(jsTestFactory(), func(context.Context, *DevbrokerOptions) error { called = true; return nil })
@@ -259,5 +283,84 @@ func TestDevbrokerAgentsStopWithBroker(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second); err == nil {
 		c.Close()
 		t.Fatal("broker still listening after the command returned")
+	}
+}
+
+func TestDevbrokerGeneratedToken(t *testing.T) {
+	opts := &DevbrokerOptions{Listen: "127.0.0.1:0", Store: t.TempDir(), Cluster: 1, NoSetup: true, Auth: devbroker.AuthToken}
+	url, _, errOut, stop := runDevbrokerForTest(t, opts)
+	const prefix = "clients must present the token: export KANADE_NATS_TOKEN="
+	var tok string
+	for _, l := range strings.Split(errOut.String(), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			tok = strings.TrimPrefix(l, prefix)
+		}
+	}
+	if len(tok) < 32 {
+		t.Fatalf("no generated token printed:\n%s", errOut.String())
+	}
+	if nc, err := nats.Connect(url, nats.MaxReconnects(0), nats.Timeout(2*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("client without the token let in")
+	}
+	natstest.Connect(t, url, nats.Token(tok)).Close()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDevbrokerRoles(t *testing.T) {
+	opts := &DevbrokerOptions{Listen: "127.0.0.1:0", Store: t.TempDir(), Cluster: 1, Agents: 1, Auth: devbroker.AuthRoles}
+	url, _, errOut, stop := runDevbrokerForTest(t, opts)
+	creds := map[string][2]string{}
+	for _, l := range strings.Split(errOut.String(), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) == 3 && strings.HasPrefix(f[1], "KANADE_NATS_USER="):
+			creds[strings.TrimSuffix(f[0], ":")] = [2]string{strings.TrimPrefix(f[1], "KANADE_NATS_USER="), strings.TrimPrefix(f[2], "KANADE_NATS_PASSWORD=")}
+		case len(f) == 9 && f[0] == "agent" && f[5] == "--user" && f[7] == "--password":
+			creds[strings.TrimSuffix(f[1], ":")] = [2]string{f[6], f[8]}
+		}
+	}
+	for _, who := range []string{"operator", "readonly", "dev-pc-1", "dev-pc-2", "dev-pc-3"} {
+		if c, ok := creds[who]; !ok || len(c[1]) < 32 {
+			t.Fatalf("no credentials printed for %s:\n%s", who, errOut.String())
+		}
+	}
+	if creds["dev-pc-1"][0] != "agent-dev-pc-1" || creds["operator"][0] != "operator" {
+		t.Fatalf("credentials = %v", creds)
+	}
+	if nc, err := nats.Connect(url, nats.MaxReconnects(0), nats.Timeout(2*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("anonymous client let in")
+	}
+	op := natstest.Connect(t, url, nats.UserInfo(creds["operator"][0], creds["operator"][1]))
+	js, _ := jetstream.New(op)
+	// Setup ran as the operator, and the in-process agent works under its
+	// own agent user: its agents_state row appears.
+	natstest.Eventually(t, 20*time.Second, "dev-pc-1 in agents_state", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		kv, err := js.KeyValue(ctx, core.BucketAgentsState)
+		if err != nil {
+			return false
+		}
+		_, err = kv.Get(ctx, "dev-pc-1")
+		return err == nil
+	})
+	// The readonly user reads but may not write.
+	ro := natstest.Connect(t, url, nats.UserInfo(creds["readonly"][0], creds["readonly"][1]))
+	rjs, _ := jetstream.New(ro)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	kv, err := rjs.KeyValue(ctx, core.BucketAgentConfig)
+	if err != nil {
+		t.Fatalf("readonly cannot open agent_config: %v", err)
+	}
+	if _, err := kv.Put(ctx, core.ConfigKeyGlobal, []byte(`{}`)); err == nil {
+		t.Fatal("readonly wrote agent_config")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -35,7 +35,8 @@ func NewJetstreamSetupCmd(f *Factory, runF func(context.Context, *JetstreamSetup
 		Use:   "setup",
 		Short: "Create or update every JetStream resource kanade uses",
 		Long: `Create or update every stream, KV bucket and object store kanade uses
-(SPEC §5). Safe to run again: existing resources are compared and reconciled,
+(streams INVENTORY, RESULTS, EXEC, EVENTS, AUDIT, OBS_EVENTS; ten KV buckets;
+four object stores). Safe to run again: existing resources are compared and reconciled,
 never recreated. --dry-run prints the plan and changes nothing.
 
 JetStream reserves every max_bytes up front (about 5.3 GiB in all). A broker

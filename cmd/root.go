@@ -93,6 +93,11 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 		f.Now = time.Now
 	}
 	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
+		// Shell completion parses the target command's flags after this hook
+		// runs; loading the config here would freeze it before -s is seen.
+		if c.Name() == cobra.ShellCompRequestCmd || c.Name() == cobra.ShellCompNoDescRequestCmd {
+			return nil
+		}
 		if _, err := f.Config(); err != nil {
 			return err
 		}

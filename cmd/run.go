@@ -139,7 +139,7 @@ result_output object store); the summary then goes to stderr.`,
 	fl.BoolVar(&opts.All, "all", false, "run on every agent")
 	fl.StringVar(&opts.Shell, "shell", "", "shell: powershell, pwsh, cmd or sh (default: from the target's os)")
 	fl.StringVar(&timeout, "timeout", strconv.Itoa(defaultRunTimeout), "script timeout in `seconds` (or a duration like 10m)")
-	fl.StringVar(&opts.ExecID, "exec-id", "", "exec `ID` so kanade kill ID can stop the run")
+	fl.StringVar(&opts.ExecID, "exec-id", "", "exec ID, so that kanade kill <ID> can stop the run")
 	fl.DurationVar(&opts.Wait, "wait", 0, "how long to wait for results (default: timeout + 30s)")
 	fl.BoolVar(&opts.JSON, "json", false, "print one ExecResult per line as JSON")
 	fl.DurationVar(&opts.OfflineAfter, "offline-after", fleet.DefaultOfflineAfter, "an agent whose last heartbeat is older is offline")

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -89,6 +90,10 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 		opts = append(opts,
 			nats.RetryOnFailedConnect(true),
 			nats.MaxReconnects(-1),
+			// A daemon must outlive a credential rotated at the broker: by
+			// default nats.go closes the connection for good after two auth
+			// failures in a row, and the agent would be dead until restarted.
+			nats.IgnoreAuthErrorAbort(),
 			nats.ReconnectWait(time.Second),
 			nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
 			// Keep publishes made while the link is down small: results have
@@ -142,6 +147,7 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 // optional, from one set of handlers (nats.go keeps one handler per event).
 func (o ConnectOptions) eventHandlers() []nats.Option {
 	t, log := o.Tracker, o.Log
+	limiter := &logLimiter{every: 5 * time.Minute}
 	return []nats.Option{
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			if t != nil {
@@ -170,6 +176,19 @@ func (o ConnectOptions) eventHandlers() []nats.Option {
 		nats.ClosedHandler(func(*nats.Conn) {
 			if t != nil {
 				t.MarkDisconnected()
+			}
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			// Called on every failed attempt: during an outage that is once a
+			// second, so only a new kind of error, or one every 5 minutes,
+			// reaches warn. An auth failure is the case operators must see.
+			if log == nil || err == nil {
+				return
+			}
+			if limiter.allow(err.Error(), time.Now()) {
+				log.Warn("cannot reach broker, retrying", "error", err)
+			} else {
+				log.Debug("cannot reach broker, retrying", "error", err)
 			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -201,4 +220,23 @@ func RedactURL(s string) string {
 		parts[i] = u.String()
 	}
 	return strings.Join(parts, ",")
+}
+
+// logLimiter lets a repeated message through once per interval, and a new
+// one at once, so an outage cannot flood the log.
+type logLimiter struct {
+	mu    sync.Mutex
+	every time.Duration
+	last  string
+	at    time.Time
+}
+
+func (l *logLimiter) allow(msg string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if msg != l.last || now.Sub(l.at) >= l.every {
+		l.last, l.at = msg, now
+		return true
+	}
+	return false
 }

@@ -700,6 +700,9 @@ func TestHeartbeatCadencePingAndLogs(t *testing.T) {
 		var st core.AgentState
 		return json.Unmarshal(e.Value(), &st) == nil && st.PCID == pc && !st.UpdatedAt.IsZero()
 	})
+	// The boot inventory (inventory_loop.go) lands first; the next one is
+	// 24 h away, so the marker set here stays.
+	natstest.Eventually(t, 10*time.Second, "boot inventory", func() bool { return ta.inventory.Load() != nil })
 	inv := &core.HwInventory{PCID: pc, Hostname: "h", CPUCores: 8}
 	ta.SetInventory(inv)
 

@@ -210,7 +210,7 @@ const (
 func (l *updateLoop) finish(err error, g updateGoal) updateOutcome {
 	switch {
 	case errors.Is(err, update.ErrRestartRequired):
-		l.log.Info("self-update installed; stopping so the new build starts", "target", g.target, "exit_code", core.ExitCodeUpdate)
+		l.log.Debug("self-update installed; stopping so the new build starts", "target", g.target, "exit_code", core.ExitCodeUpdate)
 		l.restart(ErrRestartForUpdate)
 		return outcomeRestart
 	case err == nil:

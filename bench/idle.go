@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+)
+
+// runIdle: -runs `kanade agent` processes at once against one broker, with
+// default settings and nothing to do. For each: RSS -idle-for after start
+// (default 60 s), then the CPU it uses over the next -idle-for, from
+// /proc/<pid>/status and /proc/<pid>/stat. Targets: <= 20 MiB RSS, <= 0.2 %
+// of one core.
+func runIdle(ctx context.Context, o *options) error {
+	bin, err := kanadeBinary(ctx, o)
+	if err != nil {
+		return err
+	}
+	window := o.idleFor
+	if o.quick && !o.idleForSet {
+		window = 10 * time.Second
+	}
+	br, err := startBroker(ctx, o, "idle")
+	if err != nil {
+		return err
+	}
+	defer br.stop()
+	nc, js, err := connect(br.URL, "bench-operator")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := setupResources(ctx, js); err != nil {
+		return err
+	}
+
+	beats := make(chan string, 64)
+	sub, err := nc.Subscribe(core.SubjectHeartbeat("*"), func(m *nats.Msg) {
+		select {
+		case beats <- m.Subject:
+		default:
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+
+	type sample struct {
+		rss, anon, file, hwm, threads int64
+		cpu                           time.Duration
+		err                           error
+	}
+	samples := make([]sample, o.runs)
+	var wg sync.WaitGroup
+	for i := range o.runs {
+		id := fmt.Sprintf("bench-idle-%d", i+1)
+		ag, err := startAgentProc(o, bin, id, br.URL)
+		if err != nil {
+			return err
+		}
+		defer ag.stop()
+		started := time.Now()
+		wg.Go(func() {
+			s := &samples[i]
+			wait := func(until time.Time) bool {
+				select {
+				case <-time.After(time.Until(until)):
+					return true
+				case <-ctx.Done():
+					s.err = ctx.Err()
+					return false
+				}
+			}
+			if !wait(started.Add(window)) {
+				return
+			}
+			st, err := procStatus(ag.pid)
+			if err != nil {
+				s.err = err
+				return
+			}
+			s.rss, s.anon, s.file, s.hwm, s.threads = st["VmRSS"], st["RssAnon"], st["RssFile"], st["VmHWM"], st["Threads"]
+			c0, err := procCPU(ag.pid)
+			if err != nil {
+				s.err = err
+				return
+			}
+			if !wait(started.Add(2 * window)) {
+				return
+			}
+			c1, err := procCPU(ag.pid)
+			if err != nil {
+				s.err = err
+				return
+			}
+			s.cpu = c1 - c0
+		})
+	}
+	// Every agent must be alive and connected, or the figures mean nothing.
+	seen := map[string]bool{}
+	timeout := time.After(60 * time.Second)
+	for len(seen) < o.runs {
+		select {
+		case s := <-beats:
+			seen[s] = true
+		case <-timeout:
+			return fmt.Errorf("%d of %d agents heartbeated within 60s", len(seen), o.runs)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	wg.Wait()
+
+	t := newTable()
+	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
+	for _, s := range samples {
+		if s.err != nil {
+			return s.err
+		}
+		t.add(fmt.Sprintf("VmRSS after %s", window), "MiB", mib(s.rss))
+		t.add("  RssAnon (heap, stacks)", "MiB", mib(s.anon))
+		t.add("  RssFile (binary pages)", "MiB", mib(s.file))
+		t.add("VmHWM (peak RSS)", "MiB", mib(s.hwm))
+		t.add("threads", "count", float64(s.threads))
+		t.add(fmt.Sprintf("CPU over the next %s", window), "% of a core", 100*s.cpu.Seconds()/window.Seconds())
+	}
+	t.note("one `kanade agent` process per run, all at once, default settings (heartbeat 30s), log level info to a file")
+	t.note("CPU from /proc/<pid>/stat utime+stime (10 ms ticks: over %s one tick is %.3f %%); targets: RSS <= 20 MiB, CPU <= 0.2 %%",
+		window, 100*0.01/window.Seconds())
+	t.print()
+	return nil
+}
