@@ -33,8 +33,9 @@ type AgentLogsOptions struct {
 func NewAgentLogsCmd(f *Factory, runF func(context.Context, *AgentLogsOptions) error) *cobra.Command {
 	opts := &AgentLogsOptions{IO: f.IO, Conn: f.Conn, Config: f.Config}
 	c := &cobra.Command{
-		Use:   "logs PC",
-		Short: "Fetch the tail of one agent's log",
+		Use:               "logs PC",
+		ValidArgsFunction: completePCs(f),
+		Short:             "Fetch the tail of one agent's log",
 		Long: `Ask the agent on PC for the last lines of its log (logs.fetch.<PC>) and print
 them as they are. The agent sends at most 800 KiB, from the end.`,
 		Example: `  kanade agent logs DESKTOP-7F3K

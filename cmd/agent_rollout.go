@@ -114,6 +114,8 @@ The scope is updated with a compare-and-swap, keeping its other settings.`,
 	c.Flags().BoolVar(&global, "global", false, "roll out to the whole fleet (agent_config/global)")
 	c.Flags().StringVar(&group, "group", "", "roll out to one group (agent_config/groups.<G>)")
 	c.Flags().StringVar(&pc, "pc", "", "roll out to one pc (agent_config/pcs.<P>)")
+	_ = c.RegisterFlagCompletionFunc("group", completeGroups(f))
+	_ = c.RegisterFlagCompletionFunc("pc", completePCFlag(f))
 	c.Flags().StringVar(&jitter, "jitter", "", "also set target_version_jitter on the scope, e.g. 30m")
 	c.Flags().BoolVar(&opts.Force, "force", false, "roll out even if no release of the version is published yet")
 	c.Flags().BoolVar(&opts.JSON, "json", false, "print as JSON")

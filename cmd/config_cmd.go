@@ -210,6 +210,8 @@ are kept, and a concurrent writer makes kanade retry instead of losing a write.`
 	scopeFlags := func(c *cobra.Command, opts *ConfigOptions) {
 		c.Flags().StringVar(&opts.Group, "group", "", "the scope of group `G`")
 		c.Flags().StringVar(&opts.PC, "pc", "", "the scope of pc `P`")
+		_ = c.RegisterFlagCompletionFunc("group", completeGroups(f))
+		_ = c.RegisterFlagCompletionFunc("pc", completePCFlag(f))
 	}
 
 	getOpts := newOpts(configGet)
@@ -288,8 +290,9 @@ stored value as is.`,
 
 	effOpts := newOpts(configEffective)
 	eff := &cobra.Command{
-		Use:   "effective PC",
-		Short: "Show the config one PC resolves to",
+		Use:               "effective PC",
+		ValidArgsFunction: completePCs(f),
+		Short:             "Show the config one PC resolves to",
 		Long: `Resolve PC's effective config the way the agent does: defaults, global, its
 groups from agent_groups in alphabetical order, its own scope. Shows where
 each value comes from, any field two of its groups both set, and malformed

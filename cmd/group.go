@@ -92,9 +92,10 @@ agent_config, with its member count and whether it has a config scope.`,
 
 	membersOpts := newOpts(groupMembers)
 	members := &cobra.Command{
-		Use:   "members G",
-		Short: "List the PCs in a group",
-		Args:  cobra.ExactArgs(1),
+		Use:               "members G",
+		ValidArgsFunction: completeGroups(f),
+		Short:             "List the PCs in a group",
+		Args:              cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := validateGroupNames(args); err != nil {
 				return err
@@ -119,26 +120,29 @@ agent_config, with its member count and whether it has a config scope.`,
 	}
 	addOpts, rmOpts, setOpts := newOpts(groupAdd), newOpts(groupRm), newOpts(groupSet)
 	add := &cobra.Command{
-		Use:     "add PC G",
-		Short:   "Add a PC to a group",
-		Example: "  kanade group add DESKTOP-7F3K canary",
-		Args:    cobra.ExactArgs(2),
-		RunE:    pcAndGroups(addOpts),
+		Use:               "add PC G",
+		ValidArgsFunction: completePCThenGroups(f),
+		Short:             "Add a PC to a group",
+		Example:           "  kanade group add DESKTOP-7F3K canary",
+		Args:              cobra.ExactArgs(2),
+		RunE:              pcAndGroups(addOpts),
 	}
 	rm := &cobra.Command{
-		Use:     "rm PC G",
-		Short:   "Remove a PC from a group",
-		Example: "  kanade group rm DESKTOP-7F3K canary",
-		Args:    cobra.ExactArgs(2),
-		RunE:    pcAndGroups(rmOpts),
+		Use:               "rm PC G",
+		ValidArgsFunction: completePCThenGroups(f),
+		Short:             "Remove a PC from a group",
+		Example:           "  kanade group rm DESKTOP-7F3K canary",
+		Args:              cobra.ExactArgs(2),
+		RunE:              pcAndGroups(rmOpts),
 	}
 	set := &cobra.Command{
-		Use:     "set PC [G...]",
-		Short:   "Replace a PC's groups",
-		Long:    "Replace PC's whole group list; with no G the PC leaves every group.",
-		Example: "  kanade group set DESKTOP-7F3K canary wave1\n  kanade group set DESKTOP-7F3K",
-		Args:    cobra.MinimumNArgs(1),
-		RunE:    pcAndGroups(setOpts),
+		Use:               "set PC [G...]",
+		ValidArgsFunction: completePCThenGroups(f),
+		Short:             "Replace a PC's groups",
+		Long:              "Replace PC's whole group list; with no G the PC leaves every group.",
+		Example:           "  kanade group set DESKTOP-7F3K canary wave1\n  kanade group set DESKTOP-7F3K",
+		Args:              cobra.MinimumNArgs(1),
+		RunE:              pcAndGroups(setOpts),
 	}
 	c.AddCommand(list, members, add, rm, set)
 	return c

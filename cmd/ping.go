@@ -41,8 +41,9 @@ type PingResult struct {
 func NewPingCmd(f *Factory, runF func(context.Context, *PingOptions) error) *cobra.Command {
 	opts := &PingOptions{IO: f.IO, Conn: f.Conn, Now: f.Now}
 	c := &cobra.Command{
-		Use:   "ping PC",
-		Short: "Ask one agent for a fresh heartbeat",
+		Use:               "ping PC",
+		ValidArgsFunction: completePCs(f),
+		Short:             "Ask one agent for a fresh heartbeat",
 		Long: `Request agents.<PC>.ping and print the agent's reply: its version, os, host
 name and the round-trip time. Exits 1 when nobody answers.
 

@@ -136,6 +136,8 @@ result_output object store); the summary then goes to stderr.`,
 	}
 	fl := c.Flags()
 	fl.StringVar(&opts.Group, "group", "", "run on every member of group `G`")
+	c.ValidArgsFunction = completePCs(f)
+	_ = c.RegisterFlagCompletionFunc("group", completeGroups(f))
 	fl.BoolVar(&opts.All, "all", false, "run on every agent")
 	fl.StringVar(&opts.Shell, "shell", "", "shell: powershell, pwsh, cmd or sh (default: from the target's os)")
 	fl.StringVar(&timeout, "timeout", strconv.Itoa(defaultRunTimeout), "script timeout in `seconds` (or a duration like 10m)")

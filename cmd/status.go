@@ -47,8 +47,9 @@ type StatusOptions struct {
 func NewStatusCmd(f *Factory, runF func(context.Context, *StatusOptions) error) *cobra.Command {
 	opts := &StatusOptions{IO: f.IO, Config: f.Config, Conn: f.Conn, JetStream: f.JetStream, Now: f.Now}
 	c := &cobra.Command{
-		Use:   "status [PC]",
-		Short: "Show broker, resource and fleet health",
+		Use:               "status [PC]",
+		ValidArgsFunction: completePCs(f),
+		Short:             "Show broker, resource and fleet health",
 		Long: `Show whether the broker answers, whether every JetStream resource exists as
 ` + "`kanade jetstream setup`" + ` would make it, and the fleet: every agent in agents_state,
 joined with the heartbeats that arrive while status runs.
