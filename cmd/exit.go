@@ -115,10 +115,14 @@ func isUntrustedServerCert(err error) bool {
 
 // isClientCertRefused reports a handshake the broker ended because the
 // client sent no certificate, or one it does not accept. crypto/tls reports
-// a peer's alert as an unexported type, so its text is what can be matched.
+// a peer's alert as an unexported type, so its text is what can be matched;
+// with TLS 1.3 the client may instead see the connection closed right after
+// the handshake, which nats.go words as below.
 func isClientCertRefused(err error) bool {
 	s := err.Error()
-	return strings.Contains(s, "remote error: tls: certificate required") || strings.Contains(s, "remote error: tls: bad certificate")
+	return strings.Contains(s, "remote error: tls: certificate required") ||
+		strings.Contains(s, "remote error: tls: bad certificate") ||
+		strings.Contains(s, "connection closed by remote after TLS handshake")
 }
 
 func isUsage(err error) bool {

@@ -171,7 +171,11 @@ func TestBrokerChaos(t *testing.T) {
 	var reconnects, downs []time.Duration
 	for i := range cycles {
 		natstest.Eventually(t, 30*time.Second, "agent subscribed again", func() bool { _, ok := probe(subject); return ok })
+		w := time.Now()
 		natstest.Eventually(t, 30*time.Second, "outage command on commands.all replayed", allAnswered)
+		if d := time.Since(w); d > time.Second {
+			t.Logf("cycle %d: waited %s for the outage command's replay", i+1, d.Round(10*time.Millisecond))
+		}
 		// The chaos schedule: random uptime, then a kill, a random
 		// outage, and a restart on the same port and store.
 		time.Sleep(between(rnd, 2*time.Second, 4500*time.Millisecond))
@@ -202,6 +206,7 @@ func TestBrokerChaos(t *testing.T) {
 
 	// Settle: every live command answered, nothing in flight or queued,
 	// the replay consumer drained.
+	settleStart := time.Now()
 	natstest.Eventually(t, 90*time.Second, "agent settled", func() bool {
 		counts := resultCounts(js)
 		if counts == nil {
@@ -224,6 +229,7 @@ func TestBrokerChaos(t *testing.T) {
 		ci := cons.CachedInfo()
 		return ci.NumPending == 0 && ci.NumAckPending == 0
 	})
+	settled := time.Since(settleStart)
 	final := sampleMem()
 
 	results := readResults(t, js, "results.>")
@@ -338,10 +344,15 @@ func TestBrokerChaos(t *testing.T) {
 	}
 
 	arrMu.Lock()
-	var lat []time.Duration
+	var lat, replayLat []time.Duration
 	for _, r := range recs {
-		if at, ok := arrived[r.ReqID]; ok && r.Acked && r.Live == live {
+		at, ok := arrived[r.ReqID]
+		switch {
+		case !ok || !r.Acked:
+		case r.Live == live:
 			lat = append(lat, at.Sub(r.At))
+		case r.Subject == core.SubjectCommandsAll:
+			replayLat = append(replayLat, at.Sub(r.At))
 		}
 	}
 	arrMu.Unlock()
@@ -353,6 +364,8 @@ func TestBrokerChaos(t *testing.T) {
 	t.Logf("outages %v; agent resubscribed after restart in %v", roundAll(downs), roundAll(reconnects))
 	t.Logf("live publish→result latency: p50 %s, p99 %s, max %s (n=%d)",
 		percentile(lat, 50).Round(time.Millisecond), percentile(lat, 99).Round(time.Millisecond), percentile(lat, 100).Round(time.Millisecond), len(lat))
+	t.Logf("outage command on commands.all: publish→result (replay) %v", roundAll(replayLat))
+	t.Logf("settled %s after the last publish", settled.Round(10*time.Millisecond))
 	t.Logf("heap/goroutines before each kill: %v; after settling: %s", samples, final)
 
 	// 4. Memory: no growth across cycles beyond noise. The agent shares the

@@ -136,9 +136,7 @@ func startAgent(t *testing.T, url, pc string) *pcAgent {
 	go func() { p.done <- a.Run(ctx) }()
 	t.Cleanup(func() {
 		p.stop()
-		if t.Failed() {
-			t.Logf("agent %s log (last 60 KiB):\n%s", pc, tail(logs.String(), 60<<10))
-		}
+		saveLog(t, "agent-"+pc, logs.String())
 	})
 	return p
 }
@@ -157,6 +155,23 @@ func (p *pcAgent) stop() {
 		}
 	case <-time.After(30 * time.Second):
 		p.t.Errorf("agent Run did not return within 30s of cancel")
+	}
+}
+
+// envLogDir names a directory where every agent's full log is written.
+const envLogDir = "KANADE_CHAOS_LOGDIR"
+
+// saveLog keeps an agent's log: in $KANADE_CHAOS_LOGDIR when set, and its
+// tail in the test output when the test failed.
+func saveLog(t *testing.T, name, text string) {
+	if dir := os.Getenv(envLogDir); dir != "" {
+		p := filepath.Join(dir, strings.NewReplacer("/", "_").Replace(t.Name())+"-"+name+"-"+time.Now().Format("150405")+".log")
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Logf("save log: %v", err)
+		}
+	}
+	if t.Failed() {
+		t.Logf("%s log (last 64 KiB; %s=DIR keeps it whole):\n%s", name, envLogDir, tail(text, 64<<10))
 	}
 }
 

@@ -22,15 +22,14 @@ import (
 	"github.com/kanadehq/kanade-go/internal/winagent"
 )
 
-// broker is a real in-process nats-server whose log is kept, so tests can
-// see the permission violations it reports.
+// broker is a real in-process nats-server.
 type broker struct {
 	*server.Server
-	log *serverLog
 	url string
 }
 
-// serverLog collects nats-server's error lines.
+// serverLog collects nats-server's warning, error and fatal lines, so a
+// start that fails says why.
 type serverLog struct {
 	mu    sync.Mutex
 	lines []string
@@ -47,42 +46,12 @@ func (l *serverLog) Warnf(f string, v ...any)  { l.add("WRN "+f, v...) }
 func (l *serverLog) Fatalf(f string, v ...any) { l.add("FTL "+f, v...) }
 func (l *serverLog) Errorf(f string, v ...any) { l.add("ERR "+f, v...) }
 func (l *serverLog) Debugf(string, ...any)     {}
-func (l *serverLog) Tracef(f string, v ...any) {
-	if traceTo != nil {
-		fmt.Fprintf(traceTo, f+"\n", v...)
-	}
-}
+func (l *serverLog) Tracef(string, ...any)     {}
 func (l *serverLog) all() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.lines...)
 }
-
-// violations are the permission violations logged so far, as
-// "Publish Violation - ... Subject \"x\"" lines.
-func (l *serverLog) violations() []string {
-	var out []string
-	for _, s := range l.all() {
-		if strings.Contains(s, "Violation") {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-// hasViolation reports whether a violation naming subject was logged.
-func (l *serverLog) hasViolation(kind, subject string) bool {
-	for _, s := range l.violations() {
-		if strings.Contains(s, kind+" Violation") && strings.Contains(s, fmt.Sprintf("%q", subject)) {
-			return true
-		}
-	}
-	return false
-}
-
-// traceTo receives nats-server's protocol trace of a broker started with
-// Trace set (used while working out the roles' permissions).
-var traceTo io.Writer
 
 // startBroker runs a JetStream server with o (host, port, store and signals
 // filled in) and waits until it accepts connections; ready is dialled with
@@ -104,7 +73,7 @@ func startBroker(t *testing.T, o server.Options, ready ...nats.Option) *broker {
 		t.Fatalf("new server: %v", err)
 	}
 	l := &serverLog{}
-	srv.SetLoggerV2(l, false, o.Trace, false)
+	srv.SetLoggerV2(l, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Fatalf("server not ready: %v", l.all())
@@ -114,7 +83,7 @@ func startBroker(t *testing.T, o server.Options, ready ...nats.Option) *broker {
 	if o.TLSConfig != nil {
 		scheme = "tls"
 	}
-	b := &broker{Server: srv, log: l, url: fmt.Sprintf("%s://127.0.0.1:%d", scheme, srv.Addr().(*net.TCPAddr).Port)}
+	b := &broker{Server: srv, url: fmt.Sprintf("%s://127.0.0.1:%d", scheme, srv.Addr().(*net.TCPAddr).Port)}
 	if ready != nil {
 		nc, err := nats.Connect(b.url, ready...)
 		if err != nil {
@@ -152,6 +121,34 @@ func runCLI(t *testing.T, args ...string) cliResult {
 	return cliResult{Out: out.String(), Err: errOut.String(), Code: code}
 }
 
+// runCLIUntil runs `kanade args...` in the background until stop is called
+// (a daemon such as `kanade agent`); out and errOut fill as it runs.
+func runCLIUntil(t *testing.T, args ...string) (out, errOut *lockedBuffer, stop func() int) {
+	t.Helper()
+	out, errOut = &lockedBuffer{}, &lockedBuffer{}
+	root := cmd.NewRootCmd(&cmd.Factory{IO: cmd.TestIO(strings.NewReader(""), out, errOut, false)})
+	root.SetArgs(args)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	var once sync.Once
+	code := 0
+	stop = func() int {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				code = cmd.ReportError(errOut, err)
+			case <-time.After(30 * time.Second):
+				t.Errorf("kanade %s did not stop", strings.Join(args, " "))
+			}
+		})
+		return code
+	}
+	t.Cleanup(func() { stop() })
+	return out, errOut, stop
+}
+
 // cleanEnv clears every variable the CLI reads so only what a test sets
 // counts, and points the CLI's config file lookup at an empty directory.
 func cleanEnv(t *testing.T) {
@@ -160,6 +157,7 @@ func cleanEnv(t *testing.T) {
 		"KANADE_NATS_URL", "NATS_URL", "KANADE_NATS_TOKEN", "KANADE_NATS_CREDS", "NATS_CREDS",
 		"KANADE_NATS_NKEY", "NATS_NKEY", "KANADE_NATS_USER", "NATS_USER", "KANADE_NATS_PASSWORD",
 		"NATS_PASSWORD", "KANADE_TIMEOUT", "KANADE_LOG_LEVEL", "KANADE_LOG_FORMAT", "KANADE_CONFIG",
+		"KANADE_AGENT_ID", "KANADE_AGENT_CONFIG", "KANADE_AGENT_DATA_DIR",
 	} {
 		t.Setenv(k, "")
 	}
@@ -251,4 +249,13 @@ func connect(t *testing.T, o core.ConnectOptions) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+func mustJS(t *testing.T, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

@@ -292,6 +292,12 @@ func TestRolesEndToEnd(t *testing.T) {
 		if err := rb.RestartNode(ctx, 0); err != nil {
 			t.Fatal(err)
 		}
+		// Back once it answers a ping (it resubscribed under its role).
+		// Waiting first keeps this about permissions: a command published
+		// while the agent is still away depends on replay, not on them.
+		natstest.Eventually(t, 20*time.Second, "the agent answering pings again", func() bool {
+			return runCLI(t, "ping", "pc-1", "--wait", "1s").Code == 0
+		})
 		r := mustCLI(t, "run", "pc-1", "--wait", "30s", "--", "echo back")
 		if r.Out != "back\n" {
 			t.Fatalf("run after restart: %q", r.Out)
@@ -434,7 +440,14 @@ func TestRolesEndToEnd(t *testing.T) {
 		}
 		mustCLI(t, "jetstream", "status", "--profile", "dev")
 		mustCLI(t, "config", "get", "--pc", "pc-1")
+		if r := mustCLI(t, "config", "effective", "pc-1"); !strings.Contains(r.Out, "1s") {
+			t.Fatalf("config effective as readonly:\n%s", r.Out)
+		}
 		mustCLI(t, "group", "list")
+		if r := mustCLI(t, "group", "members", "canary"); r.Out != "pc-1\n" {
+			t.Fatalf("group members as readonly: %q", r.Out)
+		}
+		mustCLI(t, "agent", "current")
 		for _, tc := range []struct {
 			args    []string
 			subject string

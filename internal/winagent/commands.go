@@ -157,15 +157,21 @@ func (r *replay) Run(ctx context.Context) error {
 		rc.markOpened()
 		r.log.Debug("replay consumer ready", "consumer", cfg.Durable, "filter", cfg.FilterSubjects)
 
-		// Stop the iterator when it must be re-opened: shutdown, a
-		// membership change (new filter), or the broker coming back.
+		// End the iterator when it must be re-opened: shutdown, a
+		// membership change (new filter), or the broker coming back. On a
+		// re-open it is drained, not stopped: nats.go re-pulls as soon as
+		// the link is back, and a message it already received but Stop
+		// discarded stays unacked on the server for AckWait (30 s) — or is
+		// lost for good when a newer command supersedes it in EXEC first.
 		reason := make(chan string, 1)
 		done := make(chan struct{})
 		go func() {
-			defer iter.Stop()
+			end := iter.Drain
+			defer func() { end() }()
 			for {
 				select {
 				case <-ctx.Done():
+					end = iter.Stop // unacked messages come back next boot
 					reason <- "stopping"
 					return
 				case <-done:

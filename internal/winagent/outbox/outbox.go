@@ -53,6 +53,18 @@ type Entry struct {
 	MsgID string
 }
 
+// freshEntry is an entry Put by this process that the drainer has not tried
+// yet. written is closed once Put has renamed its file into place (or given
+// up), so the drainer never deletes a file before it exists.
+type freshEntry struct {
+	e       Entry
+	written chan struct{}
+}
+
+// freshMax is the largest entry kept in memory for the drainer; bigger ones
+// are read back from disk (reading is cheap next to their publish).
+const freshMax = 1 << 20
+
 // Publisher delivers one entry and returns nil only once it is safely
 // stored (acknowledged).
 type Publisher func(ctx context.Context, e Entry) error
@@ -76,6 +88,10 @@ type Outbox struct {
 	mu    sync.Mutex
 	last  int64           // stamp of the newest file name handed out
 	stuck map[string]bool // corrupt files that could not be moved aside
+	// fresh holds entries Put by this process, by file name, until their
+	// first publish attempt: the drainer publishes them from memory, without
+	// waiting for (or reading back) the file Put is still writing.
+	fresh map[string]*freshEntry
 	// unsynced holds entries written but not yet fsynced, by file name,
 	// with the time they were put (or found at Open).
 	unsynced  map[string]time.Time
@@ -90,6 +106,9 @@ type Outbox struct {
 	// durable. Tests set both right after Open.
 	syncDelay time.Duration
 	afterSync func(name string)
+	// beforeRename, when set, runs in Put between writing the temp file
+	// and renaming it into place. Tests set it right after Open.
+	beforeRename func()
 
 	// Failure-logging state, touched only by Run's goroutine.
 	failing      bool
@@ -118,7 +137,7 @@ func Open(dir string, log *slog.Logger) (*Outbox, error) {
 	}
 	o := &Outbox{
 		dir: dir, log: log, wake: make(chan struct{}, 1), stuck: map[string]bool{},
-		unsynced: map[string]time.Time{}, syncDelay: SyncDelay,
+		fresh: map[string]*freshEntry{}, unsynced: map[string]time.Time{}, syncDelay: SyncDelay,
 	}
 	now := time.Now()
 	swept := 0
@@ -156,6 +175,13 @@ func Open(dir string, log *slog.Logger) (*Outbox, error) {
 // nil the entry survives a crash of the process at once, and a power cut
 // once the syncer has fsynced it, SyncDelay later at most if it is still
 // waiting (see the package comment).
+//
+// The drainer is woken before the file is written and publishes the entry
+// from memory, so the write overlaps the publish instead of delaying it; it
+// deletes the file only once Put has renamed it into place. A crash in
+// between can only repeat a publish, which the stream drops by Nats-Msg-Id.
+// When writing fails Put returns the error, though the drainer may already
+// have published the entry from memory.
 func (o *Outbox) Put(e Entry) error {
 	if e.Subject == "" {
 		return errors.New("put outbox entry: empty subject")
@@ -164,15 +190,27 @@ func (o *Outbox) Put(e Entry) error {
 	if err != nil {
 		return fmt.Errorf("put outbox entry for %s: %w", e.Subject, err)
 	}
-	name := o.nextName()
+	o.mu.Lock()
+	name := o.nextNameLocked()
+	closed := o.closed
+	var f *freshEntry
+	if len(e.Data) <= freshMax {
+		f = &freshEntry{e: e, written: make(chan struct{})}
+		o.fresh[name] = f
+	}
+	o.mu.Unlock()
+	if f != nil {
+		defer close(f.written)
+		o.signal()
+	}
 	final := filepath.Join(o.dir, name)
 	tmp := final + tmpExt
-	o.mu.Lock()
-	closed := o.closed
-	o.mu.Unlock()
 	if err := writeFile(tmp, body, closed); err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("put outbox entry for %s: %w", e.Subject, err)
+	}
+	if o.beforeRename != nil {
+		o.beforeRename()
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		_ = os.Remove(tmp)
@@ -188,11 +226,18 @@ func (o *Outbox) Put(e Entry) error {
 		o.armSyncLocked(now)
 		o.mu.Unlock()
 	}
+	if f == nil {
+		o.signal()
+	}
+	return nil
+}
+
+// signal wakes the drainer.
+func (o *Outbox) signal() {
 	select {
 	case o.wake <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // Len is the number of entries waiting (files set aside as .bad excluded).
@@ -233,7 +278,16 @@ func (o *Outbox) drain(ctx context.Context, pub Publisher) {
 			return
 		}
 		path := filepath.Join(o.dir, name)
-		e, err := readEntry(path)
+		o.mu.Lock()
+		f := o.fresh[name]
+		o.mu.Unlock()
+		var e Entry
+		var err error
+		if f != nil {
+			e = f.e
+		} else {
+			e, err = readEntry(path)
+		}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			continue
@@ -248,8 +302,22 @@ func (o *Outbox) drain(ctx context.Context, pub Publisher) {
 			if ctx.Err() != nil {
 				return
 			}
+			if f != nil {
+				// Retries read the file: an outage must not pile
+				// results up in memory.
+				o.mu.Lock()
+				delete(o.fresh, name)
+				o.mu.Unlock()
+			}
 			o.failed(fmt.Errorf("publish %s: %w", e.Subject, err), len(names)-i)
 			return
+		}
+		if f != nil {
+			// Published from memory: the file may still be on its way.
+			<-f.written
+			o.mu.Lock()
+			delete(o.fresh, name)
+			o.mu.Unlock()
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			// Published but not deleted: the next pass re-sends it and
@@ -299,7 +367,8 @@ func (o *Outbox) setAside(name string, cause error) {
 	o.log.Error("corrupt outbox entry moved aside", "file", from+badExt, "err", cause)
 }
 
-// pending lists the entry files oldest first.
+// pending lists the entries oldest first: the entry files, and the fresh
+// entries whose file Put may still be writing.
 func (o *Outbox) pending() ([]string, error) {
 	des, err := os.ReadDir(o.dir)
 	if err != nil {
@@ -309,23 +378,24 @@ func (o *Outbox) pending() ([]string, error) {
 	defer o.mu.Unlock()
 	var names []string
 	for _, de := range des {
-		if n := de.Name(); strings.HasSuffix(n, entryExt) && !de.IsDir() && !o.stuck[n] {
+		if n := de.Name(); strings.HasSuffix(n, entryExt) && !de.IsDir() && !o.stuck[n] && o.fresh[n] == nil {
 			names = append(names, n)
 		}
+	}
+	for n := range o.fresh {
+		names = append(names, n)
 	}
 	slices.Sort(names)
 	return names, nil
 }
 
-// nextName returns a file name that sorts after every earlier one: a
+// nextNameLocked returns a file name that sorts after every earlier one: a
 // zero-padded, strictly increasing nanosecond stamp (so ordering survives a
 // restart and a clock stepping back), then a random tag so two processes
 // sharing the directory by mistake can never collide.
-func (o *Outbox) nextName() string {
-	o.mu.Lock()
+func (o *Outbox) nextNameLocked() string {
 	stamp := max(time.Now().UnixNano(), o.last+1)
 	o.last = stamp
-	o.mu.Unlock()
 	return fmt.Sprintf("%020d-%08x%s", stamp, rand.Uint32(), entryExt)
 }
 

@@ -73,7 +73,11 @@ func ResultPublisher(js jetstream.JetStream, next Publisher, log *slog.Logger) P
 	}
 
 	return func(ctx context.Context, e Entry) error {
-		if !strings.HasPrefix(e.Subject, prefix) {
+		// A result this small cannot hold an oversized field (a decoded
+		// JSON string is at most 3 times its encoding: an invalid byte
+		// becomes U+FFFD), so skip decoding it: the common case, on every
+		// result's path.
+		if !strings.HasPrefix(e.Subject, prefix) || 3*len(e.Data) <= core.ResultInlineMax {
 			return next(ctx, e)
 		}
 		var r core.ExecResult

@@ -313,3 +313,116 @@ func BenchmarkPutSynced(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPutThenDrain is the disk side of delivering one result: Put, then
+// one drain pass (list, read, decode, publish to a no-op, delete).
+func BenchmarkPutThenDrain(b *testing.B) {
+	o, err := Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := resultEntry(1)
+	published := 0
+	pub := func(context.Context, Entry) error { published++; return nil }
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := o.Put(e); err != nil {
+			b.Fatal(err)
+		}
+		o.drain(ctx, pub)
+	}
+	if published != b.N || o.Len() != 0 {
+		b.Fatalf("published %d of %d, %d left", published, b.N, o.Len())
+	}
+}
+
+func TestPublishDoesNotWaitForTheFileWrite(t *testing.T) {
+	dir := t.TempDir()
+	o, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := make(chan Entry, 1)
+	var renameErr error
+	o.beforeRename = func() {
+		// Hold the file back until the drainer has published the entry
+		// from memory; a drainer that waited for the file never would.
+		select {
+		case <-published:
+		case <-time.After(10 * time.Second):
+			renameErr = errors.New("entry not published while its file was still being written")
+		}
+	}
+	var calls sync.WaitGroup
+	calls.Add(1)
+	run(t, o, func(_ context.Context, e Entry) error {
+		published <- e
+		calls.Done()
+		return nil
+	})
+	want := resultEntry(1)
+	if err := o.Put(want); err != nil {
+		t.Fatal(err)
+	}
+	if renameErr != nil {
+		t.Fatal(renameErr)
+	}
+	calls.Wait()
+	natstest.Eventually(t, 10*time.Second, "entry deleted after its ack", func() bool { return o.Len() == 0 })
+	// The delete waited for the rename: no file is left to be re-sent.
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("files left: %v", left)
+	}
+	o.mu.Lock()
+	fresh, unsynced := len(o.fresh), len(o.unsynced)
+	o.mu.Unlock()
+	if fresh != 0 || unsynced != 0 {
+		t.Fatalf("after the ack: %d fresh, %d unsynced entries remembered; want none", fresh, unsynced)
+	}
+}
+
+func TestFailedPublishRetriesFromDisk(t *testing.T) {
+	o, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var attempts []Entry
+	fail := true
+	run(t, o, func(_ context.Context, e Entry) error {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts = append(attempts, e)
+		if fail {
+			return errors.New("broker unreachable")
+		}
+		return nil
+	})
+	want := resultEntry(1)
+	if err := o.Put(want); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, "a failed attempt", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(attempts) > 0
+	})
+	// An outage must not pile results up in memory: after a failed
+	// attempt the entry is only on disk.
+	natstest.Eventually(t, 5*time.Second, "entry dropped from memory after the failed publish", func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return len(o.fresh) == 0
+	})
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	natstest.Eventually(t, 10*time.Second, "entry published from disk", func() bool { return o.Len() == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	last := attempts[len(attempts)-1]
+	if last.Subject != want.Subject || last.MsgID != want.MsgID || !bytes.Equal(last.Data, want.Data) {
+		t.Fatalf("retried %+v, want %+v", last, want)
+	}
+}

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# wine-smoke.sh — run the Windows build of the kanade agent under Wine against
+# a local broker and check what a Windows fleet depends on:
+#
+#   1. heartbeat   a heartbeat on heartbeat.<pc> says os_family "windows"
+#   2. cmd         `kanade run <pc> --shell cmd -- echo hello` exits 0 with hello
+#   3. inventory   an inventory message lands on inventory.<pc>.hw (WMI, as far
+#                  as Wine answers it)
+#   4. self-update `kanade agent publish` of a 9.9.2 kanade.exe and `kanade agent
+#                  rollout 9.9.2`: the 9.9.1 agent renames its running exe to
+#                  .old, exits 64, the script (standing in for the service
+#                  manager) starts it again, the new build's heartbeat says
+#                  9.9.2 and its boot removed the .old
+#
+# It installs wine64 and the mingw-w64 compiler when missing (apt-get, as
+# root, in CI), makes a fresh WINEPREFIX, puts the bcryptprimitives.dll shim
+# in it (Wine 8 lacks ProcessPrng, which Go's runtime needs), builds the Linux
+# and Windows binaries, starts `kanade devbroker` on loopback and runs
+# `wine kanade.exe agent`. Every wait has a deadline; the whole run is bounded
+# by WINE_SMOKE_BUDGET seconds (default 180, not counting a package install).
+# It cleans up after itself (KEEP=1 keeps the work dir) and exits non-zero
+# with the failed checks named.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+started=$(date +%s)
+budget=${WINE_SMOKE_BUDGET:-180}
+pc=${WINE_SMOKE_PC:-wine-smoke-pc}
+passed=0
+failed=0
+failures=()
+
+say() { printf 'wine-smoke: %s\n' "$*" >&2; }
+fatal() {
+  say "FAIL: $*"
+  failed=$((failed + 1))
+  failures+=("$1")
+  exit 1
+}
+pass() {
+  passed=$((passed + 1))
+  say "ok: $*"
+}
+fail() {
+  failed=$((failed + 1))
+  failures+=("$1")
+  say "FAIL: $*"
+}
+# remaining prints the seconds left in the budget (at least 1).
+remaining() {
+  local left=$((budget - ($(date +%s) - started)))
+  ((left < 1)) && left=1
+  echo "$left"
+}
+# bounded SECONDS CMD... runs CMD with a deadline that never passes the budget.
+bounded() {
+  local want=$1
+  shift
+  local left
+  left=$(remaining)
+  ((want > left)) && want=$left
+  timeout --kill-after=5 "$want" "$@"
+}
+
+# ---- tools ------------------------------------------------------------------
+wine_bin() { command -v wine64 || command -v wine || { [ -x /usr/lib/wine/wine64 ] && echo /usr/lib/wine/wine64; } || true; }
+if [ -z "$(wine_bin)" ] || ! command -v x86_64-w64-mingw32-gcc >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing wine64 and gcc-mingw-w64-x86-64"
+    install_start=$(date +%s)
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wine wine64 gcc-mingw-w64-x86-64 >/dev/null
+    # The package install does not count against the smoke test's budget.
+    started=$((started + $(date +%s) - install_start))
+  else
+    say "FAIL: wine64 and x86_64-w64-mingw32-gcc are needed: apt-get install wine64 gcc-mingw-w64-x86-64 (as root)"
+    echo "wine-smoke: 0 passed, 1 failed"
+    exit 1
+  fi
+fi
+WINE=$(wine_bin)
+[ -n "$WINE" ] || { say "FAIL: no wine64 or wine after the install"; exit 1; }
+WINESERVER=$(command -v wineserver || command -v wineserver64 || echo /usr/lib/wine/wineserver64)
+command -v go >/dev/null || { say "FAIL: go is not on PATH"; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/kanade-wine.XXXXXX")
+export WINEPREFIX=$work/prefix WINEARCH=win64 WINEDEBUG=-all
+# No Mono or Gecko installer prompts during wineboot; no display needed.
+export WINEDLLOVERRIDES="mscoree,mshtml="
+unset DISPLAY WAYLAND_DISPLAY
+
+broker_pid=
+agent_pid=
+boot_pid=
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null; fi
+  if [ -n "$boot_pid" ]; then kill "$boot_pid" 2>/dev/null; fi
+  # wineserver -k ends every Wine process of this prefix (the agent, any
+  # cmd.exe it started, services.exe and friends).
+  timeout 20 "$WINESERVER" -k 2>/dev/null
+  if [ -n "$agent_pid" ]; then wait "$agent_pid" 2>/dev/null; fi
+  if [ -n "$boot_pid" ]; then wait "$boot_pid" 2>/dev/null; fi
+  if [ -n "$broker_pid" ]; then
+    kill -TERM "$broker_pid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$broker_pid" 2>/dev/null
+    wait "$broker_pid" 2>/dev/null
+  fi
+  if ((failed > 0)) && [ -f "$work/agent.log" ]; then
+    say "agent log (last 60 lines):"
+    tail -n 60 "$work/agent.log" >&2
+  fi
+  if ((failed > 0)) && [ -f "$work/broker.err" ]; then
+    say "broker log (last 20 lines):"
+    tail -n 20 "$work/broker.err" >&2
+  fi
+  if [ "${KEEP:-0}" = 1 ]; then
+    say "work dir kept: $work"
+  else
+    rm -rf "$work"
+  fi
+  echo "wine-smoke: $passed passed, $failed failed ($(($(date +%s) - started))s)"
+  if ((failed > 0)); then
+    say "failed: ${failures[*]}"
+    exit 1
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- prefix and builds, in parallel -------------------------------------------
+say "wine: $("$WINE" --version 2>/dev/null || echo unknown), prefix $WINEPREFIX"
+bounded 120 "$WINE" wineboot -i >"$work/wineboot.log" 2>&1 &
+boot_pid=$!
+
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+stamp=github.com/kanadehq/kanade-go/internal/core.Version
+bounded 150 go build -o "$work/kanade" . || fatal build "go build (linux) failed"
+mkdir -p "$work/install" "$work/release"
+GOOS=windows GOARCH=amd64 bounded 150 go build -ldflags "-X $stamp=9.9.1" -o "$work/install/kanade.exe" . ||
+  fatal build "go build (windows/amd64, 9.9.1) failed"
+GOOS=windows GOARCH=amd64 bounded 150 go build -ldflags "-X $stamp=9.9.2" -o "$work/release/kanade.exe" . ||
+  fatal build "go build (windows/amd64, 9.9.2) failed"
+bounded 60 go build -o "$work/natswait" scripts/wine/natswait.go || fatal build "go build scripts/wine/natswait.go failed"
+
+boot_rc=0
+wait "$boot_pid" || boot_rc=$?
+boot_pid=
+((boot_rc == 0)) || { cat "$work/wineboot.log" >&2; fatal prefix "wineboot -i failed (exit $boot_rc)"; }
+sys32=$WINEPREFIX/drive_c/windows/system32
+[ -d "$sys32" ] || fatal prefix "no $sys32 after wineboot"
+x86_64-w64-mingw32-gcc -O2 -shared -o "$sys32/bcryptprimitives.dll" scripts/wine/bcryptprimitives.c -ladvapi32 ||
+  fatal prefix "building the bcryptprimitives.dll shim failed"
+say "prefix and builds ready after $(($(date +%s) - started))s"
+
+# ---- broker -----------------------------------------------------------------
+"$work/kanade" devbroker --listen 127.0.0.1:0 --http-port 0 --store "$work/store" \
+  >"$work/broker.out" 2>"$work/broker.err" &
+broker_pid=$!
+url=
+deadline=$(($(date +%s) + 30))
+while [ -z "$url" ]; do
+  url=$(sed -n 's/^export KANADE_NATS_URL=//p' "$work/broker.out" 2>/dev/null | head -n1)
+  [ -n "$url" ] && break
+  kill -0 "$broker_pid" 2>/dev/null || fatal broker "kanade devbroker exited: $(tail -n 5 "$work/broker.err")"
+  (($(date +%s) < deadline)) || fatal broker "kanade devbroker printed no URL within 30s"
+  sleep 0.2
+done
+say "broker at $url"
+
+# ---- the Windows agent under Wine ---------------------------------------------
+# Beats every second and no download jitter, set before the agent exists.
+bounded 30 "$work/kanade" config set heartbeat_interval=1s target_version_jitter=0s --pc "$pc" --server "$url" >/dev/null 2>"$work/config.err" ||
+  fatal config "kanade config set failed: $(cat "$work/config.err")"
+# The loop is the service manager: exit code 64 means "start me again".
+(
+  while :; do
+    rc=0
+    env KANADE_NATS_URL="$url" KANADE_AGENT_ID="$pc" 'KANADE_AGENT_DATA_DIR=C:\kanade-data' KANADE_LOG_LEVEL=debug \
+      "$WINE" "$work/install/kanade.exe" agent || rc=$?
+    echo "== wine-smoke: agent exited with code $rc"
+    [ "$rc" = 64 ] || exit 0
+  done
+) >"$work/agent.log" 2>&1 &
+agent_pid=$!
+agent_started=$(date +%s)
+
+# 1. heartbeat from a windows agent
+if hb=$(bounded 60 "$work/natswait" -s "$url" -subject "heartbeat.$pc" -timeout "$(remaining)s"); then
+  if grep -q '"os_family":"windows"' <<<"$hb"; then
+    pass "heartbeat after $(($(date +%s) - agent_started))s: $hb"
+  else
+    fail heartbeat "heartbeat without os_family windows: $hb"
+  fi
+else
+  fail heartbeat "no heartbeat on heartbeat.$pc within 60s"
+fi
+
+# 2. a cmd command round trip
+if ((failed == 0)); then
+  if out=$(bounded 90 "$work/kanade" run "$pc" --shell cmd --timeout 60 --wait 75s --server "$url" -- echo hello 2>"$work/run.err"); then
+    if grep -q hello <<<"$out"; then
+      pass "kanade run --shell cmd -- echo hello: $(tr '\n' ' ' <<<"$out")"
+    else
+      fail cmd "exit 0 but no hello in stdout: $out"
+    fi
+  else
+    fail cmd "kanade run exited $?: stdout: $out; stderr: $(cat "$work/run.err")"
+  fi
+else
+  fail cmd "skipped: the agent never sent a heartbeat"
+fi
+
+# 3. hardware inventory stored on inventory.<pc>.hw
+if ! kill -0 "$agent_pid" 2>/dev/null; then
+  fail inventory "skipped: the agent process is gone"
+elif inv=$(bounded 60 "$work/natswait" -s "$url" -stream INVENTORY -subject "inventory.$pc.hw" -timeout "$(remaining)s"); then
+  if grep -q "\"pc_id\":\"$pc\"" <<<"$inv"; then
+    pass "inventory.$pc.hw: $inv"
+  else
+    fail inventory "inventory message for another pc: $inv"
+  fi
+else
+  fail inventory "no message stored on inventory.$pc.hw within 60s"
+fi
+
+# 4. self-update of the Windows build
+if ((failed > 0)); then
+  fail self-update "skipped after an earlier failure"
+elif ! grep -q '"agent_version":"9.9.1"' <<<"$hb"; then
+  fail self-update "the installed build reports $(grep -o '"agent_version":"[^"]*"' <<<"$hb"), want 9.9.1"
+elif ! bounded 90 "$work/kanade" agent publish "$work/release/kanade.exe" --server "$url" >"$work/publish.out" 2>&1; then
+  fail self-update "kanade agent publish failed: $(cat "$work/publish.out")"
+else
+  rolled_out=$(date +%s.%N)
+  bounded 30 "$work/kanade" agent rollout 9.9.2 --pc "$pc" --server "$url" >/dev/null 2>"$work/rollout.err" ||
+    fail self-update "kanade agent rollout failed: $(cat "$work/rollout.err")"
+  if ((failed == 0)) && hb2=$(bounded 90 "$work/natswait" -s "$url" -subject "heartbeat.$pc" -match '"agent_version":"9.9.2"' -timeout "$(remaining)s"); then
+    took=$(awk -v a="$rolled_out" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    exits=$(grep -c '^== wine-smoke: agent exited with code 64' "$work/agent.log" || true)
+    if [ "$exits" != 1 ]; then
+      fail self-update "9.9.2 is running but the agent exited with 64 $exits times"
+    elif ! cmp -s "$work/install/kanade.exe" "$work/release/kanade.exe"; then
+      fail self-update "9.9.2 heartbeat, but install/kanade.exe is not the published build"
+    elif [ -e "$work/install/kanade.exe.old" ]; then
+      fail self-update "the new build left install/kanade.exe.old behind"
+    else
+      pass "self-update 9.9.1 -> 9.9.2 (exit 64, restart, .old removed): rollout to the 9.9.2 heartbeat ${took}s"
+    fi
+  elif ((failed == 0)); then
+    fail self-update "no heartbeat from 9.9.2 within 90s of the rollout"
+  fi
+fi
+
+kill -0 "$agent_pid" 2>/dev/null || fail agent "the agent process died during the checks"
