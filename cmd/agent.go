@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -119,6 +120,10 @@ func runAgent(ctx context.Context, opts *AgentOptions) error {
 	if err != nil {
 		return err
 	}
+	asService, serviceErr := opts.IsService()
+	if asService {
+		cfg.Log.Path = serviceLogPath(runtime.GOOS, cfg)
+	}
 	logging, err := winagent.OpenLogging(cfg.Log, opts.IO.Out)
 	if err != nil {
 		return err
@@ -140,8 +145,7 @@ func runAgent(ctx context.Context, opts *AgentOptions) error {
 	if err != nil {
 		return err
 	}
-	asService, err := opts.IsService()
-	if err != nil {
+	if err := serviceErr; err != nil {
 		log.Warn("cannot tell whether a service manager started the agent; running in the foreground", "error", err)
 	}
 	if asService {
@@ -380,4 +384,15 @@ func toInt(v any) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("want a whole number, got %v", v)
+}
+
+// serviceLogPath is log.path for an agent the service manager started. A
+// Windows service's stdout goes nowhere, so without a log.path its log would
+// live only in memory: default to %ProgramData%\Kanade\logs, beside the data
+// dir. systemd and launchd capture stdout, so elsewhere nothing changes.
+func serviceLogPath(goos string, cfg winagent.Config) string {
+	if goos != "windows" || cfg.Log.Path != "" || cfg.Log.KeepDays <= 0 {
+		return cfg.Log.Path
+	}
+	return filepath.Join(filepath.Dir(cfg.DataDir), "logs")
 }

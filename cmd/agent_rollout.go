@@ -26,8 +26,9 @@ type AgentRolloutOptions struct {
 	Version string
 	// Scope is the agent_config key: global, groups.<g> or pcs.<pc>.
 	Scope string
-	// Jitter is --jitter; zero leaves the scope's target_version_jitter alone.
-	Jitter time.Duration
+	// Jitter is --jitter; nil leaves the scope's target_version_jitter alone.
+	// Zero is allowed: every agent of the scope updates at once.
+	Jitter *time.Duration
 	Force  bool
 	JSON   bool
 }
@@ -100,10 +101,7 @@ The scope is updated with a compare-and-swap, keeping its other settings.`,
 				if err != nil || d < 0 {
 					return UsageErrorf("invalid --jitter %q: want a duration like 30m or 1h", jitter)
 				}
-				if d == 0 {
-					return UsageErrorf("invalid --jitter %q: must be positive (it spreads the fleet's downloads)", jitter)
-				}
-				opts.Jitter = d
+				opts.Jitter = &d
 			}
 			if runF != nil {
 				return runF(c.Context(), opts)
@@ -180,8 +178,8 @@ func runAgentRollout(ctx context.Context, opts *AgentRolloutOptions) error {
 	rev, _, err := casUpdate(ctx, kv, opts.Scope, func(obj map[string]json.RawMessage) (bool, error) {
 		v, _ := json.Marshal(opts.Version)
 		obj["target_version"] = v
-		if opts.Jitter > 0 {
-			j := core.FormatDuration(opts.Jitter)
+		if opts.Jitter != nil {
+			j := core.FormatDuration(*opts.Jitter)
 			b, _ := json.Marshal(j)
 			obj["target_version_jitter"] = b
 		}

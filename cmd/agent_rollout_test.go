@@ -13,22 +13,26 @@ import (
 func TestAgentRolloutArgv(t *testing.T) {
 	var got *AgentRolloutOptions
 	runF := func(_ context.Context, o *AgentRolloutOptions) error { got = o; return nil }
+	dur := func(d time.Duration) *time.Duration { return &d }
 	for _, tc := range []struct {
 		args   []string
 		scope  string
-		jitter time.Duration
+		jitter *time.Duration // nil: --jitter not given, the scope's jitter is left alone
 		force  bool
 	}{
-		{[]string{"0.39.0", "--global"}, "global", 0, false},
-		{[]string{"0.39.0", "--group", "canary", "--jitter", "5m"}, "groups.canary", 5 * time.Minute, false},
-		{[]string{"--pc", "DESKTOP-7F3K", "0.38.2", "--jitter", "1d", "--force"}, "pcs.DESKTOP-7F3K", 24 * time.Hour, true},
-		{[]string{"0.39.0", "--global", "--jitter", "2h 30m"}, "global", 150 * time.Minute, false},
+		{[]string{"0.39.0", "--global"}, "global", nil, false},
+		{[]string{"0.39.0", "--group", "canary", "--jitter", "5m"}, "groups.canary", dur(5 * time.Minute), false},
+		{[]string{"--pc", "DESKTOP-7F3K", "0.38.2", "--jitter", "1d", "--force"}, "pcs.DESKTOP-7F3K", dur(24 * time.Hour), true},
+		{[]string{"0.39.0", "--global", "--jitter", "2h 30m"}, "global", dur(150 * time.Minute), false},
+		// 0s is a real value (everyone at once), as in upstream's pc scopes.
+		{[]string{"0.39.0", "--pc", "pc-1", "--jitter", "0s"}, "pcs.pc-1", dur(0), false},
 	} {
 		got = nil
 		if err := opExec(NewAgentRolloutCmd(opArgvFactory(), runF), tc.args...); err != nil {
 			t.Fatalf("%v: %v", tc.args, err)
 		}
-		if got.Scope != tc.scope || got.Jitter != tc.jitter || got.Force != tc.force {
+		jitterOK := (got.Jitter == nil) == (tc.jitter == nil) && (got.Jitter == nil || *got.Jitter == *tc.jitter)
+		if got.Scope != tc.scope || !jitterOK || got.Force != tc.force {
 			t.Errorf("%v: opts = %+v", tc.args, got)
 		}
 	}
@@ -37,7 +41,7 @@ func TestAgentRolloutArgv(t *testing.T) {
 	wantUsage(t, opExec(NewAgentRolloutCmd(opArgvFactory(), runF), "0.39.0", "--group", "a.b"), "--group")
 	wantUsage(t, opExec(NewAgentRolloutCmd(opArgvFactory(), runF), "0.39.0", "--pc", "a b"), "--pc")
 	wantUsage(t, opExec(NewAgentRolloutCmd(opArgvFactory(), runF), "0.39.0", "--global", "--jitter", "soon"), "--jitter")
-	wantUsage(t, opExec(NewAgentRolloutCmd(opArgvFactory(), runF), "0.39.0", "--global", "--jitter", "0s"), "--jitter")
+	wantUsage(t, opExec(NewAgentRolloutCmd(opArgvFactory(), runF), "0.39.0", "--global", "--jitter", "-5m"), "--jitter")
 	wantUsage(t, opExec(NewAgentRolloutCmd(opArgvFactory(), runF), "../x", "--global"), "version")
 }
 

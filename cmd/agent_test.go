@@ -175,3 +175,25 @@ func TestAgentCmdFlags(t *testing.T) {
 		t.Fatal("an unset global flag became an override")
 	}
 }
+
+func TestServiceLogPath(t *testing.T) {
+	base := winagent.Config{DataDir: filepath.Join("ProgramData", "Kanade", "data"), Log: winagent.LogConfig{KeepDays: 14}}
+	withPath := base
+	withPath.Log.Path = "custom"
+	stdoutOnly := base
+	stdoutOnly.Log.KeepDays = 0
+	for _, tc := range []struct {
+		name, goos string
+		cfg        winagent.Config
+		want       string
+	}{
+		{"windows service defaults beside the data dir", "windows", base, filepath.Join("ProgramData", "Kanade", "logs")},
+		{"an explicit log.path wins", "windows", withPath, "custom"},
+		{"keep_days 0 means stdout only", "windows", stdoutOnly, ""},
+		{"systemd captures stdout", "linux", base, ""},
+	} {
+		if got := serviceLogPath(tc.goos, tc.cfg); got != tc.want {
+			t.Errorf("%s: serviceLogPath = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
