@@ -89,6 +89,7 @@ func startAgentProc(o *options, bin, id, url string) (*agentUnderTest, error) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	cmd.Env = append(cmd.Env, o.agentEnv...)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s agent: %w", bin, err)
@@ -149,7 +150,7 @@ func startAgentInproc(o *options, id, url string) (*agentUnderTest, error) {
 }
 
 // command is an ad-hoc sh command with a fresh request_id.
-func command(script string, timeout int) core.Command {
+func command(script string, timeout uint64) core.Command {
 	return core.Command{
 		ID: core.AdhocManifestID, Version: core.AdhocVersion, RequestID: uuid.NewString(),
 		Shell: core.ShellSh, Script: script, TimeoutSec: timeout, RunAs: core.RunAsSystem,

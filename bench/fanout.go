@@ -7,13 +7,18 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // runFanout: N in-process agents (each its own connection and data dir,
 // max_concurrent 1) and a broker in its own process. Each run publishes one
-// Command on commands.all running `true` and waits for all N results. Per
-// run: time to the first, the median and the last result, and the CPU the
+// Command on commands.all running `true` and waits for all N results; then
+// one whose deadline_at has passed, which every agent answers with a
+// synthetic exit 125 without spawning anything, so the messaging path is
+// measured apart from N process spawns on this one machine. Per run and
+// kind: time to the first, the median and the last result, and the CPU the
 // agents' process and the broker's used from publish to the last result.
 func runFanout(ctx context.Context, o *options) error {
 	n := o.sizeOr(1000, 50)
@@ -45,57 +50,30 @@ func runFanout(ctx context.Context, o *options) error {
 	fmt.Printf("%d agents up in %s (started in waves of 50)\n", n, up.Round(time.Millisecond))
 
 	t := newTable()
+	past := time.Now().Add(-time.Hour)
+	kinds := []struct {
+		name string
+		cmd  func() core.Command
+		exit int
+	}{
+		{"`true`", func() core.Command { return command("true", 60) }, 0},
+		{"deadline passed (no spawn)", func() core.Command {
+			c := command("true", 60)
+			c.DeadlineAt = &past
+			return c
+		}, core.ExitDeadline},
+	}
 	for run := range o.runs {
-		runtime.GC()
-		selfStart, err := selfCPU()
-		if err != nil {
-			return err
-		}
-		brStart, err := procCPU(br.pid())
-		if err != nil {
-			return err
-		}
-		s, err := publish(nc, core.SubjectCommandsAll, command("true", 60), n)
-		if err != nil {
-			return err
-		}
-		var arrivals []time.Duration
-		from := map[string]bool{}
-		timeout := time.After(5 * time.Minute)
-	collect:
-		for len(from) < n {
-			select {
-			case r := <-s.results:
-				if r.ExitCode != 0 {
-					return fmt.Errorf("run %d: %s exit %d: %s", run+1, r.PCID, r.ExitCode, r.Stderr)
-				}
-				if from[r.PCID] {
-					return fmt.Errorf("run %d: %s ran the command twice", run+1, r.PCID)
-				}
-				from[r.PCID] = true
-				arrivals = append(arrivals, r.at.Sub(s.at))
-			case <-timeout:
-				break collect
-			case <-ctx.Done():
-				return ctx.Err()
+		for _, k := range kinds {
+			if err := fanoutOnce(ctx, nc, br, n, k.cmd(), k.exit, k.name, t); err != nil {
+				return fmt.Errorf("run %d, %s: %w", run+1, k.name, err)
 			}
 		}
-		_ = s.sub.Unsubscribe()
-		if len(from) < n {
-			return fmt.Errorf("run %d: %d of %d results within 5 minutes", run+1, len(from), n)
-		}
-		selfEnd, _ := selfCPU()
-		brEnd, _ := procCPU(br.pid())
-		last := pct(arrivals, 100)
-		t.addDur("first result", pct(arrivals, 0))
-		t.addDur("median result", pct(arrivals, 50))
-		t.addDur("all results", last)
-		t.add("agents' process CPU (getrusage)", "s", (selfEnd - selfStart).Seconds())
-		t.add("broker process CPU (/proc stat)", "s", (brEnd - brStart).Seconds())
 	}
 	self, _ := procStatus(os.Getpid())
 	brs, _ := procStatus(br.pid())
-	t.note("%d agents in this process, max_concurrent 1, each its own connection and data dir; broker in its own process; script `true`", n)
+	t.note("%d agents in this process, max_concurrent 1, each its own connection and data dir; broker in its own process", n)
+	t.note("`true` spawns %d shells on this machine at once, so its times are bounded by this machine's process spawning, not by kanade", n)
 	t.note("after the runs: this process VmRSS %.0f MiB (%.2f MiB per agent), broker VmRSS %.0f MiB, goroutines %d",
 		float64(self["VmRSS"])/(1<<20), float64(self["VmRSS"])/(1<<20)/float64(n), float64(brs["VmRSS"])/(1<<20), runtime.NumGoroutine())
 	t.print()
@@ -157,4 +135,51 @@ func liveReplayConsumers(monitor string) ([]string, error) {
 		}
 	}
 	return live, nil
+}
+
+// fanoutOnce publishes c on commands.all and waits for n results with exit
+// code exit, adding its figures to t.
+func fanoutOnce(ctx context.Context, nc *nats.Conn, br *brokerProc, n int, c core.Command, exit int, kind string, t *table) error {
+	runtime.GC()
+	selfStart, err := selfCPU()
+	if err != nil {
+		return err
+	}
+	brStart, err := procCPU(br.pid())
+	if err != nil {
+		return err
+	}
+	s, err := publish(nc, core.SubjectCommandsAll, c, n)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = s.sub.Unsubscribe() }()
+	var arrivals []time.Duration
+	from := map[string]bool{}
+	timeout := time.After(5 * time.Minute)
+	for len(from) < n {
+		select {
+		case r := <-s.results:
+			if r.ExitCode != exit {
+				return fmt.Errorf("%s: exit %d, want %d: %s", r.PCID, r.ExitCode, exit, r.Stderr)
+			}
+			if from[r.PCID] {
+				return fmt.Errorf("%s answered twice", r.PCID)
+			}
+			from[r.PCID] = true
+			arrivals = append(arrivals, r.at.Sub(s.at))
+		case <-timeout:
+			return fmt.Errorf("%d of %d results within 5 minutes", len(from), n)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	selfEnd, _ := selfCPU()
+	brEnd, _ := procCPU(br.pid())
+	t.addDur(kind+": first result", pct(arrivals, 0))
+	t.addDur(kind+": median result", pct(arrivals, 50))
+	t.addDur(kind+": all results", pct(arrivals, 100))
+	t.add(kind+": agents' process CPU (getrusage)", "s", (selfEnd - selfStart).Seconds())
+	t.add(kind+": broker process CPU (/proc stat)", "s", (brEnd - brStart).Seconds())
+	return nil
 }

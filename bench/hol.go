@@ -42,7 +42,7 @@ func runHOL(ctx context.Context, o *options) error {
 
 	t := newTable()
 	for run := range o.runs {
-		lc := command(fmt.Sprintf("sleep %d", int(long/time.Second)), int(long/time.Second)+30)
+		lc := command(fmt.Sprintf("sleep %d", int(long/time.Second)), uint64(long/time.Second)+30)
 		ls, err := publish(nc, core.SubjectCommandsPC(ag.id), lc, 1)
 		if err != nil {
 			return err

@@ -32,8 +32,11 @@ type options struct {
 	idleFor time.Duration
 	// idleForSet is whether -idle-for was given (-quick shortens it otherwise).
 	idleForSet bool
-	keep    bool // keep the work directory
-	workDir string
+	keep       bool   // keep the work directory
+	trace      string // write a runtime/trace of the measured part here (with -inproc: agent included)
+	// agentEnv is added to the environment of `kanade agent` processes.
+	agentEnv multiFlag
+	workDir  string
 }
 
 type scenario struct {
@@ -71,6 +74,8 @@ func run() int {
 	fl.BoolVar(&o.inproc, "inproc", false, "run the single agent of roundtrip/hol/timeout in this process instead of `kanade agent`")
 	fl.DurationVar(&o.idleFor, "idle-for", 60*time.Second, "idle: warm-up before the RSS sample, and the CPU window after it")
 	fl.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, stores, data dirs)")
+	fl.Var(&o.agentEnv, "agent-env", "K=V added to the environment of `kanade agent` processes (repeatable), e.g. GOMEMLIMIT=8MiB")
+	fl.StringVar(&o.trace, "trace", "", "roundtrip: write a runtime/trace of the measured runs to this file (use with -inproc to see the agent)")
 	fl.Usage = func() {
 		w := fl.Output()
 		fmt.Fprintln(w, "usage: go run ./bench [flags] SCENARIO...")
@@ -178,3 +183,9 @@ func (o *options) sizeOr(def, quick int) int {
 	}
 	return def
 }
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"runtime/trace"
 	"time"
+
+	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // runRoundTrip: one agent, n sequential round trips (publish on
@@ -43,9 +47,19 @@ func runRoundTrip(ctx context.Context, o *options) error {
 		}
 	}
 
+	if o.trace != "" {
+		f, err := os.Create(o.trace)
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer func() { trace.Stop(); f.Close() }()
+	}
 	t := newTable()
 	for run := range o.runs {
-		var rt, sp, intake, runT, deliver []time.Duration
+		var rt, sp, ping, intake, runT, deliver []time.Duration
 		for i := range n {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -68,12 +82,22 @@ func runRoundTrip(ctx context.Context, o *options) error {
 				return fmt.Errorf("bare sh: %q %v", out, err)
 			}
 			sp = append(sp, time.Since(start))
+
+			// The messaging floor: a request/reply to the same agent
+			// (agents.<pc>.ping) crosses the broker twice, as a round
+			// trip does, with no disk and no process.
+			start = time.Now()
+			if _, err := nc.Request(core.SubjectPing(ag.id), nil, 5*time.Second); err != nil {
+				return fmt.Errorf("ping: %w", err)
+			}
+			ping = append(ping, time.Since(start))
 		}
 		t.addDur("round trip p50", pct(rt, 50))
 		t.addDur("round trip p99", pct(rt, 99))
 		t.addDur("bare sh spawn p50", pct(sp, 50))
 		t.addDur("bare sh spawn p99", pct(sp, 99))
 		t.addDur("overhead p50 (rt - spawn)", pct(rt, 50)-pct(sp, 50))
+		t.addDur("ping request/reply p50", pct(ping, 50))
 		t.addDur("stage intake p50", pct(intake, 50))
 		t.addDur("stage run p50", pct(runT, 50))
 		t.addDur("stage delivery p50", pct(deliver, 50))

@@ -304,7 +304,7 @@ func readResults(t *testing.T, js jetstream.JetStream, filter string) []storedRe
 	want := int(info.NumPending)
 	var out []storedResult
 	for len(out) < want {
-		batch, err := c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		batch, err := c.Fetch(min(want-len(out), 256), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			t.Fatalf("read RESULTS: %v", err)
 		}

@@ -121,6 +121,13 @@ func PCFromHeartbeatSubject(subject string) (string, bool) {
 // SubjectPing is the request/reply liveness probe of pc.
 func SubjectPing(pc string) string { return subjectAgents + pc + ".ping" }
 
+// SubjectStreamDeletedAdvisory is the JetStream advisory the broker
+// publishes when stream is deleted (nats-server's
+// JSAdvisoryStreamDeletedPre); a KV bucket's stream is "KV_<bucket>".
+func SubjectStreamDeletedAdvisory(stream string) string {
+	return "$JS.EVENT.ADVISORY.STREAM.DELETED." + stream
+}
+
 // SubjectLogsFetch is the request/reply log-tail subject of pc.
 func SubjectLogsFetch(pc string) string { return subjectLogsFetch + pc }
 

@@ -232,6 +232,11 @@ func AgentPermissions(pc string) *server.Permissions {
 		// deliveries all come to inboxes.
 		"_INBOX.>",
 	}
+	// A watch re-opens when its bucket is deleted: the broker's deletion
+	// advisory of each watched bucket's stream says so at once.
+	for _, b := range []string{core.BucketAgentConfig, core.BucketAgentGroups, core.BucketScriptCurrent, core.BucketScriptStatus} {
+		sub = append(sub, core.SubjectStreamDeletedAdvisory(kvStream(b)))
+	}
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: sub},

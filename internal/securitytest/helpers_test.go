@@ -3,6 +3,7 @@ package securitytest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -167,9 +168,10 @@ func cleanEnv(t *testing.T) {
 	t.Setenv("AppData", dir)
 }
 
-// startAgent runs a real agent for pc with the given auth until the test
-// ends; its log lines go to logTo when not nil.
-func startAgent(t *testing.T, url, pc string, auth func(*winagent.Config), logTo io.Writer, level slog.Level) *runningAgent {
+// startAgent runs a real agent for pc until the test ends; configure sets
+// its credentials (and anything else); its log lines go to logTo when not
+// nil.
+func startAgent(t *testing.T, url, pc string, configure func(*winagent.Config), logTo io.Writer, level slog.Level) *runningAgent {
 	t.Helper()
 	cfg := winagent.DefaultConfig()
 	cfg.ID = pc
@@ -177,8 +179,8 @@ func startAgent(t *testing.T, url, pc string, auth func(*winagent.Config), logTo
 	cfg.DataDir = t.TempDir()
 	cfg.Log = winagent.LogConfig{Level: "info", KeepDays: 0, Format: "text"}
 	cfg.MaxConcurrent = 2
-	if auth != nil {
-		auth(&cfg)
+	if configure != nil {
+		configure(&cfg)
 	}
 	var log *slog.Logger
 	if logTo != nil {
@@ -189,35 +191,42 @@ func startAgent(t *testing.T, url, pc string, auth func(*winagent.Config), logTo
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	ra := &runningAgent{Agent: a}
-	ra.stop = func() {
-		ra.once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("agent %s: %v", pc, err)
-				}
-			case <-time.After(20 * time.Second):
-				t.Errorf("agent %s did not stop within 20s", pc)
-			}
-		})
-	}
-	t.Cleanup(ra.stop)
+	ra := &runningAgent{Agent: a, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		ra.err = a.Run(ctx)
+		close(ra.done)
+	}()
+	t.Cleanup(func() {
+		if err := ra.Stop(); err != nil && !(ra.updateExitExpected && errors.Is(err, winagent.ErrRestartForUpdate)) {
+			t.Errorf("agent %s: %v", pc, err)
+		}
+	})
 	return ra
 }
 
 // runningAgent is an agent started by startAgent.
 type runningAgent struct {
 	*winagent.Agent
-	once sync.Once
-	stop func()
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+	// updateExitExpected accepts Run ending with ErrRestartForUpdate.
+	updateExitExpected bool
 }
 
-// Stop ends the agent and waits for it (idempotent).
-func (a *runningAgent) Stop() { a.stop() }
+// Exited is closed when Run has returned.
+func (a *runningAgent) Exited() <-chan struct{} { return a.done }
+
+// Stop ends the agent, waits for it and returns what Run returned.
+func (a *runningAgent) Stop() error {
+	a.cancel()
+	select {
+	case <-a.done:
+		return a.err
+	case <-time.After(20 * time.Second):
+		return fmt.Errorf("agent %s did not stop within 20s", a.ID())
+	}
+}
 
 // lockedBuffer is a log sink written by one goroutine and read by another.
 type lockedBuffer struct {

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -177,6 +180,9 @@ func mustCLI(t *testing.T, args ...string) cliResult {
 // permission violation (also across a broker restart), and the readonly
 // role reads but cannot change anything.
 func TestRolesEndToEnd(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("the scripts and the stand-in build below are sh; the roles are the same on Windows")
+	}
 	cleanEnv(t)
 	rb := startRolesBroker(t, "pc-1", "pc-2")
 	url := rb.ClientURL()
@@ -186,7 +192,14 @@ func TestRolesEndToEnd(t *testing.T) {
 	as(t, rb.roles.Operator)
 	mustCLI(t, "jetstream", "setup", "--profile", "dev")
 
-	agent := startAgent(t, url, "pc-1", rb.asAgent(t, "pc-1"), nil, 0)
+	// The agent has an executable of its own to replace, so the
+	// self-update runs for real at the end.
+	exe := filepath.Join(t.TempDir(), "kanade")
+	if err := os.WriteFile(exe, []byte("the old build"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	asAgent := rb.asAgent(t, "pc-1")
+	agent := startAgent(t, url, "pc-1", func(c *winagent.Config) { asAgent(c); c.ExePath = exe }, nil, 0)
 	_, opJS, _ := rb.conn(t, rb.roles.Operator)
 	opNC, _, _ := rb.conn(t, rb.roles.Operator)
 	waitState(t, opJS, "pc-1")
@@ -203,6 +216,18 @@ func TestRolesEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sub.Unsubscribe()
+
+		// Its boot inventory went out under its role.
+		natstest.Eventually(t, 20*time.Second, "inventory.pc-1.hw from the agent", func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			s, err := opJS.Stream(ctx, core.StreamInventory)
+			if err != nil {
+				return false
+			}
+			_, err = s.GetLastMsgForSubject(ctx, core.SubjectInventory("pc-1", core.SubjectInventoryHWSuffix))
+			return err == nil
+		})
 
 		// The agent reads agent_config under its role: a 1s cadence
 		// reaches it and it beats at that pace.
@@ -305,8 +330,9 @@ func TestRolesEndToEnd(t *testing.T) {
 	})
 
 	t.Run("agent role allows the rest of the agent's nats.go calls", func(t *testing.T) {
-		// Inventory and self-update are not wired into the daemon in this
-		// build; their calls are made here with the agent's credentials.
+		// The same nats.go calls as the daemon's inventory and self-update,
+		// made directly with the agent's credentials: every inventory kind,
+		// a multi-chunk release download, a large output upload.
 		cred, _ := rb.roles.Agent("pc-1")
 		_, js, errs := rb.conn(t, cred)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -318,7 +344,7 @@ func TestRolesEndToEnd(t *testing.T) {
 			}
 		}
 		release := bytes.Repeat([]byte("kanade build "), 40_000) // several chunks
-		key := core.ReleaseKey("9.9.9", "linux", "amd64")
+		key := core.ReleaseKey("9.9.8", "linux", "amd64")
 		opStore, err := opJS.ObjectStore(ctx, core.ObjectAgentReleases)
 		if err != nil {
 			t.Fatal(err)
@@ -475,9 +501,39 @@ func TestRolesEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("self-update under the agent role", func(t *testing.T) {
+		as(t, rb.roles.Operator)
+		// A stand-in build that passes the smoke test (`version --json`).
+		script := "#!/bin/sh\necho '{\"version\":\"9.9.9\"}'\n"
+		// `kanade agent publish` wants a real executable; put the stand-in
+		// under the key it would use, as the operator.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		releases, err := opJS.ObjectStore(ctx, core.ObjectAgentReleases)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := releases.PutBytes(ctx, core.ReleaseKey("9.9.9", runtime.GOOS, runtime.GOARCH), []byte(script)); err != nil {
+			t.Fatal(err)
+		}
+		agent.updateExitExpected = true
+		mustCLI(t, "agent", "rollout", "9.9.9", "--pc", "pc-1", "--jitter", "0s")
+		select {
+		case <-agent.Exited():
+		case <-time.After(30 * time.Second):
+			t.Fatal("the agent did not update itself within 30s")
+		}
+		if !errors.Is(agent.err, winagent.ErrRestartForUpdate) {
+			t.Fatalf("agent ended with %v, want the restart for the update", agent.err)
+		}
+		if b, err := os.ReadFile(exe); err != nil || string(b) != script {
+			t.Fatalf("the executable was not replaced by the release: %q, %v", b, err)
+		}
+	})
+
 	// The agent did everything above, and stopped, without being refused
 	// anything.
-	agent.Stop()
+	_ = agent.Stop()
 	if v := rb.log.violations(agentUser, core.ConnectionName("agent", "pc-1")); len(v) != 0 {
 		t.Fatalf("the agent was refused under its role:\n%s", strings.Join(v, "\n"))
 	}

@@ -331,9 +331,11 @@ func (c *configSupervisor) Run(ctx context.Context) error {
 		if err != nil {
 			return nil // ctx ended
 		}
+		gone, stopGone := a.bucketGone(ctx, core.BucketAgentConfig, c.log)
 		wctx, stop := context.WithCancel(ctx)
 		w, err := kv.WatchAll(wctx)
 		if err != nil {
+			stopGone()
 			stop()
 			c.log.Warn("watch agent_config failed, reopening", "error", err)
 			if a.retrier.ReopenPause(ctx) != nil {
@@ -342,7 +344,8 @@ func (c *configSupervisor) Run(ctx context.Context) error {
 			continue
 		}
 		rc.markOpened()
-		why := c.watch(ctx, w, rc)
+		why := c.watch(ctx, w, rc, gone)
+		stopGone()
 		stopWatch(w)
 		stop()
 		if ctx.Err() != nil {
@@ -355,7 +358,7 @@ func (c *configSupervisor) Run(ctx context.Context) error {
 	}
 }
 
-func (c *configSupervisor) watch(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects) string {
+func (c *configSupervisor) watch(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}) string {
 	fresh := newConfigMirror(c.a.cfg.ID)
 	synced := false
 	groups, groupsChanged := c.a.groups.Watch()
@@ -367,6 +370,8 @@ func (c *configSupervisor) watch(ctx context.Context, w jetstream.KeyWatcher, rc
 			if rc.reopen() {
 				return "broker reconnected"
 			}
+		case <-gone:
+			return "bucket deleted or re-created"
 		case <-groupsChanged:
 			groups, groupsChanged = c.a.groups.Watch()
 			if synced {

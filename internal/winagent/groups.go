@@ -38,11 +38,12 @@ func (g *groupsWatcher) Run(ctx context.Context) error {
 		if err != nil {
 			return nil
 		}
+		gone, stopGone := a.bucketGone(ctx, core.BucketAgentGroups, g.log)
 		wctx, stop := context.WithCancel(ctx)
 		w, err := kv.Watch(wctx, a.cfg.ID)
 		if err == nil {
 			rc.markOpened()
-			why := g.follow(ctx, w, rc)
+			why := g.follow(ctx, w, rc, gone)
 			stopWatch(w)
 			if ctx.Err() == nil {
 				g.log.Info("agent_groups watch ended, reopening", "reason", why)
@@ -50,6 +51,7 @@ func (g *groupsWatcher) Run(ctx context.Context) error {
 		} else {
 			g.log.Warn("watch agent_groups failed, reopening", "error", err)
 		}
+		stopGone()
 		stop()
 		if a.retrier.ReopenPause(ctx) != nil {
 			return nil
@@ -57,7 +59,7 @@ func (g *groupsWatcher) Run(ctx context.Context) error {
 	}
 }
 
-func (g *groupsWatcher) follow(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects) string {
+func (g *groupsWatcher) follow(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}) string {
 	var pending []string // the row's value seen before the initial marker
 	synced := false
 	for {
@@ -68,6 +70,8 @@ func (g *groupsWatcher) follow(ctx context.Context, w jetstream.KeyWatcher, rc *
 			if rc.reopen() {
 				return "broker reconnected"
 			}
+		case <-gone:
+			return "bucket deleted or re-created"
 		case e, ok := <-w.Updates():
 			if !ok {
 				return "watch closed"

@@ -51,11 +51,12 @@ func (c *kvCache) Run(ctx context.Context) error {
 		if err != nil {
 			return nil
 		}
+		gone, stopGone := a.bucketGone(ctx, c.bucket, c.log)
 		wctx, stop := context.WithCancel(ctx)
 		w, err := kv.WatchAll(wctx)
 		if err == nil {
 			rc.markOpened()
-			why := c.follow(ctx, w, rc)
+			why := c.follow(ctx, w, rc, gone)
 			stopWatch(w)
 			if ctx.Err() == nil {
 				c.log.Info("watch ended, reopening", "reason", why)
@@ -63,6 +64,7 @@ func (c *kvCache) Run(ctx context.Context) error {
 		} else {
 			c.log.Warn("watch failed, reopening", "error", err)
 		}
+		stopGone()
 		stop()
 		if a.retrier.ReopenPause(ctx) != nil {
 			return nil
@@ -70,7 +72,7 @@ func (c *kvCache) Run(ctx context.Context) error {
 	}
 }
 
-func (c *kvCache) follow(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects) string {
+func (c *kvCache) follow(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}) string {
 	fresh := map[string]string{}
 	synced := false
 	for {
@@ -81,6 +83,8 @@ func (c *kvCache) follow(ctx context.Context, w jetstream.KeyWatcher, rc *reconn
 			if rc.reopen() {
 				return "broker reconnected"
 			}
+		case <-gone:
+			return "bucket deleted or re-created"
 		case e, ok := <-w.Updates():
 			if !ok {
 				return "watch closed"
