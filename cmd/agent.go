@@ -40,6 +40,10 @@ const (
 	envAgentNATSURL = "KANADE_NATS_URL"
 	envAgentDataDir = "KANADE_AGENT_DATA_DIR"
 	envAgentLogLvl  = "KANADE_LOG_LEVEL"
+	// The same names the operator CLI reads, so a password never has to be
+	// a command-line argument (visible in the process list).
+	envAgentUser     = "KANADE_NATS_USER"
+	envAgentPassword = "KANADE_NATS_PASSWORD"
 )
 
 // AgentOptions are the inputs of `kanade agent`.
@@ -78,7 +82,8 @@ heartbeats and its own state.
 Configuration comes from --config, else $KANADE_AGENT_CONFIG, else
 %ProgramData%\Kanade\config\agent.toml (Windows) or /etc/kanade/agent.toml if
 present, else the built-in defaults; the environment (KANADE_AGENT_ID, KANADE_NATS_URL, KANADE_AGENT_DATA_DIR,
-KANADE_LOG_LEVEL, KANADE_NATS_TOKEN) overrides the file. Fleet-tunable settings
+KANADE_LOG_LEVEL, KANADE_NATS_TOKEN, KANADE_NATS_USER, KANADE_NATS_PASSWORD)
+overrides the file. Fleet-tunable settings
 live in KV agent_config (see kanade config).`,
 		Example: `  kanade agent
   kanade agent --config ./agent.toml
@@ -250,6 +255,12 @@ func loadAgentConfig(file string, getenv func(string) string, overrides map[stri
 	}
 	if v := strings.TrimSpace(getenv(envAgentLogLvl)); v != "" {
 		cfg.Log.Level = v
+	}
+	if v := strings.TrimSpace(getenv(envAgentUser)); v != "" {
+		cfg.User = v
+	}
+	if v := getenv(envAgentPassword); v != "" {
+		cfg.Password = v
 	}
 	cfg.Token = winagent.ReadToken()
 	if getenv(winagent.EnvToken) != "" && cfg.Token == "" {

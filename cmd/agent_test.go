@@ -86,6 +86,8 @@ func TestLoadAgentConfigEnvOverridesAndResolution(t *testing.T) {
 		"KANADE_AGENT_DATA_DIR": "/tmp/env-data",
 		"KANADE_LOG_LEVEL":      "debug",
 		"KANADE_NATS_TOKEN":     "s3cret",
+		"KANADE_NATS_USER":      "agent-pc",
+		"KANADE_NATS_PASSWORD":  "pa55",
 	}
 	cfg, load, err := loadAgentConfig("", envOf(env), nil, true)
 	if err != nil {
@@ -94,7 +96,8 @@ func TestLoadAgentConfigEnvOverridesAndResolution(t *testing.T) {
 	if load.File != p {
 		t.Fatalf("KANADE_AGENT_CONFIG not used: %+v", load)
 	}
-	if cfg.ID != "from-env" || cfg.NATSURL != "nats://env:4222" || cfg.DataDir != "/tmp/env-data" || cfg.Log.Level != "debug" || cfg.Token != "s3cret" {
+	if cfg.ID != "from-env" || cfg.NATSURL != "nats://env:4222" || cfg.DataDir != "/tmp/env-data" || cfg.Log.Level != "debug" || cfg.Token != "s3cret" ||
+		cfg.User != "agent-pc" || cfg.Password != "pa55" {
 		t.Fatalf("env not applied: %+v", cfg)
 	}
 	if cfg.Log.Format != "text" {

@@ -237,7 +237,7 @@ func devbrokerCredentials(opts *DevbrokerOptions) (token string, roles *devbroke
 // printDevCredentials tells on stderr how clients log in. A token given
 // with --token is not echoed (the user has it); generated secrets are the
 // only way to learn them. The operator CLI reads KANADE_NATS_USER and
-// KANADE_NATS_PASSWORD; the agent takes --user/--password (or agent.user and
+// KANADE_NATS_PASSWORD, and so does the agent (or agent.user and
 // agent.password in its config file).
 func printDevCredentials(opts *DevbrokerOptions, token string, roles *devbroker.Roles) {
 	w := opts.IO.ErrOut
@@ -247,7 +247,7 @@ func printDevCredentials(opts *DevbrokerOptions, token string, roles *devbroker.
 		fmt.Fprintf(w, "  operator: KANADE_NATS_USER=%s KANADE_NATS_PASSWORD=%s\n", roles.Operator.User, roles.Operator.Password)
 		fmt.Fprintf(w, "  readonly: KANADE_NATS_USER=%s KANADE_NATS_PASSWORD=%s\n", roles.Readonly.User, roles.Readonly.Password)
 		for _, a := range roles.Agents {
-			fmt.Fprintf(w, "  agent %s: KANADE_AGENT_ID=%s kanade agent --user %s --password %s\n", a.PC, a.PC, a.User, a.Password)
+			fmt.Fprintf(w, "  agent %s: KANADE_AGENT_ID=%s KANADE_NATS_USER=%s KANADE_NATS_PASSWORD=%s kanade agent\n", a.PC, a.PC, a.User, a.Password)
 		}
 	case token != "" && token != opts.Token:
 		fmt.Fprintf(w, "clients must present the token: export KANADE_NATS_TOKEN=%s\n", token)

@@ -318,8 +318,8 @@ func TestDevbrokerRoles(t *testing.T) {
 		switch {
 		case len(f) == 3 && strings.HasPrefix(f[1], "KANADE_NATS_USER="):
 			creds[strings.TrimSuffix(f[0], ":")] = [2]string{strings.TrimPrefix(f[1], "KANADE_NATS_USER="), strings.TrimPrefix(f[2], "KANADE_NATS_PASSWORD=")}
-		case len(f) == 9 && f[0] == "agent" && f[5] == "--user" && f[7] == "--password":
-			creds[strings.TrimSuffix(f[1], ":")] = [2]string{f[6], f[8]}
+		case len(f) == 7 && f[0] == "agent" && strings.HasPrefix(f[3], "KANADE_NATS_USER=") && f[5] == "kanade" && f[6] == "agent":
+			creds[strings.TrimSuffix(f[1], ":")] = [2]string{strings.TrimPrefix(f[3], "KANADE_NATS_USER="), strings.TrimPrefix(f[4], "KANADE_NATS_PASSWORD=")}
 		}
 	}
 	for _, who := range []string{"operator", "readonly", "dev-pc-1", "dev-pc-2", "dev-pc-3"} {
