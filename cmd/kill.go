@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -67,6 +68,11 @@ func runKill(ctx context.Context, opts *KillOptions) error {
 	fctx, cancel := context.WithTimeout(ctx, core.DefaultTimeout)
 	defer cancel()
 	if err := nc.FlushWithContext(fctx); err != nil {
+		return fmt.Errorf("publish on %s: %w", subject, err)
+	}
+	// The broker answers a refused publish with an -ERR ahead of the flush's
+	// PONG, so by now a refusal is known: never call it sent.
+	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
 		return fmt.Errorf("publish on %s: %w", subject, err)
 	}
 	if js, err := opts.JetStream(ctx); err == nil {

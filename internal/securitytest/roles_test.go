@@ -491,6 +491,10 @@ func TestRolesEndToEnd(t *testing.T) {
 			if r.Code != 1 || !strings.Contains(errLine, "permission denied: "+tc.subject) || !strings.Contains(hint, "not allowed") {
 				t.Errorf("%v as readonly: exit %d, want 1 with `permission denied: %s` and a hint\n%s", tc.args, r.Code, tc.subject, r.Err)
 			}
+			// A refused verb never claims it worked.
+			if strings.Contains(r.Err, "✓") {
+				t.Errorf("%v as readonly reported success before failing:\n%s", tc.args, r.Err)
+			}
 			// The refusal ends the command at once, not at a timeout.
 			if took > 4*time.Second {
 				t.Errorf("%v as readonly took %s to fail", tc.args, took)
