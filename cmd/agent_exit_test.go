@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,23 +44,7 @@ func TestAgentExitCodes(t *testing.T) {
 	}
 }
 
-// lockedBuffer is an io.Writer the agent's logger and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = natstest.SyncBuffer
 
 // waitLog waits until the agent logged want.
 func waitLog(t *testing.T, out *lockedBuffer, want string) {

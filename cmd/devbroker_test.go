@@ -1,13 +1,11 @@
 package cmd
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -87,23 +85,7 @@ func TestDevbrokerArgv(t *testing.T) {
 	}
 }
 
-// jsLockedBuffer is an output the command writes while the test reads it.
-type jsLockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *jsLockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *jsLockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type jsLockedBuffer = natstest.SyncBuffer
 
 // runDevbrokerForTest runs the command until the test cancels it and
 // returns the URL it printed, the outputs, and a stop func returning the

@@ -1,7 +1,6 @@
 package devbroker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,9 +9,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/kanadehq/kanade-go/internal/natstest"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -52,23 +52,7 @@ func jsFor(t *testing.T, url string, opts ...nats.Option) (*nats.Conn, jetstream
 	return nc, js
 }
 
-// syncBuffer is a log sink safe for nats-server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = natstest.SyncBuffer
 
 func TestStartSingleNodeRandomPorts(t *testing.T) {
 	var logs syncBuffer

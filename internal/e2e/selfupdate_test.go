@@ -545,22 +545,7 @@ func (h *heartbeats) waitVersion(t *testing.T, version string, timeout time.Dura
 	}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = natstest.SyncBuffer
 
 func copyFile(t *testing.T, src, dst string) {
 	t.Helper()

@@ -228,23 +228,7 @@ func (a *runningAgent) Stop() error {
 	}
 }
 
-// lockedBuffer is a log sink written by one goroutine and read by another.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = natstest.SyncBuffer
 
 // connect dials url with core.Connect and closes at test end.
 func connect(t *testing.T, o core.ConnectOptions) *nats.Conn {

@@ -1,7 +1,6 @@
 package winagent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -9,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kanadehq/kanade-go/internal/natstest"
 )
 
 // fakeClock is a core.Clock that moves only when told; every After call is
@@ -77,22 +78,7 @@ func (s *scriptedSub) Run(ctx context.Context) error {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = natstest.SyncBuffer
 
 func TestSupervisorBackoffResetAndPanic(t *testing.T) {
 	clk := newFakeClock()

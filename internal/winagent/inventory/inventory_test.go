@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanadehq/kanade-go/internal/natstest"
+
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -37,25 +39,7 @@ func mustTime(t *testing.T, s string) time.Time {
 	return tm
 }
 
-// syncBuffer is a log sink safe for the collector's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) count(sub string) int { return strings.Count(s.String(), sub) }
+type syncBuffer = natstest.SyncBuffer
 
 func testLogger(buf *syncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -97,7 +81,7 @@ func TestCollectHWThisMachine(t *testing.T) {
 	if inv.CollectedAt.Before(before) || inv.CollectedAt.Location() != time.UTC {
 		t.Errorf("collected_at = %v", inv.CollectedAt)
 	}
-	if n := buf.count("level=WARN"); n != 0 {
+	if n := strings.Count(buf.String(), "level=WARN"); n != 0 {
 		t.Errorf("a source failed on this machine:\n%s", buf.String())
 	}
 	b, _ := json.Marshal(inv)
@@ -179,10 +163,10 @@ func TestFailingSourceLoggedOnce(t *testing.T) {
 			t.Fatalf("run %d: failing source's fields filled: %+v", i, inv)
 		}
 	}
-	if n := buf.count("level=WARN"); n != 1 {
+	if n := strings.Count(buf.String(), "level=WARN"); n != 1 {
 		t.Errorf("warn lines = %d, want 1:\n%s", n, buf.String())
 	}
-	if n := buf.count("level=DEBUG"); n != 2 {
+	if n := strings.Count(buf.String(), "level=DEBUG"); n != 2 {
 		t.Errorf("debug lines = %d, want 2:\n%s", n, buf.String())
 	}
 	if !strings.Contains(buf.String(), "source=broken_wmi") || !strings.Contains(buf.String(), "subsystem=inventory") {
@@ -193,13 +177,13 @@ func TestFailingSourceLoggedOnce(t *testing.T) {
 	if inv.OSName != "Microsoft Windows 11 Pro" {
 		t.Errorf("recovered source not merged: %+v", inv)
 	}
-	if n := buf.count("works again"); n != 1 {
+	if n := strings.Count(buf.String(), "works again"); n != 1 {
 		t.Errorf("recovery lines = %d, want 1:\n%s", n, buf.String())
 	}
 	// Failing again is news again.
 	fail = true
 	c.HW(context.Background(), "pc1")
-	if n := buf.count("level=WARN"); n != 2 {
+	if n := strings.Count(buf.String(), "level=WARN"); n != 2 {
 		t.Errorf("warn lines after relapse = %d, want 2", n)
 	}
 }
