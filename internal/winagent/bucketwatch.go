@@ -93,3 +93,41 @@ func (a *Agent) streamCreated(ctx context.Context, stream string) time.Time {
 	}
 	return s.CachedInfo().Created
 }
+
+// watchFollower reads one open watch until it must be re-opened and says
+// why: rc fires when the broker comes back, gone when the bucket is deleted
+// or replaced. Each watcher keeps its own per-watch state in it.
+type watchFollower func(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}) string
+
+// followBucket keeps a watch on bucket for the life of ctx: wait for the
+// bucket (offline-tolerant), open the watch, hand it to follow, and re-open
+// after the watch ends, the bucket goes away, or the broker comes back,
+// pausing ReopenPause between opens. It returns when ctx ends.
+func (a *Agent) followBucket(ctx context.Context, label, bucket string, log *slog.Logger,
+	open func(context.Context, jetstream.KeyValue) (jetstream.KeyWatcher, error), follow watchFollower) {
+	for {
+		rc := armReconnects(a.tracker)
+		kv, err := core.WaitForKV(ctx, a.retrier, a.js, bucket, label)
+		if err != nil {
+			return // ctx ended
+		}
+		gone, stopGone := a.bucketGone(ctx, bucket, log)
+		wctx, stop := context.WithCancel(ctx)
+		w, err := open(wctx, kv)
+		if err == nil {
+			rc.markOpened()
+			why := follow(ctx, w, rc, gone)
+			stopWatch(w)
+			if ctx.Err() == nil {
+				log.Info("watch ended, reopening", "bucket", bucket, "reason", why)
+			}
+		} else {
+			log.Warn("watch failed, reopening", "bucket", bucket, "error", err)
+		}
+		stopGone()
+		stop()
+		if a.retrier.ReopenPause(ctx) != nil {
+			return
+		}
+	}
+}

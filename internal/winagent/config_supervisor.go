@@ -325,37 +325,12 @@ func (c *configSupervisor) Run(ctx context.Context) error {
 	if c.mirror == nil {
 		c.mirror = newConfigMirror(a.cfg.ID)
 	}
-	for {
-		rc := armReconnects(a.tracker)
-		kv, err := core.WaitForKV(ctx, a.retrier, a.js, core.BucketAgentConfig, c.Name())
-		if err != nil {
-			return nil // ctx ended
-		}
-		gone, stopGone := a.bucketGone(ctx, core.BucketAgentConfig, c.log)
-		wctx, stop := context.WithCancel(ctx)
-		w, err := kv.WatchAll(wctx)
-		if err != nil {
-			stopGone()
-			stop()
-			c.log.Warn("watch agent_config failed, reopening", "error", err)
-			if a.retrier.ReopenPause(ctx) != nil {
-				return nil
-			}
-			continue
-		}
-		rc.markOpened()
-		why := c.watch(ctx, w, rc, gone)
-		stopGone()
-		stopWatch(w)
-		stop()
-		if ctx.Err() != nil {
-			return nil
-		}
-		c.log.Info("agent_config watch ended, reopening", "reason", why)
-		if a.retrier.ReopenPause(ctx) != nil {
-			return nil
-		}
-	}
+	a.followBucket(ctx, c.Name(), core.BucketAgentConfig, c.log,
+		func(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
+			return kv.WatchAll(ctx)
+		},
+		c.watch)
+	return nil
 }
 
 func (c *configSupervisor) watch(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}) string {

@@ -32,31 +32,12 @@ func (g *groupsWatcher) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	for {
-		rc := armReconnects(a.tracker)
-		kv, err := core.WaitForKV(ctx, a.retrier, a.js, core.BucketAgentGroups, g.Name())
-		if err != nil {
-			return nil
-		}
-		gone, stopGone := a.bucketGone(ctx, core.BucketAgentGroups, g.log)
-		wctx, stop := context.WithCancel(ctx)
-		w, err := kv.Watch(wctx, a.cfg.ID)
-		if err == nil {
-			rc.markOpened()
-			why := g.follow(ctx, w, rc, gone)
-			stopWatch(w)
-			if ctx.Err() == nil {
-				g.log.Info("agent_groups watch ended, reopening", "reason", why)
-			}
-		} else {
-			g.log.Warn("watch agent_groups failed, reopening", "error", err)
-		}
-		stopGone()
-		stop()
-		if a.retrier.ReopenPause(ctx) != nil {
-			return nil
-		}
-	}
+	a.followBucket(ctx, g.Name(), core.BucketAgentGroups, g.log,
+		func(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
+			return kv.Watch(ctx, a.cfg.ID)
+		},
+		g.follow)
+	return nil
 }
 
 func (g *groupsWatcher) follow(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}) string {

@@ -7,8 +7,6 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // kvCache mirrors a whole KV bucket of short string values (script_current:
@@ -45,31 +43,12 @@ func (c *kvCache) Lookup(key string) (string, bool) {
 // broker comes back.
 func (c *kvCache) Run(ctx context.Context) error {
 	a := c.a
-	for {
-		rc := armReconnects(a.tracker)
-		kv, err := core.WaitForKV(ctx, a.retrier, a.js, c.bucket, c.Name())
-		if err != nil {
-			return nil
-		}
-		gone, stopGone := a.bucketGone(ctx, c.bucket, c.log)
-		wctx, stop := context.WithCancel(ctx)
-		w, err := kv.WatchAll(wctx)
-		if err == nil {
-			rc.markOpened()
-			why := c.follow(ctx, w, rc, gone)
-			stopWatch(w)
-			if ctx.Err() == nil {
-				c.log.Info("watch ended, reopening", "reason", why)
-			}
-		} else {
-			c.log.Warn("watch failed, reopening", "error", err)
-		}
-		stopGone()
-		stop()
-		if a.retrier.ReopenPause(ctx) != nil {
-			return nil
-		}
-	}
+	a.followBucket(ctx, c.Name(), c.bucket, c.log,
+		func(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
+			return kv.WatchAll(ctx)
+		},
+		c.follow)
+	return nil
 }
 
 func (c *kvCache) follow(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}) string {
