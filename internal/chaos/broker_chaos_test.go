@@ -61,6 +61,9 @@ func TestBrokerChaos(t *testing.T) {
 		// outage, and a restart on the same port and store.
 		time.Sleep(between(rnd, 2*time.Second, 4500*time.Millisecond))
 		samples = append(samples, sampleMem())
+		if i == 0 {
+			writeHeapProfile(t, ".first")
+		}
 		outage := between(rnd, 200*time.Millisecond, 2*time.Second)
 		srvMu.Lock()
 		s.Server.Shutdown()
@@ -82,6 +85,7 @@ func TestBrokerChaos(t *testing.T) {
 	cs.halt()
 	settled := cs.settle(ag.dir, 90*time.Second)
 	final := sampleMem()
+	writeHeapProfile(t, ".last")
 
 	b := cs.checkBooks()
 	b.log(t)
@@ -91,11 +95,15 @@ func TestBrokerChaos(t *testing.T) {
 
 	// Memory: no growth across cycles beyond noise. The agent shares the
 	// process with the broker and the publisher, so this bounds all three.
+	// Heap profiles (KANADE_CHAOS_HEAPPROFILE) put the agent's share of the
+	// growth at the test's in-memory copy of its log; the rest, about
+	// 0.5 MiB per restart, is the embedded nats-server's per-instance state
+	// that outlives Shutdown for a while. Goroutines are the sharp test.
 	first := samples[0]
-	if grow := final.HeapMiB - first.HeapMiB; grow > 24 {
-		t.Errorf("heap grew by %.1f MiB over %d cycles (%s → %s)", grow, cycles, first, final)
+	if grow, limit := final.HeapMiB-first.HeapMiB, 8+0.8*float64(cycles); grow > limit {
+		t.Errorf("heap grew by %.1f MiB over %d cycles, limit %.0f MiB (%s → %s)", grow, cycles, limit, first, final)
 	}
-	if grow := final.Goroutines - first.Goroutines; grow > 40 {
+	if grow := final.Goroutines - first.Goroutines; grow > 15 {
 		t.Errorf("goroutines grew by %d over %d cycles (%s → %s)", grow, cycles, first, final)
 	}
 	if b.Live == 0 || b.Acked < cycles*10 || b.AllReplayed == 0 {

@@ -66,7 +66,7 @@ func stepDownTo(t *testing.T, nc *nats.Conn, js jetstream.JetStream, stream, pre
 // restarted and catches up.
 func TestClusterNodeLoss(t *testing.T) {
 	requireUnix(t)
-	rounds := scale(1, 2, 6)
+	rounds := scale(1, 1, 6)
 	t.Logf("mode %s: %d node-loss rounds", mode(), rounds)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -108,10 +108,23 @@ func TestClusterNodeLoss(t *testing.T) {
 		return "none"
 	}
 	cs := startCommandStream(t, nc, js, pc, runLog, 100*time.Millisecond, probe)
+	streamStart := time.Now()
+	liveAnswered := func() bool {
+		n := 0
+		for _, r := range cs.snapshot() {
+			if r.Acked && r.Live == live {
+				n++
+			}
+		}
+		return n >= 10 && cs.answered(func(r sent) bool { return r.Live == live })
+	}
+	natstest.Eventually(t, 60*time.Second, "results flowing before any node loss", liveAnswered)
+	t.Logf("results flowing %s after the first command", time.Since(streamStart).Round(10*time.Millisecond))
 
 	for round := 1; round <= rounds; round++ {
 		natstest.Eventually(t, 30*time.Second, "agent subscribed", func() bool { _, ok := probe(core.SubjectCommandsPC(pc)); return ok })
 		natstest.Eventually(t, 30*time.Second, "outage command on commands.all replayed", cs.outageCommandsAnswered)
+		natstest.Eventually(t, 60*time.Second, "results flowing before the node loss", liveAnswered)
 		var leader string
 		natstest.Eventually(t, 30*time.Second, "RESULTS leader", func() bool { leader = streamLeader(js, core.StreamResults); return leader != "" })
 		aligned := stepDownTo(t, nc, js, core.StreamExec, leader)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -381,6 +382,37 @@ func subscriptionOf(srv *server.Server, pc, subject string) (cid uint64, ok bool
 		}
 	}
 	return 0, false
+}
+
+// envHeapProfile names a file where a test that samples memory writes a
+// heap profile at its end (go tool pprof -sample_index=inuse_space FILE).
+const envHeapProfile = "KANADE_CHAOS_HEAPPROFILE"
+
+func init() {
+	if os.Getenv(envHeapProfile) != "" {
+		runtime.MemProfileRate = 1 // every allocation, so small leaks show
+	}
+}
+
+// writeHeapProfile writes the heap profile to $KANADE_CHAOS_HEAPPROFILE
+// plus suffix when the variable is set (compare two with
+// go tool pprof -diff_base FILE.first FILE.last).
+func writeHeapProfile(t *testing.T, suffix string) {
+	path := os.Getenv(envHeapProfile)
+	if path == "" {
+		return
+	}
+	path += suffix
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Logf("heap profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		t.Logf("heap profile: %v", err)
+	}
 }
 
 // memSample is the process's heap (after a GC) and goroutine count.
