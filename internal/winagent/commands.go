@@ -22,17 +22,20 @@ import (
 
 // acceptCommand decodes one command payload and starts it unless it already
 // ran. It never blocks on a running script: each accepted command gets its
-// own goroutine, which queues for a run slot.
-func (a *Agent) acceptCommand(via, subject string, data []byte) {
+// own goroutine, which queues for a run slot. It reports whether the
+// message is dealt with (started, a duplicate, or undecodable); false means
+// the agent is shutting down and did not take it, so the replay path leaves
+// it unacked for the durable consumer to hand over at the next boot.
+func (a *Agent) acceptCommand(via, subject string, data []byte) bool {
 	cmd, err := core.DecodeCommand(data)
 	if err != nil {
 		a.log.Warn("ignoring command that does not decode", "subsystem", "intake", "via", via, "subject", subject, "bytes", len(data), "error", err)
-		return
+		return true
 	}
 	a.runMu.Lock()
 	defer a.runMu.Unlock()
 	if a.closing || a.runCtx.Err() != nil {
-		return // shutting down: the replay consumer hands it over next boot
+		return false
 	}
 	added, err := a.dedup.Add(cmd.RequestID)
 	if err != nil {
@@ -42,12 +45,13 @@ func (a *Agent) acceptCommand(via, subject string, data []byte) {
 	}
 	if !added {
 		a.log.Debug("duplicate command ignored", "subsystem", "intake", "via", via, "request_id", cmd.RequestID)
-		return
+		return true
 	}
 	a.log.Info("command accepted", "subsystem", "intake", "via", via, "subject", subject,
 		"request_id", cmd.RequestID, "id", cmd.ID, "version", cmd.Version, "exec_id", cmd.ExecIDValue(), "shell", cmd.Shell)
 	a.running.Add(1)
 	go a.execute(a.runCtx, a.inflight.accepted(cmd))
+	return true
 }
 
 // intake holds the core subscriptions on the command subjects. nats.go
@@ -89,7 +93,9 @@ func (in *intake) Run(ctx context.Context) error {
 				continue
 			}
 			s, err := core.WaitForSubscription(ctx, a.retrier, a.nc, subj, func(m *nats.Msg) {
-				a.acceptCommand("core", m.Subject, m.Data)
+				// A core message cannot be kept for later; the replay
+				// consumer holds the same command if this one is refused.
+				_ = a.acceptCommand("core", m.Subject, m.Data)
 			}, in.Name())
 			if err != nil {
 				return nil // ctx ended
@@ -225,12 +231,17 @@ func (r *replay) consume(iter jetstream.MessagesContext) string {
 			r.log.Debug("replay consumer", "error", err)
 			continue
 		}
-		// Ack on arrival: a command runs at most once; the dedup set is
-		// what stops a repeat, not the ack.
+		// Ack as soon as intake has taken it (it never waits for the run): a
+		// command runs at most once, and the dedup set, not the ack, stops a
+		// repeat. One refused because the agent is stopping stays unacked,
+		// so the durable consumer hands it over at the next boot.
+		if !r.a.acceptCommand("replay", msg.Subject(), msg.Data()) {
+			r.log.Debug("agent stopping; replayed command left for the next boot", "subject", msg.Subject())
+			continue
+		}
 		if err := msg.Ack(); err != nil {
 			r.log.Debug("ack replayed command", "error", err)
 		}
-		r.a.acceptCommand("replay", msg.Subject(), msg.Data())
 	}
 }
 

@@ -1,6 +1,8 @@
 package winagent
 
 import (
+	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -37,5 +39,31 @@ func TestCommandDuringQuickBrokerRestart(t *testing.T) {
 			return storedResults(t, pub, c.RequestID) == 1
 		})
 		t.Logf("round %d: result stored %v after publish", round, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// TestAcceptCommandWhileStopping: a command that reaches intake while the
+// agent is stopping is not taken (so the replay path leaves it unacked for
+// the next boot) and is not marked as run in the dedup set; an undecodable
+// one is dealt with (acked) whatever the state.
+func TestAcceptCommandWhileStopping(t *testing.T) {
+	ta := newTestAgent(t, "nats://127.0.0.1:1")
+	ta.runMu.Lock()
+	ta.runCtx = context.Background()
+	ta.closing = true
+	ta.runMu.Unlock()
+	c := shCommand("echo late")
+	data, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ta.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), data) {
+		t.Fatal("a stopping agent took a command")
+	}
+	if ta.dedup.Contains(c.RequestID) {
+		t.Fatal("a command that never ran is in the dedup set: the next boot would skip it")
+	}
+	if !ta.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), []byte("{not json")) {
+		t.Fatal("an undecodable command must be acked, not redelivered forever")
 	}
 }
