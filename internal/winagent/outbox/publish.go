@@ -3,12 +3,14 @@ package outbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/internal/core"
@@ -17,9 +19,19 @@ import (
 // AckWait is how long a publish waits for JetStream's ack (SPEC §6.7).
 const AckWait = 30 * time.Second
 
+// attemptWait bounds one publish attempt inside the ack wait. A stream
+// leader lost with a publish in flight (a cluster node dies) never answers
+// that request, and nats.go does not fail it: with a single attempt the whole
+// queue would stall for the full AckWait. A resend carries the same
+// Nats-Msg-Id, so the stream stores the entry once. A variable so tests can
+// shorten it.
+var attemptWait = 5 * time.Second
+
 // JetStreamPublisher publishes entries to JetStream with their MsgID as the
-// Nats-Msg-Id header and waits up to ackWait (AckWait when 0) for the ack.
-// An ack for a duplicate counts as success: the message is stored.
+// Nats-Msg-Id header and waits up to ackWait (AckWait when 0) for the ack,
+// re-sending an unanswered attempt every attemptWait meanwhile (only for
+// entries with a MsgID, which makes a resend harmless). An ack for a
+// duplicate counts as success: the message is stored.
 func JetStreamPublisher(js jetstream.JetStream, ackWait time.Duration) Publisher {
 	if ackWait <= 0 {
 		ackWait = AckWait
@@ -31,8 +43,16 @@ func JetStreamPublisher(js jetstream.JetStream, ackWait time.Duration) Publisher
 		if e.MsgID != "" {
 			opts = append(opts, jetstream.WithMsgID(e.MsgID))
 		}
-		_, err := js.Publish(ctx, e.Subject, e.Data, opts...)
-		return err
+		per := min(attemptWait, ackWait)
+		for {
+			actx, acancel := context.WithTimeout(ctx, per)
+			_, err := js.Publish(actx, e.Subject, e.Data, opts...)
+			acancel()
+			unanswered := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+			if err == nil || e.MsgID == "" || !unanswered || ctx.Err() != nil {
+				return err
+			}
+		}
 	}
 }
 
