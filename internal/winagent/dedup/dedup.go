@@ -24,7 +24,7 @@
 // losing the file entirely would do. A torn last line (power lost mid-write)
 // is skipped on load. A new snapshot is fsynced before it replaces the old
 // one and before the journals it covers are removed. Flush and Close fsync
-// at once; the agent calls Close on shutdown.
+// at once; a daemon closes the set when it shuts down.
 package dedup
 
 import (

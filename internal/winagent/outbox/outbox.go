@@ -92,6 +92,14 @@ type Outbox struct {
 	// first publish attempt: the drainer publishes them from memory, without
 	// waiting for (or reading back) the file Put is still writing.
 	fresh map[string]*freshEntry
+	// onDisk counts the entries the last directory listing found that are
+	// not fresh (left by an earlier run, or whose first publish failed)
+	// and are still pending; mustList is set when an entry may be on disk
+	// that no listing has seen. While both are clear, a pass woken by Put
+	// publishes the fresh entries without listing the directory, which
+	// would wait on the directory lock a concurrent Put's create holds.
+	onDisk   int
+	mustList bool
 	// unsynced holds entries written but not yet fsynced, by file name,
 	// with the time they were put (or found at Open).
 	unsynced  map[string]time.Time
@@ -227,6 +235,9 @@ func (o *Outbox) Put(e Entry) error {
 		o.mu.Unlock()
 	}
 	if f == nil {
+		o.mu.Lock()
+		o.mustList = true
+		o.mu.Unlock()
 		o.signal()
 	}
 	return nil
@@ -254,21 +265,26 @@ func (o *Outbox) Len() int {
 func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 	tick := time.NewTicker(RetryInterval)
 	defer tick.Stop()
+	list := true
 	for {
-		o.drain(ctx, pub)
+		o.drain(ctx, pub, list)
 		select {
 		case <-ctx.Done():
 			o.Flush()
 			return nil
 		case <-o.wake:
+			list = false
 		case <-tick.C:
+			list = true
 		}
 	}
 }
 
-// drain makes one pass over the pending entries.
-func (o *Outbox) drain(ctx context.Context, pub Publisher) {
-	names, err := o.pending()
+// drain makes one pass over the pending entries. With list unset (a pass
+// woken by Put) and nothing known to wait on disk, it takes only the fresh
+// entries; otherwise it lists the directory.
+func (o *Outbox) drain(ctx context.Context, pub Publisher, list bool) {
+	names, err := o.passNames(list)
 	if err != nil {
 		o.failed(fmt.Errorf("list outbox %q: %w", o.dir, err), 0)
 		return
@@ -290,9 +306,11 @@ func (o *Outbox) drain(ctx context.Context, pub Publisher) {
 		}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
+			o.leftDisk()
 			continue
 		case errors.Is(err, errCorrupt):
 			o.setAside(name, err)
+			o.leftDisk()
 			continue
 		case err != nil:
 			o.failed(err, len(names)-i)
@@ -307,6 +325,7 @@ func (o *Outbox) drain(ctx context.Context, pub Publisher) {
 				// results up in memory.
 				o.mu.Lock()
 				delete(o.fresh, name)
+				o.mustList = true
 				o.mu.Unlock()
 			}
 			o.failed(fmt.Errorf("publish %s: %w", e.Subject, err), len(names)-i)
@@ -331,8 +350,55 @@ func (o *Outbox) drain(ctx context.Context, pub Publisher) {
 			delete(o.unsynced, name)
 			o.mu.Unlock()
 		}
+		if f == nil {
+			o.leftDisk()
+		}
 		o.recovered()
 	}
+}
+
+// passNames is what one drain pass goes through, oldest first: the fresh
+// entries alone when that is all there is and list is unset, else the
+// directory listing as well.
+func (o *Outbox) passNames(list bool) ([]string, error) {
+	o.mu.Lock()
+	if !list && o.onDisk == 0 && !o.mustList {
+		names := make([]string, 0, len(o.fresh))
+		for n := range o.fresh {
+			names = append(names, n)
+		}
+		o.mu.Unlock()
+		slices.Sort(names)
+		return names, nil
+	}
+	// Cleared before listing: whatever lands on disk later sets it again.
+	o.mustList = false
+	o.mu.Unlock()
+	names, err := o.pending()
+	if err != nil {
+		o.mu.Lock()
+		o.mustList = true
+		o.mu.Unlock()
+		return nil, err
+	}
+	o.mu.Lock()
+	o.onDisk = 0
+	for _, n := range names {
+		if o.fresh[n] == nil {
+			o.onDisk++
+		}
+	}
+	o.mu.Unlock()
+	return names, nil
+}
+
+// leftDisk notes that a listed entry that was not fresh is no longer pending.
+func (o *Outbox) leftDisk() {
+	o.mu.Lock()
+	if o.onDisk > 0 {
+		o.onDisk--
+	}
+	o.mu.Unlock()
 }
 
 // failed logs a failed pass: a warning the first time, debug while the

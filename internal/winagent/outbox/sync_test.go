@@ -315,7 +315,7 @@ func BenchmarkPutSynced(b *testing.B) {
 }
 
 // BenchmarkPutThenDrain is the disk side of delivering one result: Put, then
-// one drain pass (list, read, decode, publish to a no-op, delete).
+// one drain pass as Put wakes it (publish the fresh entry to a no-op, delete).
 func BenchmarkPutThenDrain(b *testing.B) {
 	o, err := Open(b.TempDir(), nil)
 	if err != nil {
@@ -330,7 +330,7 @@ func BenchmarkPutThenDrain(b *testing.B) {
 		if err := o.Put(e); err != nil {
 			b.Fatal(err)
 		}
-		o.drain(ctx, pub)
+		o.drain(ctx, pub, false)
 	}
 	if published != b.N || o.Len() != 0 {
 		b.Fatalf("published %d of %d, %d left", published, b.N, o.Len())
@@ -424,5 +424,39 @@ func TestFailedPublishRetriesFromDisk(t *testing.T) {
 	last := attempts[len(attempts)-1]
 	if last.Subject != want.Subject || last.MsgID != want.MsgID || !bytes.Equal(last.Data, want.Data) {
 		t.Fatalf("retried %+v, want %+v", last, want)
+	}
+}
+
+func TestEntryLeftOnDiskIsFoundWhilePutsFlow(t *testing.T) {
+	dir := t.TempDir()
+	o, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []string
+	run(t, o, func(_ context.Context, e Entry) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, e.MsgID)
+		return nil
+	})
+	if err := o.Put(resultEntry(1)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, "first entry published", func() bool { return o.Len() == 0 })
+	// An entry appears on disk that no Put announced (a second process
+	// sharing the directory by mistake); passes woken by Put skip the
+	// listing, the periodic one must still find it.
+	stray := resultEntry(2)
+	body, _ := encodeEntry(stray)
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%020d-00000000.json", time.Now().UnixNano())), body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, "stray entry published by the periodic pass", func() bool { return o.Len() == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[1] != stray.MsgID {
+		t.Fatalf("published %v, want res-001 then %s", got, stray.MsgID)
 	}
 }
