@@ -224,6 +224,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.runMu.Unlock()
 	a.running.Wait()
 	a.finalDrain()
+	// The dedup set syncs in the background; make it durable before exit.
+	if err := a.dedup.Close(); err != nil {
+		a.log.Warn("could not sync the dedup set on shutdown", "error", err)
+	}
 	drainConn(nc, connDrainTimeout)
 	a.log.Info("agent stopped")
 	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {

@@ -98,7 +98,15 @@ func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 	if cmd.RunAs == core.RunAsSystem {
 		tempDir = filepath.Join(a.cfg.DataDir, scriptTempDir)
 	}
-	a.inflight.started(job, core.Now())
+	// Mark the entry started while the script spawns rather than before:
+	// the journal write is a file create, the largest cost left between a
+	// command's arrival and its spawn. finishResult removes the entry, so
+	// it waits for this write, which would otherwise bring it back.
+	startedWritten := make(chan struct{})
+	go func(at time.Time) {
+		defer close(startedWritten)
+		a.inflight.started(job, at)
+	}(core.Now())
 	res := runner.Run(ctx, runner.Spec{
 		Shell:   cmd.Shell,
 		Script:  cmd.Script,
@@ -108,6 +116,7 @@ func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 		RunAs:   cmd.RunAs,
 		TempDir: tempDir,
 	}, kill)
+	<-startedWritten
 	log.Info("command finished", "exit_code", res.ExitCode, "killed", res.Killed, "timed_out", res.TimedOut,
 		"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond).String())
 	a.finishResult(log, core.ExecResult{

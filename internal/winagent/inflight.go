@@ -222,7 +222,7 @@ func interruptedResult(pc string, e inflightEntry, now time.Time) core.ExecResul
 		started = *e.StartedAt
 		reason = fmt.Sprintf("agent restarted while the script was running (started %s); the script was not re-run", started.UTC().Format(time.RFC3339))
 	} else {
-		reason = fmt.Sprintf("agent restarted before the script started (accepted %s); the script was not run", started.UTC().Format(time.RFC3339))
+		reason = fmt.Sprintf("agent restarted before the script was known to have started (accepted %s); it was not re-run", started.UTC().Format(time.RFC3339))
 	}
 	return core.ExecResult{
 		ResultID: e.ResultID, RequestID: e.Command.RequestID, ExecID: e.Command.ExecIDValue(), PCID: pc,
