@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/winagent"
@@ -354,4 +355,52 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// agentFixture is the setup most scenarios share: a broker with every kanade
+// resource, an operator connection, and one agent that is ready for commands.
+type agentFixture struct {
+	br *brokerProc
+	nc *nats.Conn
+	js jetstream.JetStream
+	ag *agentUnderTest
+}
+
+// startAgentFixture starts the broker named name and the agent id on it.
+// stop releases whatever was started, in reverse order.
+func startAgentFixture(ctx context.Context, o *options, name, id string) (fx *agentFixture, err error) {
+	fx = &agentFixture{}
+	defer func() {
+		if err != nil {
+			fx.stop()
+		}
+	}()
+	if fx.br, err = startBroker(ctx, o, name); err != nil {
+		return nil, err
+	}
+	if fx.nc, fx.js, err = connect(fx.br.URL, "bench-operator"); err != nil {
+		return nil, err
+	}
+	if err = setupResources(ctx, fx.js); err != nil {
+		return nil, err
+	}
+	if fx.ag, err = startAgent(ctx, o, id, fx.br.URL); err != nil {
+		return nil, err
+	}
+	if err = waitAgentReady(ctx, fx.nc, fx.br.Monitor, fx.ag.id); err != nil {
+		return nil, err
+	}
+	return fx, nil
+}
+
+func (fx *agentFixture) stop() {
+	if fx.ag != nil {
+		fx.ag.stop()
+	}
+	if fx.nc != nil {
+		fx.nc.Close()
+	}
+	if fx.br != nil {
+		fx.br.stop()
+	}
 }

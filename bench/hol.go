@@ -18,27 +18,12 @@ func runHOL(ctx context.Context, o *options) error {
 	if o.quick {
 		long = 6 * time.Second
 	}
-	br, err := startBroker(ctx, o, "hol")
+	fx, err := startAgentFixture(ctx, o, "hol", "bench-hol")
 	if err != nil {
 		return err
 	}
-	defer br.stop()
-	nc, js, err := connect(br.URL, "bench-operator")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if err := setupResources(ctx, js); err != nil {
-		return err
-	}
-	ag, err := startAgent(ctx, o, "bench-hol", br.URL)
-	if err != nil {
-		return err
-	}
-	defer ag.stop()
-	if err := waitAgentReady(ctx, nc, br.Monitor, ag.id); err != nil {
-		return err
-	}
+	defer fx.stop()
+	nc, ag := fx.nc, fx.ag
 
 	t := newTable()
 	for run := range o.runs {

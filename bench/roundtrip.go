@@ -19,27 +19,12 @@ import (
 // run (start → output drained) and delivery (→ result received).
 func runRoundTrip(ctx context.Context, o *options) error {
 	n := o.sizeOr(200, 50)
-	br, err := startBroker(ctx, o, "roundtrip")
+	fx, err := startAgentFixture(ctx, o, "roundtrip", "bench-rt")
 	if err != nil {
 		return err
 	}
-	defer br.stop()
-	nc, js, err := connect(br.URL, "bench-operator")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if err := setupResources(ctx, js); err != nil {
-		return err
-	}
-	ag, err := startAgent(ctx, o, "bench-rt", br.URL)
-	if err != nil {
-		return err
-	}
-	defer ag.stop()
-	if err := waitAgentReady(ctx, nc, br.Monitor, ag.id); err != nil {
-		return err
-	}
+	defer fx.stop()
+	nc, ag := fx.nc, fx.ag
 	// Warm up both sides (page cache, the agent's first-run paths).
 	for range 20 {
 		if _, _, err := roundTrip(nc, ag.id, command("echo hi", 30), 10*time.Second); err != nil {

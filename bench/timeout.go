@@ -12,27 +12,12 @@ import (
 // and escaped with setsid (the tree kill cannot reach it; it holds the pipe
 // for 4 s more). The result must arrive within 200 ms of the deadline.
 func runTimeout(ctx context.Context, o *options) error {
-	br, err := startBroker(ctx, o, "timeout")
+	fx, err := startAgentFixture(ctx, o, "timeout", "bench-timeout")
 	if err != nil {
 		return err
 	}
-	defer br.stop()
-	nc, js, err := connect(br.URL, "bench-operator")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if err := setupResources(ctx, js); err != nil {
-		return err
-	}
-	ag, err := startAgent(ctx, o, "bench-timeout", br.URL)
-	if err != nil {
-		return err
-	}
-	defer ag.stop()
-	if err := waitAgentReady(ctx, nc, br.Monitor, ag.id); err != nil {
-		return err
-	}
+	defer fx.stop()
+	nc, ag := fx.nc, fx.ag
 
 	const deadline = time.Second
 	variants := []struct{ name, script string }{
