@@ -153,24 +153,26 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 		defer cancel()
 	}
 
-	b := &Broker{log: log, token: o.Token, roles: o.Roles, store: store, clusterN: max(o.Cluster, 1)}
-	b.quiet.Store(b.clusterN > 1)
-	if err := b.configure(host, port, o.HTTPPort); err != nil {
+	var b *Broker
+	for attempt := 1; ; attempt++ {
+		b = &Broker{log: log, token: o.Token, roles: o.Roles, store: store, clusterN: max(o.Cluster, 1)}
+		b.quiet.Store(b.clusterN > 1)
+		if err := b.configure(host, port, o.HTTPPort); err != nil {
+			return nil, err
+		}
+		err := b.launchAll()
+		if err == nil {
+			break
+		}
+		// A cluster's route ports (and its extra nodes' client ports) are
+		// picked here as free, then bound a moment later; another process
+		// can take one in between. Those are ours to pick again; a port
+		// the user named is not.
+		if attempt < portAttempts && b.clusterN > 1 && pickedPortTaken(err, b.nodes[0].name) {
+			log.Debug("a port picked for the cluster was taken meanwhile; picking again", "error", err, "attempt", attempt)
+			continue
+		}
 		return nil, err
-	}
-	for _, nd := range b.nodes {
-		if err := b.launch(nd); err != nil {
-			b.Shutdown()
-			b.WaitForShutdown()
-			return nil, err
-		}
-	}
-	for _, nd := range b.nodes {
-		if err := b.awaitListening(nd); err != nil {
-			b.Shutdown()
-			b.WaitForShutdown()
-			return nil, err
-		}
 	}
 	if mon := b.nodes[0].srv.MonitorAddr(); mon != nil {
 		b.monitor = "http://" + net.JoinHostPort(connectHost(host), strconv.Itoa(mon.Port))
@@ -535,4 +537,39 @@ func nextFreePort(host string, start int) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no free port on %s from %d to %d", host, start, start+199)
+}
+
+// portAttempts bounds how often Start picks a cluster's ports again after
+// one was taken between being picked and being bound.
+const portAttempts = 3
+
+// launchAll starts every node and waits for them to listen; on failure it
+// stops what it started.
+func (b *Broker) launchAll() error {
+	for _, nd := range b.nodes {
+		if err := b.launch(nd); err != nil {
+			b.Shutdown()
+			b.WaitForShutdown()
+			return err
+		}
+	}
+	for _, nd := range b.nodes {
+		if err := b.awaitListening(nd); err != nil {
+			b.Shutdown()
+			b.WaitForShutdown()
+			return err
+		}
+	}
+	return nil
+}
+
+// pickedPortTaken reports whether err is a bind failure on a port Start
+// picked itself: any route port, or the client port of a node after the
+// first (whose client port is the one --listen names).
+func pickedPortTaken(err error, firstNode string) bool {
+	msg := err.Error()
+	if !strings.Contains(msg, "address already in use") {
+		return false
+	}
+	return strings.Contains(msg, "router port") || !strings.Contains(msg, "node "+firstNode+" ")
 }

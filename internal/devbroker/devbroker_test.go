@@ -365,3 +365,21 @@ func TestCluster3(t *testing.T) {
 		t.Fatalf("StopNode(7) = %v", err)
 	}
 }
+
+func TestPickedPortTaken(t *testing.T) {
+	for _, tc := range []struct {
+		msg  string
+		want bool
+	}{
+		{"start dev broker node kanade-dev-2 on 127.0.0.1:-1: Error listening on router port: 34675 - listen tcp 127.0.0.1:34675: bind: address already in use", true},
+		{"start dev broker node kanade-dev-1 on 127.0.0.1:4222: Error listening on router port: 6222 - listen tcp: bind: address already in use", true},
+		{"start dev broker node kanade-dev-3 on 127.0.0.1:40001: Error listening on port: 127.0.0.1:40001, \"listen tcp: bind: address already in use\"", true},
+		// The first node's client port is what --listen names: not ours to move.
+		{"start dev broker node kanade-dev-1 on 127.0.0.1:4222: Error listening on port: 127.0.0.1:4222, \"listen tcp: bind: address already in use\"", false},
+		{"start dev broker node kanade-dev-2 on 127.0.0.1:-1: permission denied", false},
+	} {
+		if got := pickedPortTaken(errors.New(tc.msg), "kanade-dev-1"); got != tc.want {
+			t.Errorf("pickedPortTaken(%q) = %v, want %v", tc.msg, got, tc.want)
+		}
+	}
+}
