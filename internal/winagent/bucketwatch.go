@@ -94,17 +94,25 @@ func (a *Agent) streamCreated(ctx context.Context, stream string) time.Time {
 	return s.CachedInfo().Created
 }
 
-// watchFollower reads one open watch until it must be re-opened and says
-// why: rc fires when the broker comes back, gone when the bucket is deleted
-// or replaced. Each watcher keeps its own per-watch state in it.
-type watchFollower func(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}) string
+// watchSession handles one open watch. entry gets every update in order,
+// and nil once the initial values are all in. also, when set, returns a
+// channel that wakes the loop too; when it fires, also is called again for
+// the next one and then onWake runs (the config supervisor follows group
+// changes this way). A fresh session is made for every open, so per-watch
+// state (a mirror being filled, whether the initial values are in) lives in
+// the closures.
+type watchSession struct {
+	entry  func(jetstream.KeyValueEntry)
+	also   func() <-chan struct{}
+	onWake func()
+}
 
 // followBucket keeps a watch on bucket for the life of ctx: wait for the
-// bucket (offline-tolerant), open the watch, hand it to follow, and re-open
-// after the watch ends, the bucket goes away, or the broker comes back,
-// pausing ReopenPause between opens. It returns when ctx ends.
+// bucket (offline-tolerant), open the watch, feed a fresh session, and
+// re-open after the watch ends, the bucket goes away, or the broker comes
+// back, pausing ReopenPause between opens. It returns when ctx ends.
 func (a *Agent) followBucket(ctx context.Context, label, bucket string, log *slog.Logger,
-	open func(context.Context, jetstream.KeyValue) (jetstream.KeyWatcher, error), follow watchFollower) {
+	open func(context.Context, jetstream.KeyValue) (jetstream.KeyWatcher, error), newSession func() watchSession) {
 	for {
 		rc := armReconnects(a.tracker)
 		kv, err := core.WaitForKV(ctx, a.retrier, a.js, bucket, label)
@@ -116,7 +124,7 @@ func (a *Agent) followBucket(ctx context.Context, label, bucket string, log *slo
 		w, err := open(wctx, kv)
 		if err == nil {
 			rc.markOpened()
-			why := follow(ctx, w, rc, gone)
+			why := followWatch(ctx, w, rc, gone, newSession())
 			stopWatch(w)
 			if ctx.Err() == nil {
 				log.Info("watch ended, reopening", "bucket", bucket, "reason", why)
@@ -128,6 +136,35 @@ func (a *Agent) followBucket(ctx context.Context, label, bucket string, log *slo
 		stop()
 		if a.retrier.ReopenPause(ctx) != nil {
 			return
+		}
+	}
+}
+
+// followWatch feeds w's updates to s until the watch must be re-opened, and
+// says why: shutdown, the broker back (rc), the bucket gone, or the watch closed.
+func followWatch(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}, s watchSession) string {
+	var also <-chan struct{}
+	if s.also != nil {
+		also = s.also()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return "stopping"
+		case <-rc.C():
+			if rc.reopen() {
+				return "broker reconnected"
+			}
+		case <-gone:
+			return "bucket deleted or re-created"
+		case <-also:
+			also = s.also()
+			s.onWake()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return "watch closed"
+			}
+			s.entry(e)
 		}
 	}
 }

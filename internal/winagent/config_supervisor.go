@@ -329,38 +329,24 @@ func (c *configSupervisor) Run(ctx context.Context) error {
 		func(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
 			return kv.WatchAll(ctx)
 		},
-		c.watch)
+		c.session)
 	return nil
 }
 
-func (c *configSupervisor) watch(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}) string {
+// session fills a fresh mirror until the initial values are in (a full
+// re-read), then applies updates; a change of this pc's groups recomputes
+// the effective config too.
+func (c *configSupervisor) session() watchSession {
 	fresh := newConfigMirror(c.a.cfg.ID)
 	synced := false
-	groups, groupsChanged := c.a.groups.Watch()
-	for {
-		select {
-		case <-ctx.Done():
-			return "stopping"
-		case <-rc.C():
-			if rc.reopen() {
-				return "broker reconnected"
-			}
-		case <-gone:
-			return "bucket deleted or re-created"
-		case <-groupsChanged:
-			groups, groupsChanged = c.a.groups.Watch()
-			if synced {
-				c.publish(groups)
-			}
-		case e, ok := <-w.Updates():
-			if !ok {
-				return "watch closed"
-			}
+	var groups []string
+	return watchSession{
+		entry: func(e jetstream.KeyValueEntry) {
 			if e == nil {
 				// Initial values complete: the fresh mirror is a full re-read.
 				c.mirror, synced = fresh, true
 				c.publish(groups)
-				continue
+				return
 			}
 			target := fresh
 			if synced {
@@ -373,7 +359,17 @@ func (c *configSupervisor) watch(ctx context.Context, w jetstream.KeyWatcher, rc
 			if changed && synced {
 				c.publish(groups)
 			}
-		}
+		},
+		also: func() <-chan struct{} {
+			var changed <-chan struct{}
+			groups, changed = c.a.groups.Watch()
+			return changed
+		},
+		onWake: func() {
+			if synced {
+				c.publish(groups)
+			}
+		},
 	}
 }
 

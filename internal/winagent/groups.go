@@ -36,55 +36,41 @@ func (g *groupsWatcher) Run(ctx context.Context) error {
 		func(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
 			return kv.Watch(ctx, a.cfg.ID)
 		},
-		g.follow)
+		g.session)
 	return nil
 }
 
-func (g *groupsWatcher) follow(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}) string {
+// session follows this pc's agent_groups row for one open watch.
+func (g *groupsWatcher) session() watchSession {
 	var pending []string // the row's value seen before the initial marker
 	synced := false
-	for {
-		select {
-		case <-ctx.Done():
-			return "stopping"
-		case <-rc.C():
-			if rc.reopen() {
-				return "broker reconnected"
+	return watchSession{entry: func(e jetstream.KeyValueEntry) {
+		if e == nil {
+			synced = true
+			if pending == nil {
+				pending = []string{} // no row: no groups
 			}
-		case <-gone:
-			return "bucket deleted or re-created"
-		case e, ok := <-w.Updates():
-			if !ok {
-				return "watch closed"
-			}
-			if e == nil {
-				synced = true
-				if pending == nil {
-					pending = []string{} // no row: no groups
-				}
-				g.set(pending)
-				continue
-			}
-			var next []string
-			switch e.Operation() {
-			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
-				next = []string{}
-			default:
-				var ag core.AgentGroups
-				if err := json.Unmarshal(e.Value(), &ag); err != nil {
-					g.log.Warn("agent_groups value does not decode; keeping the current membership", "key", e.Key(), "error", err)
-					continue
-				}
-				next = core.NormalizeGroups(ag.Groups)
-				next = validGroups(g.log, next)
-			}
-			if synced {
-				g.set(next)
-			} else {
-				pending = next
-			}
+			g.set(pending)
+			return
 		}
-	}
+		var next []string
+		switch e.Operation() {
+		case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
+			next = []string{}
+		default:
+			var ag core.AgentGroups
+			if err := json.Unmarshal(e.Value(), &ag); err != nil {
+				g.log.Warn("agent_groups value does not decode; keeping the current membership", "key", e.Key(), "error", err)
+				return
+			}
+			next = validGroups(g.log, core.NormalizeGroups(ag.Groups))
+		}
+		if synced {
+			g.set(next)
+		} else {
+			pending = next
+		}
+	}}
 }
 
 func (g *groupsWatcher) set(groups []string) {

@@ -47,44 +47,31 @@ func (c *kvCache) Run(ctx context.Context) error {
 		func(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
 			return kv.WatchAll(ctx)
 		},
-		c.follow)
+		c.session)
 	return nil
 }
 
-func (c *kvCache) follow(ctx context.Context, w jetstream.KeyWatcher, rc *reconnects, gone <-chan struct{}) string {
+// session fills a fresh map until the initial values are in, swaps it in
+// whole (a partial re-read never replaces good state), then applies updates.
+func (c *kvCache) session() watchSession {
 	fresh := map[string]string{}
 	synced := false
-	for {
-		select {
-		case <-ctx.Done():
-			return "stopping"
-		case <-rc.C():
-			if rc.reopen() {
-				return "broker reconnected"
-			}
-		case <-gone:
-			return "bucket deleted or re-created"
-		case e, ok := <-w.Updates():
-			if !ok {
-				return "watch closed"
-			}
-			if e == nil {
-				c.mu.Lock()
-				c.values, c.loaded = fresh, true
-				c.mu.Unlock()
-				synced = true
-				c.log.Debug("cache loaded", "entries", len(fresh))
-				continue
-			}
-			if !synced {
-				applyKVEntry(fresh, e)
-				continue
-			}
+	return watchSession{entry: func(e jetstream.KeyValueEntry) {
+		switch {
+		case e == nil:
+			c.mu.Lock()
+			c.values, c.loaded = fresh, true
+			c.mu.Unlock()
+			synced = true
+			c.log.Debug("cache loaded", "entries", len(fresh))
+		case !synced:
+			applyKVEntry(fresh, e)
+		default:
 			c.mu.Lock()
 			applyKVEntry(c.values, e)
 			c.mu.Unlock()
 		}
-	}
+	}}
 }
 
 func applyKVEntry(m map[string]string, e jetstream.KeyValueEntry) {
