@@ -167,48 +167,37 @@ func openService(m *mgr.Mgr) (*mgr.Service, error) {
 
 // Uninstall stops the service if it runs and deletes it.
 func Uninstall(opts InstallOptions) error {
-	m, err := connect()
-	if err != nil {
-		return err
-	}
-	defer m.Disconnect()
-	s, err := openService(m)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	if st, err := s.Query(); err == nil && st.State != svc.Stopped {
-		if err := stopAndWait(s, DefaultStopBudget); err != nil {
-			opts.log().Warn("could not stop the service before deleting it", "err", err)
+	return withService(func(s *mgr.Service) error {
+		if st, err := s.Query(); err == nil && st.State != svc.Stopped {
+			if err := stopAndWait(s, DefaultStopBudget); err != nil {
+				opts.log().Warn("could not stop the service before deleting it", "err", err)
+			}
 		}
-	}
-	if err := s.Delete(); err != nil {
-		return fmt.Errorf("delete service %s: %w", WindowsServiceName, err)
-	}
-	opts.log().Info("removed the agent service", "service", WindowsServiceName)
-	return nil
+		if err := s.Delete(); err != nil {
+			return fmt.Errorf("delete service %s: %w", WindowsServiceName, err)
+		}
+		opts.log().Info("removed the agent service", "service", WindowsServiceName)
+		return nil
+	})
 }
 
 // Start starts the service and waits until it reports Running.
 func Start(opts InstallOptions) error {
-	m, err := connect()
-	if err != nil {
-		return err
-	}
-	defer m.Disconnect()
-	s, err := openService(m)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	if err := s.Start(); err != nil && !errors.Is(err, windows.ERROR_SERVICE_ALREADY_RUNNING) {
-		return fmt.Errorf("start service %s: %w", WindowsServiceName, err)
-	}
-	return waitState(s, svc.Running, DefaultStartBudget)
+	return withService(func(s *mgr.Service) error {
+		if err := s.Start(); err != nil && !errors.Is(err, windows.ERROR_SERVICE_ALREADY_RUNNING) {
+			return fmt.Errorf("start service %s: %w", WindowsServiceName, err)
+		}
+		return waitState(s, svc.Running, DefaultStartBudget)
+	})
 }
 
 // Stop asks the service to stop and waits until it is Stopped.
 func Stop(opts InstallOptions) error {
+	return withService(func(s *mgr.Service) error { return stopAndWait(s, DefaultStopBudget) })
+}
+
+// withService opens the agent service on the local service manager for fn.
+func withService(fn func(*mgr.Service) error) error {
 	m, err := connect()
 	if err != nil {
 		return err
@@ -219,7 +208,7 @@ func Stop(opts InstallOptions) error {
 		return err
 	}
 	defer s.Close()
-	return stopAndWait(s, DefaultStopBudget)
+	return fn(s)
 }
 
 func stopAndWait(s *mgr.Service, budget time.Duration) error {
