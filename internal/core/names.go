@@ -77,6 +77,11 @@ func ParseConfigKey(key string) (kind, name string, ok bool) {
 const (
 	SubjectCommandsAll        = "commands.all"
 	SubjectCommandsWildcard   = "commands.>"
+	SubjectResultsWildcard    = "results.>"
+	SubjectInventoryWildcard  = "inventory.>"
+	SubjectEventsWildcard     = "events.>"
+	SubjectAuditWildcard      = "audit.>"
+	SubjectObsWildcard        = "obs.>"
 	SubjectHeartbeatWildcard  = "heartbeat.>"
 	subjectCommandsGroup      = "commands.group."
 	subjectCommandsPC         = "commands.pc."

@@ -95,12 +95,12 @@ const (
 // canonical is the one list of resources (SPEC §5); setup, status, delete and
 // reset all read it through Resources.
 var canonical = []Resource{
-	{Kind: KindStream, Name: StreamInventory, Subjects: []string{"inventory.>"}, MaxAge: 90 * day, MaxBytes: gib},
-	{Kind: KindStream, Name: StreamResults, Subjects: []string{"results.>"}, MaxAge: 30 * day, MaxBytes: 2 * gib},
+	{Kind: KindStream, Name: StreamInventory, Subjects: []string{SubjectInventoryWildcard}, MaxAge: 90 * day, MaxBytes: gib},
+	{Kind: KindStream, Name: StreamResults, Subjects: []string{SubjectResultsWildcard}, MaxAge: 30 * day, MaxBytes: 2 * gib},
 	{Kind: KindStream, Name: StreamExec, Subjects: []string{SubjectCommandsWildcard}, MaxAge: 7 * day, MaxBytes: 64 * mib, MaxMsgsPerSubject: 1},
-	{Kind: KindStream, Name: StreamEvents, Subjects: []string{"events.>"}, MaxAge: 7 * day, MaxBytes: 256 * mib},
-	{Kind: KindStream, Name: StreamAudit, Subjects: []string{"audit.>"}, MaxAge: 90 * day, MaxBytes: 512 * mib},
-	{Kind: KindStream, Name: StreamObsEvents, Subjects: []string{"obs.>"}, MaxAge: 90 * day, MaxBytes: 512 * mib},
+	{Kind: KindStream, Name: StreamEvents, Subjects: []string{SubjectEventsWildcard}, MaxAge: 7 * day, MaxBytes: 256 * mib},
+	{Kind: KindStream, Name: StreamAudit, Subjects: []string{SubjectAuditWildcard}, MaxAge: 90 * day, MaxBytes: 512 * mib},
+	{Kind: KindStream, Name: StreamObsEvents, Subjects: []string{SubjectObsWildcard}, MaxAge: 90 * day, MaxBytes: 512 * mib},
 	{Kind: KindKV, Name: BucketScriptCurrent, MaxMsgsPerSubject: 5, MaxBytes: -1},
 	{Kind: KindKV, Name: BucketScriptStatus, MaxMsgsPerSubject: 5, MaxBytes: -1},
 	{Kind: KindKV, Name: BucketAgentsState, MaxMsgsPerSubject: 1, MaxBytes: -1},

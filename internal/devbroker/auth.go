@@ -255,7 +255,7 @@ func OperatorPermissions() *server.Permissions {
 		Publish: &server.SubjectPermission{Allow: []string{
 			core.SubjectCommandsWildcard,
 			core.SubjectKill(">"),
-			"audit.>",
+			core.SubjectAuditWildcard,
 			core.SubjectPing("*"),
 			core.SubjectLogsFetch("*"),
 			"$JS.API.>",
@@ -267,9 +267,9 @@ func OperatorPermissions() *server.Permissions {
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			core.SubjectHeartbeatWildcard,
 			core.SubjectResults(">"),
-			"events.>",
-			"inventory.>",
-			"audit.>",
+			core.SubjectEventsWildcard,
+			core.SubjectInventoryWildcard,
+			core.SubjectAuditWildcard,
 			"_INBOX.>",
 		}},
 	}
