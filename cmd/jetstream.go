@@ -1,10 +1,12 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -137,4 +139,33 @@ func jsCount(n uint64, noun string) string {
 		return "1 " + noun
 	}
 	return strconv.FormatUint(n, 10) + " " + noun + "s"
+}
+
+// planCloserProfile plans the resources against the profile the broker
+// matches best when the user named none: production, or dev when that
+// drifts less (a dev broker would otherwise show drift on every byte cap).
+// `kanade status` and `kanade jetstream status` both use it, so they agree.
+func planCloserProfile(ctx context.Context, js jetstream.JetStream, so core.SetupOptions) (core.SetupOptions, []core.ResourceState) {
+	so.Profile = core.ProfileProduction
+	prod := core.Plan(ctx, js, so)
+	if drifted(prod) == 0 {
+		return so, prod
+	}
+	dev := so
+	dev.Profile = core.ProfileDev
+	if devPlan := core.Plan(ctx, js, dev); drifted(devPlan) < drifted(prod) {
+		return dev, devPlan
+	}
+	return so, prod
+}
+
+// drifted counts the resources that exist but differ from the plan.
+func drifted(plan []core.ResourceState) int {
+	n := 0
+	for _, st := range plan {
+		if st.Action == core.ActionUpdate || st.Action == core.ActionRecreate {
+			n++
+		}
+	}
+	return n
 }

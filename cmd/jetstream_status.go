@@ -20,7 +20,10 @@ type JetstreamStatusOptions struct {
 	Server func() string
 
 	Setup core.SetupOptions
-	JSON  bool
+	// AutoProfile is set when --profile was not given: compare with the
+	// profile the broker matches best, as `kanade status` does.
+	AutoProfile bool
+	JSON        bool
 }
 
 // NewJetstreamStatusCmd is `kanade jetstream status`.
@@ -43,7 +46,8 @@ func NewJetstreamStatusCmd(f *Factory, runF func(context.Context, *JetstreamStat
 		Short: "Show every JetStream resource and its drift from the expected config",
 		Long: `Show every stream, KV bucket and object store kanade expects: whether it
 exists, its messages, bytes and max_bytes, and any drift from the expected
-config for --profile and --replicas.
+config for --profile (default: the profile the broker matches best,
+production or dev) and --replicas.
 
 Exits 1 when anything is missing, drifted or unknown, so scripts can use it.
 "?" means the broker did not say; "-" means the resource does not exist.`,
@@ -56,6 +60,7 @@ Exits 1 when anything is missing, drifted or unknown, so scripts can use it.
 				return err
 			}
 			opts.Setup = so
+			opts.AutoProfile = !c.Flags().Changed("profile")
 			if runF != nil {
 				return runF(c.Context(), opts)
 			}
@@ -166,7 +171,13 @@ func runJetstreamStatus(ctx context.Context, opts *JetstreamStatusOptions) error
 		return err
 	}
 	doc.Reachable = true
-	plan := core.Plan(ctx, js, opts.Setup)
+	var plan []core.ResourceState
+	if opts.AutoProfile {
+		opts.Setup, plan = planCloserProfile(ctx, js, opts.Setup)
+		doc.Profile = string(opts.Setup.Profile)
+	} else {
+		plan = core.Plan(ctx, js, opts.Setup)
+	}
 	counts := map[string]int{}
 	for _, st := range plan {
 		r := statusResource(st)

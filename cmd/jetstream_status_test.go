@@ -21,7 +21,7 @@ func TestJetstreamStatusArgv(t *testing.T) {
 	if err := jsExecArgv(t, c, "--json", "--profile", "dev", "--replicas", "3"); err != nil {
 		t.Fatal(err)
 	}
-	if got == nil || !got.JSON || got.Setup != (core.SetupOptions{Profile: core.ProfileDev, Replicas: 3}) || got.JetStream == nil || got.Server == nil {
+	if got == nil || !got.JSON || got.Setup != (core.SetupOptions{Profile: core.ProfileDev, Replicas: 3}) || got.AutoProfile || got.JetStream == nil || got.Server == nil {
 		t.Fatalf("options = %+v", got)
 	}
 	got = nil
@@ -29,7 +29,7 @@ func TestJetstreamStatusArgv(t *testing.T) {
 	if err := jsExecArgv(t, c); err != nil {
 		t.Fatal(err)
 	}
-	if got.JSON || got.Setup != (core.SetupOptions{Profile: core.ProfileProduction, Replicas: 1}) {
+	if got.JSON || got.Setup != (core.SetupOptions{Profile: core.ProfileProduction, Replicas: 1}) || !got.AutoProfile {
 		t.Fatalf("default options = %+v", got)
 	}
 	c = NewJetstreamStatusCmd(jsTestFactory(), func(context.Context, *JetstreamStatusOptions) error { return nil })
@@ -150,6 +150,18 @@ func TestJetstreamStatusAllOK(t *testing.T) {
 	jsWantSilentExit1(t, runJetstreamStatus(context.Background(), opts))
 	if !strings.Contains(errOut.String(), "7 of 20 resources need attention: 7 drift") {
 		t.Fatalf("stderr = %q", errOut.String())
+	}
+	// Without --profile, the profile the broker matches best (dev here) is
+	// used, as `kanade status` does: all ok, and --json says which.
+	out.Reset()
+	errOut.Reset()
+	opts.Setup.Profile, opts.AutoProfile, opts.JSON = core.ProfileProduction, true, true
+	if err := runJetstreamStatus(context.Background(), opts); err != nil {
+		t.Fatalf("auto profile on a dev broker should exit 0: %v\n%s", err, errOut.String())
+	}
+	var doc statusJSON
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil || doc.Profile != string(core.ProfileDev) {
+		t.Fatalf("auto profile: profile %q, err %v", doc.Profile, err)
 	}
 }
 

@@ -296,15 +296,8 @@ func (sc *statusCollector) checkResources(ctx context.Context) {
 		sc.profile, sc.resources = p, core.Plan(ctx, sc.js, core.SetupOptions{Profile: p})
 		return
 	}
-	prod := core.Plan(ctx, sc.js, core.SetupOptions{Profile: core.ProfileProduction})
-	sc.profile, sc.resources = core.ProfileProduction, prod
-	if fleet.SummarizeResources(prod).Drifted == 0 {
-		return
-	}
-	dev := core.Plan(ctx, sc.js, core.SetupOptions{Profile: core.ProfileDev})
-	if fleet.SummarizeResources(dev).Drifted < fleet.SummarizeResources(prod).Drifted {
-		sc.profile, sc.resources = core.ProfileDev, dev
-	}
+	so, plan := planCloserProfile(ctx, sc.js, core.SetupOptions{})
+	sc.profile, sc.resources = so.Profile, plan
 }
 
 // pingAll asks every known agent at once, bounded.
