@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -335,15 +336,24 @@ func applyOne(ctx context.Context, js jetstream.JetStream, st ResourceState) Set
 	var err error
 	switch r.Kind {
 	case KindStream:
-		_, err = js.CreateOrUpdateStream(ctx, r.streamConfig())
+		err = retryTransient(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, r.streamConfig())
+			return err
+		})
 	case KindKV:
-		_, err = js.CreateOrUpdateKeyValue(ctx, r.kvConfig())
+		err = retryTransient(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateKeyValue(ctx, r.kvConfig())
+			return err
+		})
 	case KindObject:
 		if !st.Exists || st.Action == ActionUnknown {
-			_, err = js.CreateObjectStore(ctx, r.objectConfig())
-			if errors.Is(err, jetstream.ErrBucketExists) {
-				err = nil
-			}
+			err = retryTransient(ctx, func(ctx context.Context) error {
+				_, err := js.CreateObjectStore(ctx, r.objectConfig())
+				if errors.Is(err, jetstream.ErrBucketExists) {
+					return nil
+				}
+				return err
+			})
 		} else {
 			// An object store that exists with another config is updated where
 			// the broker allows it and otherwise kept (SPEC §5).
@@ -430,4 +440,38 @@ func DeleteResource(ctx context.Context, js jetstream.JetStream, kind Kind, name
 		return fmt.Errorf("delete %s %q: %w", kind, name, err)
 	}
 	return nil
+}
+
+// Transient cluster failures during setup: right after a cluster forms, or
+// while a peer is briefly unreachable, a create can be refused for placement
+// (10005) or go unanswered while stream leadership settles. Every create
+// here is idempotent, so it is tried again a few times before setup fails.
+const (
+	setupAttempts                           = 4
+	setupAttemptTimeout                     = 10 * time.Second
+	jsErrNoPlacement    jetstream.ErrorCode = 10005
+)
+
+func retryTransient(ctx context.Context, op func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, setupAttemptTimeout)
+		err := op(actx)
+		cancel()
+		if err == nil || attempt == setupAttempts || ctx.Err() != nil || !transientSetupError(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+		}
+	}
+}
+
+func transientSetupError(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jsErrNoPlacement
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }

@@ -334,10 +334,43 @@ func (b *Broker) awaitJetStream(ctx context.Context) error {
 		_, last = js.AccountInfo(rctx)
 		cancel()
 		if last == nil {
-			return nil
+			break
 		}
 		if err := pause(ctx, 25*time.Millisecond); err != nil {
 			return fmt.Errorf("wait for JetStream on the dev broker: %w (last answer: %v)", err, last)
+		}
+	}
+	if b.clusterN > 1 {
+		return b.awaitPlacement(ctx, js)
+	}
+	return nil
+}
+
+// probeStream is created and deleted by awaitPlacement; its only subject is
+// its own name, which no kanade subject overlaps.
+const probeStream = "KANADE_DEVBROKER_PROBE"
+
+// awaitPlacement returns once the cluster can place a stream on every node.
+// A meta leader that sees every node is not enough: right after forming, a
+// create can be refused ("no suitable peers for placement") or go
+// unanswered while leadership settles, and setup would fail or hang on it.
+// So a small in-memory stream at R=N is created, retried with short
+// attempts, then deleted.
+func (b *Broker) awaitPlacement(ctx context.Context, js jetstream.JetStream) error {
+	cfg := jetstream.StreamConfig{Name: probeStream, Storage: jetstream.MemoryStorage, Replicas: b.clusterN, MaxMsgs: 1}
+	var last error
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, last = js.CreateOrUpdateStream(rctx, cfg)
+		if last == nil {
+			last = js.DeleteStream(rctx, probeStream)
+		}
+		cancel()
+		if last == nil || errors.Is(last, jetstream.ErrStreamNotFound) {
+			return nil
+		}
+		if err := pause(ctx, 50*time.Millisecond); err != nil {
+			return fmt.Errorf("wait for the %d-node dev cluster to place streams: %w (last answer: %v)", b.clusterN, err, last)
 		}
 	}
 }
