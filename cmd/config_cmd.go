@@ -15,7 +15,7 @@ import (
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
-	"github.com/kanadehq/kanade-go/internal/winagent"
+	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 )
 
 func init() { register(func(f *Factory) *cobra.Command { return NewConfigCmd(f, nil) }) }
@@ -90,26 +90,34 @@ type EffectiveConfigJSON struct {
 	InventoryInterval   core.Duration `json:"inventory_interval"`
 	InventoryJitter     core.Duration `json:"inventory_jitter"`
 	InventoryEnabled    bool          `json:"inventory_enabled"`
+	// MaxLocalConcurrent is the run-slot count; 0 means the agent's own
+	// max_concurrent.
+	MaxLocalConcurrent int `json:"max_local_concurrent"`
 }
 
 // FieldValue renders one field for humans.
 func (c EffectiveConfigJSON) FieldValue(field string) string {
 	switch field {
-	case fleet.FieldTargetVersion:
+	case fleetconfig.FieldTargetVersion:
 		if c.TargetVersion == nil {
 			return "(none)"
 		}
 		return *c.TargetVersion
-	case fleet.FieldTargetVersionJitter:
+	case fleetconfig.FieldTargetVersionJitter:
 		return c.TargetVersionJitter.String()
-	case fleet.FieldHeartbeatInterval:
+	case fleetconfig.FieldHeartbeatInterval:
 		return c.HeartbeatInterval.String()
-	case fleet.FieldInventoryInterval:
+	case fleetconfig.FieldInventoryInterval:
 		return c.InventoryInterval.String()
-	case fleet.FieldInventoryJitter:
+	case fleetconfig.FieldInventoryJitter:
 		return c.InventoryJitter.String()
-	case fleet.FieldInventoryEnabled:
+	case fleetconfig.FieldInventoryEnabled:
 		return strconv.FormatBool(c.InventoryEnabled)
+	case fleetconfig.FieldMaxLocalConcurrent:
+		if c.MaxLocalConcurrent == 0 {
+			return "per agent"
+		}
+		return strconv.Itoa(c.MaxLocalConcurrent)
 	}
 	return ""
 }
@@ -135,7 +143,7 @@ type ConfigMalformed struct {
 // effectiveFor resolves pc's config with the agent's own resolver, so what
 // the operator sees is what the agent runs with.
 func effectiveFor(scopes *fleet.Scopes, pc string, groups []string) *ConfigEffectiveResult {
-	eff, conflicts := winagent.ResolveConfig(scopes.Rows, pc, groups)
+	eff, conflicts := fleetconfig.Resolve(scopes.Rows, pc, groups)
 	res := &ConfigEffectiveResult{
 		PCID: pc, Groups: groups,
 		Config: EffectiveConfigJSON{
@@ -144,14 +152,16 @@ func effectiveFor(scopes *fleet.Scopes, pc string, groups []string) *ConfigEffec
 			InventoryInterval:   core.Duration(eff.InventoryInterval),
 			InventoryJitter:     core.Duration(eff.InventoryJitter),
 			InventoryEnabled:    eff.InventoryEnabled,
+			MaxLocalConcurrent:  eff.MaxLocalConcurrent,
 		},
 		Sources: map[string]string{
-			fleet.FieldTargetVersion:       eff.Sources.TargetVersion,
-			fleet.FieldTargetVersionJitter: eff.Sources.TargetVersionJitter,
-			fleet.FieldHeartbeatInterval:   eff.Sources.HeartbeatInterval,
-			fleet.FieldInventoryInterval:   eff.Sources.InventoryInterval,
-			fleet.FieldInventoryJitter:     eff.Sources.InventoryJitter,
-			fleet.FieldInventoryEnabled:    eff.Sources.InventoryEnabled,
+			fleetconfig.FieldTargetVersion:       eff.Sources.TargetVersion,
+			fleetconfig.FieldTargetVersionJitter: eff.Sources.TargetVersionJitter,
+			fleetconfig.FieldHeartbeatInterval:   eff.Sources.HeartbeatInterval,
+			fleetconfig.FieldInventoryInterval:   eff.Sources.InventoryInterval,
+			fleetconfig.FieldInventoryJitter:     eff.Sources.InventoryJitter,
+			fleetconfig.FieldInventoryEnabled:    eff.Sources.InventoryEnabled,
+			fleetconfig.FieldMaxLocalConcurrent:  eff.Sources.MaxLocalConcurrent,
 		},
 		Conflicts: []ConfigConflict{},
 		Malformed: []ConfigMalformed{},
@@ -173,7 +183,7 @@ func effectiveFor(scopes *fleet.Scopes, pc string, groups []string) *ConfigEffec
 		if !ok {
 			continue
 		}
-		for _, bad := range winagent.CheckScope(key, row) {
+		for _, bad := range fleetconfig.CheckScope(key, row) {
 			res.Malformed = append(res.Malformed, ConfigMalformed{Field: bad.Field, Scope: bad.Key, Value: bad.Value, Error: bad.Err.Error()})
 		}
 	}
@@ -191,7 +201,7 @@ Scopes: global (the default), --group G (groups.G) and --pc P (pcs.P); give at
 most one. An agent's effective config is the built-in defaults, then global,
 then each of its groups in alphabetical order (last wins), then its pc scope.
 
-Fields: ` + strings.Join(fleet.ConfigFields, ", ") + `.
+Fields: ` + strings.Join(fleetconfig.Fields, ", ") + `.
 Durations take 30s, 10m, 24h, 1d, "2h 30m"; inventory_enabled takes true/false.
 
 Every change is a compare-and-swap read-modify-write: fields you do not name
@@ -263,8 +273,8 @@ stored value as is.`,
 				return err
 			}
 			for _, a := range args {
-				if !fleet.IsConfigField(a) {
-					return &UsageError{Err: &fleet.ErrUnknownField{Field: a}}
+				if !fleetconfig.IsField(a) && !fleetconfig.IsTolerated(a) {
+					return &UsageError{Err: &fleetconfig.ErrUnknownField{Field: a}}
 				}
 			}
 			unsetOpts.Unset = args
@@ -336,7 +346,7 @@ func parseConfigSets(args []string) (map[string]json.RawMessage, error) {
 		if _, dup := out[field]; dup {
 			return nil, UsageErrorf("%s is given twice", field)
 		}
-		raw, err := fleet.ParseFieldValue(field, value)
+		raw, err := fleetconfig.ParseFieldValue(field, value)
 		if err != nil {
 			return nil, &UsageError{Err: err}
 		}
@@ -403,13 +413,13 @@ func configGetRun(ctx context.Context, kv jetstream.KeyValue, opts *ConfigOption
 // then any others alphabetically.
 func scopeFieldOrder(obj map[string]json.RawMessage) []string {
 	var out, extra []string
-	for _, f := range fleet.ConfigFields {
+	for _, f := range fleetconfig.Fields {
 		if _, ok := obj[f]; ok {
 			out = append(out, f)
 		}
 	}
 	for f := range obj {
-		if !fleet.IsConfigField(f) {
+		if !fleetconfig.IsField(f) {
 			extra = append(extra, f)
 		}
 	}
@@ -546,8 +556,8 @@ func writeEffective(io *IOStreams, r *ConfigEffectiveResult) error {
 		return err
 	}
 	fmt.Fprintln(io.Out)
-	rows := make([][]string, 0, len(fleet.ConfigFields))
-	for _, f := range fleet.ConfigFields {
+	rows := make([][]string, 0, len(fleetconfig.Fields))
+	for _, f := range fleetconfig.Fields {
 		rows = append(rows, []string{f, r.Config.FieldValue(f), r.Sources[f]})
 	}
 	if err := printTable(io, []string{"FIELD", "VALUE", "FROM"}, rows); err != nil {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/kanadehq/kanade-go/internal/core"
-	"github.com/kanadehq/kanade-go/internal/fleet"
+	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 )
 
 func TestConfigArgv(t *testing.T) {
@@ -50,8 +50,13 @@ func TestConfigArgv(t *testing.T) {
 		words []string
 	}{
 		{[]string{"set", "heartbeat_interval=nope"}, []string{"heartbeat_interval", "nope"}},
-		{[]string{"set", "heartbeat=1s"}, []string{`"heartbeat"`, strings.Join(fleet.ConfigFields, ", ")}},
+		{[]string{"set", "heartbeat=1s"}, []string{`"heartbeat"`, strings.Join(fleetconfig.Fields, ", ")}},
 		{[]string{"set", "inventory_enabled=maybe"}, []string{"inventory_enabled", "maybe"}},
+		// Bounds (issue 10): these were accepted and flooded the broker
+		// or named a path.
+		{[]string{"set", "heartbeat_interval=1ms"}, []string{"heartbeat_interval", "1ms", "minimum 1s"}},
+		{[]string{"set", "inventory_interval=30s"}, []string{"inventory_interval", "minimum 1m"}},
+		{[]string{"set", "target_version=../../x"}, []string{"target_version", `".."`}},
 		{[]string{"set", "heartbeat_interval"}, []string{"FIELD=VALUE"}},
 		{[]string{"set", "heartbeat_interval=1s", "heartbeat_interval=2s"}, []string{"twice"}},
 		{[]string{"set", "heartbeat_interval=1s", "--group", "a", "--pc", "b"}, []string{"at most one scope"}},
@@ -254,29 +259,31 @@ func TestConfigEffective(t *testing.T) {
 	piped := `pc      pc-1
 groups  canary, wave1
 
-FIELD                  VALUE   FROM
-target_version         0.39.0  groups.canary
-target_version_jitter  10m     default
-heartbeat_interval     20s     groups.wave1
-inventory_interval     1h      pcs.pc-1
-inventory_jitter       10m     default
-inventory_enabled      true    default
+FIELD                  VALUE      FROM
+target_version         0.39.0     groups.canary
+target_version_jitter  10m        default
+heartbeat_interval     20s        groups.wave1
+inventory_interval     1h         pcs.pc-1
+inventory_jitter       10m        default
+inventory_enabled      true       default
+max_local_concurrent   per agent  default
 conflict: heartbeat_interval is set by groups canary=10s, wave1=20s; wave1 wins (alphabetical, last wins)
 malformed: inventory_jitter = "soon" in pcs.pc-1 cannot be used (invalid duration "soon": expected a number at "soon"); that scope gives the default instead
 `
 	tty := `pc      pc-1
 groups  canary, wave1
 
-┌───────────────────────┬────────┬───────────────┐
-│ FIELD                 │ VALUE  │ FROM          │
-├───────────────────────┼────────┼───────────────┤
-│ target_version        │ 0.39.0 │ groups.canary │
-│ target_version_jitter │ 10m    │ default       │
-│ heartbeat_interval    │ 20s    │ groups.wave1  │
-│ inventory_interval    │ 1h     │ pcs.pc-1      │
-│ inventory_jitter      │ 10m    │ default       │
-│ inventory_enabled     │ true   │ default       │
-└───────────────────────┴────────┴───────────────┘
+┌───────────────────────┬───────────┬───────────────┐
+│ FIELD                 │ VALUE     │ FROM          │
+├───────────────────────┼───────────┼───────────────┤
+│ target_version        │ 0.39.0    │ groups.canary │
+│ target_version_jitter │ 10m       │ default       │
+│ heartbeat_interval    │ 20s       │ groups.wave1  │
+│ inventory_interval    │ 1h        │ pcs.pc-1      │
+│ inventory_jitter      │ 10m       │ default       │
+│ inventory_enabled     │ true      │ default       │
+│ max_local_concurrent  │ per agent │ default       │
+└───────────────────────┴───────────┴───────────────┘
 conflict: heartbeat_interval is set by groups canary=10s, wave1=20s; wave1 wins (alphabetical, last wins)
 malformed: inventory_jitter = "soon" in pcs.pc-1 cannot be used (invalid duration "soon": expected a number at "soon"); that scope gives the default instead
 `

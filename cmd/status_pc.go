@@ -14,6 +14,7 @@ import (
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
+	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 )
 
 // AgentDetail is `kanade status PC --json`.
@@ -190,7 +191,7 @@ func writeAgentDetail(io *IOStreams, d *AgentDetail, now time.Time) error {
 		fmt.Fprintln(io.Out)
 		fmt.Fprintln(io.Out, st.Bold.Render("effective config"))
 		tw := tabwriter.NewWriter(io.Out, 0, 0, 2, ' ', 0)
-		for _, f := range fleet.ConfigFields {
+		for _, f := range fleetconfig.Fields {
 			fmt.Fprintf(tw, "  %s\t%s\t(%s)\n", f, d.Effective.Config.FieldValue(f), d.Effective.Sources[f])
 		}
 		if err := tw.Flush(); err != nil {

@@ -358,12 +358,13 @@ inventory (collected 2025-06-01T09:00:00Z)
   disk C:  512.0 GiB, 100.0 GiB free, NTFS
 
 effective config
-  target_version         (none)  (default)
-  target_version_jitter  10m     (default)
-  heartbeat_interval     10s     (groups.canary)
-  inventory_interval     24h     (default)
-  inventory_jitter       10m     (default)
-  inventory_enabled      true    (default)
+  target_version         (none)     (default)
+  target_version_jitter  10m        (default)
+  heartbeat_interval     10s        (groups.canary)
+  inventory_interval     24h        (default)
+  inventory_jitter       10m        (default)
+  inventory_enabled      true       (default)
+  max_local_concurrent   per agent  (default)
 `
 	o := env.statusOpts(false)
 	o.PC = "pc-1"

@@ -329,6 +329,8 @@ type ConfigScope struct {
 	InventoryInterval   *string `json:"inventory_interval,omitempty"`
 	InventoryJitter     *string `json:"inventory_jitter,omitempty"`
 	InventoryEnabled    *bool   `json:"inventory_enabled,omitempty"`
+	// MaxLocalConcurrent is upstream's run-slot count (SPEC-2 §1).
+	MaxLocalConcurrent *int `json:"max_local_concurrent,omitempty"`
 }
 
 // Disk is one entry of HwInventory.disks.

@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"errors"
 	"reflect"
 	"testing"
 )
@@ -26,38 +25,3 @@ func TestScopesAddEntry(t *testing.T) {
 	}
 }
 
-func TestParseFieldValue(t *testing.T) {
-	for _, tc := range []struct {
-		field, value, want string
-		err                bool
-	}{
-		{FieldHeartbeatInterval, "1s", `"1s"`, false},
-		{FieldHeartbeatInterval, "1d", `"24h"`, false},
-		{FieldInventoryInterval, "2h 30m", `"2h30m"`, false},
-		{FieldTargetVersionJitter, "0s", `"0s"`, false},
-		{FieldHeartbeatInterval, "0s", "", true},
-		{FieldHeartbeatInterval, "nope", "", true},
-		{FieldInventoryJitter, "-5m", "", true},
-		{FieldInventoryEnabled, "false", `false`, false},
-		{FieldInventoryEnabled, "YES", `true`, false},
-		{FieldInventoryEnabled, "maybe", "", true},
-		{FieldTargetVersion, "0.38.2", `"0.38.2"`, false},
-		{FieldTargetVersion, "", "", true},
-		{FieldTargetVersion, "1 2", "", true},
-	} {
-		got, err := ParseFieldValue(tc.field, tc.value)
-		if (err != nil) != tc.err || (err == nil && string(got) != tc.want) {
-			t.Errorf("ParseFieldValue(%s, %q) = %s, %v; want %s err=%v", tc.field, tc.value, got, err, tc.want, tc.err)
-		}
-	}
-	_, err := ParseFieldValue("heartbeat", "1s")
-	var uf *ErrUnknownField
-	if !errors.As(err, &uf) || uf.Field != "heartbeat" {
-		t.Fatalf("unknown field: %v", err)
-	}
-	for _, f := range ConfigFields {
-		if !IsConfigField(f) {
-			t.Errorf("%s not a config field", f)
-		}
-	}
-}

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 	"github.com/kanadehq/kanade-go/internal/winagent/dedup"
 	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
 	"github.com/kanadehq/kanade-go/internal/winagent/update"
@@ -68,7 +69,7 @@ type Agent struct {
 	// logRing serves logs.fetch when the agent logs to stdout only.
 	logRing *logRing
 
-	effective *watchable[EffectiveConfig]
+	effective *watchable[fleetconfig.Effective]
 	groups    *watchable[[]string]
 	inventory atomic.Pointer[core.HwInventory]
 
@@ -110,7 +111,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		clock:     core.RealClock{},
 		rand:      rand.Float64,
 		tracker:   core.NewTracker(nil),
-		effective: newWatchable(DefaultEffectiveConfig(), func(a, b EffectiveConfig) bool { return a == b }),
+		effective: newWatchable(fleetconfig.Default(), func(a, b fleetconfig.Effective) bool { return a == b }),
 		groups:    newWatchable([]string{}, slices.Equal[[]string]),
 		slots:     make(chan struct{}, cfg.MaxConcurrent),
 	}
@@ -161,7 +162,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 func (a *Agent) ID() string { return a.cfg.ID }
 
 // Effective is the current effective fleet configuration.
-func (a *Agent) Effective() EffectiveConfig { return a.effective.Get() }
+func (a *Agent) Effective() fleetconfig.Effective { return a.effective.Get() }
 
 // WatchEffective returns the current effective configuration and a channel
 // closed at its next change. Subscribers loop:
@@ -171,7 +172,7 @@ func (a *Agent) Effective() EffectiveConfig { return a.effective.Get() }
 //		… use eff …
 //		select { case <-changed: case <-ctx.Done(): return }
 //	}
-func (a *Agent) WatchEffective() (EffectiveConfig, <-chan struct{}) { return a.effective.Watch() }
+func (a *Agent) WatchEffective() (fleetconfig.Effective, <-chan struct{}) { return a.effective.Watch() }
 
 // Groups is this pc's current group membership (sorted, unique).
 func (a *Agent) Groups() []string { return slices.Clone(a.groups.Get()) }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 	"github.com/kanadehq/kanade-go/internal/winagent/inventory"
 )
 
@@ -96,7 +97,7 @@ func (l *inventoryLoop) Run(ctx context.Context) error {
 // nextDelay is inventory_interval shifted by a uniform random amount in
 // [-jitter, +jitter]. The jitter is capped at half the interval so the
 // next collection always lies ahead and the cadence keeps its mean.
-func (l *inventoryLoop) nextDelay(eff EffectiveConfig) time.Duration {
+func (l *inventoryLoop) nextDelay(eff fleetconfig.Effective) time.Duration {
 	interval := max(eff.InventoryInterval, minInventoryInterval)
 	j := min(max(eff.InventoryJitter, 0), interval/2)
 	return interval + time.Duration((2*l.a.rand()-1)*float64(j))

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 )
 
@@ -215,7 +216,7 @@ func TestInventoryNextDelay(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := &inventoryLoop{a: &Agent{rand: func() float64 { return tc.u }}}
-			got := l.nextDelay(EffectiveConfig{InventoryInterval: tc.interval, InventoryJitter: tc.jitter})
+			got := l.nextDelay(fleetconfig.Effective{InventoryInterval: tc.interval, InventoryJitter: tc.jitter})
 			if got != tc.want {
 				t.Fatalf("nextDelay = %s, want %s", got, tc.want)
 			}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 	"github.com/kanadehq/kanade-go/internal/winagent/update"
 )
 
@@ -62,7 +63,7 @@ type updateLoop struct {
 	// updater is nil when the agent has no executable of its own to
 	// replace (in-process agents); a target is then only logged.
 	updater selfUpdater
-	watch   func() (EffectiveConfig, <-chan struct{})
+	watch   func() (fleetconfig.Effective, <-chan struct{})
 	restart func(error)
 	// connected is the tracker's next-Connected signal: a reconnect cuts
 	// a retry backoff short. Nil never fires.

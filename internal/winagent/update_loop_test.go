@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 	"github.com/kanadehq/kanade-go/internal/winagent/service"
 	"github.com/kanadehq/kanade-go/internal/winagent/update"
 )
@@ -61,7 +62,7 @@ func (f *fakeUpdater) observed() []string {
 
 type updateLoopHarness struct {
 	t        *testing.T
-	eff      *watchable[EffectiveConfig]
+	eff      *watchable[fleetconfig.Effective]
 	up       *fakeUpdater
 	clock    *fakeClock
 	tracker  *core.Tracker
@@ -75,7 +76,7 @@ type updateLoopHarness struct {
 func runUpdateLoop(t *testing.T) *updateLoopHarness {
 	h := &updateLoopHarness{
 		t:        t,
-		eff:      newWatchable(DefaultEffectiveConfig(), func(a, b EffectiveConfig) bool { return a == b }),
+		eff:      newWatchable(fleetconfig.Default(), func(a, b fleetconfig.Effective) bool { return a == b }),
 		up:       &fakeUpdater{calls: make(chan *applyCall, 16)},
 		clock:    newFakeClock(),
 		tracker:  core.NewTracker(nil),
@@ -292,7 +293,7 @@ func TestUpdateLoopSwapDuringCancelStillRestarts(t *testing.T) {
 
 func TestUpdateLoopWithoutExecutableOnlyLogs(t *testing.T) {
 	logs := &syncBuffer{}
-	eff := newWatchable(DefaultEffectiveConfig(), func(a, b EffectiveConfig) bool { return a == b })
+	eff := newWatchable(fleetconfig.Default(), func(a, b fleetconfig.Effective) bool { return a == b })
 	l := &updateLoop{
 		log: slog.New(slog.NewTextHandler(logs, nil)), running: "1.0.0",
 		watch: eff.Watch, restart: func(error) { t.Error("restart without an updater") },

@@ -1,31 +1,77 @@
-package winagent
+package fleetconfig
 
 import (
+	"errors"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-func sp(s string) *string { return &s }
-func bp(b bool) *bool     { return &b }
+func TestParseFieldValue(t *testing.T) {
+	for _, tc := range []struct {
+		field, value, want string
+		err                bool
+	}{
+		{FieldHeartbeatInterval, "1s", `"1s"`, false},
+		{FieldHeartbeatInterval, "1d", `"24h"`, false},
+		{FieldInventoryInterval, "2h 30m", `"2h30m"`, false},
+		{FieldTargetVersionJitter, "0s", `"0s"`, false},
+		{FieldHeartbeatInterval, "0s", "", true},
+		{FieldHeartbeatInterval, "nope", "", true},
+		{FieldInventoryJitter, "-5m", "", true},
+		{FieldInventoryEnabled, "false", `false`, false},
+		{FieldInventoryEnabled, "YES", `true`, false},
+		{FieldInventoryEnabled, "maybe", "", true},
+		{FieldTargetVersion, "0.38.2", `"0.38.2"`, false},
+		{FieldTargetVersion, "", "", true},
+		{FieldTargetVersion, "1 2", "", true},
+		// Bounds (issue 10): a 1 ms heartbeat floods the broker; a target
+		// must be a release version, never a path.
+		{FieldHeartbeatInterval, "1ms", "", true},
+		{FieldHeartbeatInterval, "999ms", "", true},
+		{FieldInventoryInterval, "59s", "", true},
+		{FieldInventoryInterval, "1m", `"1m"`, false},
+		{FieldTargetVersion, "../../x", "", true},
+		{FieldTargetVersion, "-rc", "", true},
+		{FieldMaxLocalConcurrent, "4", `4`, false},
+		{FieldMaxLocalConcurrent, "-1", "", true},
+		{FieldMaxLocalConcurrent, "many", "", true},
+		{"host_perf_interval", "60", `60`, false},
+		{"process_perf_top_n", "5", `5`, false},
+		{"client_display_name", "Front desk", `"Front desk"`, false},
+	} {
+		got, err := ParseFieldValue(tc.field, tc.value)
+		if (err != nil) != tc.err || (err == nil && string(got) != tc.want) {
+			t.Errorf("ParseFieldValue(%s, %q) = %s, %v; want %s err=%v", tc.field, tc.value, got, err, tc.want, tc.err)
+		}
+	}
+	_, err := ParseFieldValue("heartbeat", "1s")
+	var uf *ErrUnknownField
+	if !errors.As(err, &uf) || uf.Field != "heartbeat" {
+		t.Fatalf("unknown field: %v", err)
+	}
+	for _, f := range Fields {
+		if !IsField(f) {
+			t.Errorf("%s not a config field", f)
+		}
+	}
+}
 
-func TestResolveConfig(t *testing.T) {
+func TestResolve(t *testing.T) {
 	const me = "pc-1"
 	tests := []struct {
 		name      string
 		scopes    map[string]core.ConfigScope
 		groups    []string
-		check     func(t *testing.T, e EffectiveConfig)
+		check     func(t *testing.T, e Effective)
 		conflicts []string // fields in conflict
 	}{
 		{
 			name:   "no rows gives the defaults",
 			scopes: nil,
-			check: func(t *testing.T, e EffectiveConfig) {
-				if e != DefaultEffectiveConfig() {
+			check: func(t *testing.T, e Effective) {
+				if e != Default() {
 					t.Fatalf("got %+v", e)
 				}
 				if e.HeartbeatInterval != 30*time.Second || e.InventoryInterval != 24*time.Hour ||
@@ -37,7 +83,7 @@ func TestResolveConfig(t *testing.T) {
 		{
 			name:   "global applies",
 			scopes: map[string]core.ConfigScope{"global": {HeartbeatInterval: sp("1s"), TargetVersion: sp("0.39.0")}},
-			check: func(t *testing.T, e EffectiveConfig) {
+			check: func(t *testing.T, e Effective) {
 				if e.HeartbeatInterval != time.Second || e.TargetVersion != "0.39.0" || e.Sources.HeartbeatInterval != "global" {
 					t.Fatalf("got %+v", e)
 				}
@@ -54,7 +100,7 @@ func TestResolveConfig(t *testing.T) {
 				"pcs.pc-1":      {HeartbeatInterval: sp("2s")},
 			},
 			groups: []string{"canary"},
-			check: func(t *testing.T, e EffectiveConfig) {
+			check: func(t *testing.T, e Effective) {
 				if e.HeartbeatInterval != 2*time.Second || e.Sources.HeartbeatInterval != "pcs.pc-1" {
 					t.Fatalf("pc scope lost: %+v", e)
 				}
@@ -76,8 +122,8 @@ func TestResolveConfig(t *testing.T) {
 				"weird":          {TargetVersion: sp("9.9.9")},
 			},
 			groups: []string{"canary"},
-			check: func(t *testing.T, e EffectiveConfig) {
-				if e != DefaultEffectiveConfig() {
+			check: func(t *testing.T, e Effective) {
+				if e != Default() {
 					t.Fatalf("got %+v", e)
 				}
 			},
@@ -89,7 +135,7 @@ func TestResolveConfig(t *testing.T) {
 				"groups.dept-eng": {InventoryInterval: sp("24h"), HeartbeatInterval: sp("5s")},
 			},
 			groups: []string{"wave1", "dept-eng", "wave1"},
-			check: func(t *testing.T, e EffectiveConfig) {
+			check: func(t *testing.T, e Effective) {
 				if e.InventoryInterval != 12*time.Hour || e.Sources.InventoryInterval != "groups.wave1" {
 					t.Fatalf("got %+v", e)
 				}
@@ -102,7 +148,7 @@ func TestResolveConfig(t *testing.T) {
 				"global":   {HeartbeatInterval: sp("5s"), InventoryInterval: sp("soon"), InventoryJitter: sp("0s")},
 				"pcs.pc-1": {HeartbeatInterval: sp("0s"), TargetVersionJitter: sp("-1m")},
 			},
-			check: func(t *testing.T, e EffectiveConfig) {
+			check: func(t *testing.T, e Effective) {
 				if e.HeartbeatInterval != DefaultHeartbeatInterval || e.Sources.HeartbeatInterval != SourceDefault {
 					t.Fatalf("zero heartbeat not defaulted: %+v", e)
 				}
@@ -124,7 +170,7 @@ func TestResolveConfig(t *testing.T) {
 				"groups.canary": {InventoryEnabled: bp(true)},
 			},
 			groups: []string{"canary"},
-			check: func(t *testing.T, e EffectiveConfig) {
+			check: func(t *testing.T, e Effective) {
 				if e.InventoryInterval != 24*time.Hour || e.HeartbeatInterval != 90*time.Second || !e.InventoryEnabled {
 					t.Fatalf("got %+v", e)
 				}
@@ -136,7 +182,7 @@ func TestResolveConfig(t *testing.T) {
 				"global":   {TargetVersion: sp("1.0.0")},
 				"pcs.pc-1": {TargetVersion: sp("")},
 			},
-			check: func(t *testing.T, e EffectiveConfig) {
+			check: func(t *testing.T, e Effective) {
 				if e.TargetVersion != "" || e.Sources.TargetVersion != SourceDefault {
 					t.Fatalf("got %+v", e)
 				}
@@ -145,7 +191,7 @@ func TestResolveConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e, conflicts := ResolveConfig(tt.scopes, me, tt.groups)
+			e, conflicts := Resolve(tt.scopes, me, tt.groups)
 			tt.check(t, e)
 			var got []string
 			for _, c := range conflicts {
@@ -164,7 +210,7 @@ func TestResolveConfig(t *testing.T) {
 }
 
 func TestConflictNamesWinner(t *testing.T) {
-	_, cs := ResolveConfig(map[string]core.ConfigScope{
+	_, cs := Resolve(map[string]core.ConfigScope{
 		"groups.a": {TargetVersion: sp("1")},
 		"groups.b": {TargetVersion: sp("2")},
 	}, "pc", []string{"b", "a"})
@@ -182,56 +228,5 @@ func TestCheckScope(t *testing.T) {
 		t.Fatalf("CheckScope = %+v", bad)
 	}
 }
-
-func TestConfigMirrorRevisionHighWaterMark(t *testing.T) {
-	m := newConfigMirror("pc-1")
-	put := func(key string, rev uint64, v string) bool {
-		t.Helper()
-		changed, err := m.apply(key, rev, jetstream.KeyValuePut, []byte(v))
-		if err != nil {
-			t.Fatalf("apply %s@%d: %v", key, rev, err)
-		}
-		return changed
-	}
-	if !put("global", 3, `{"heartbeat_interval":"1s"}`) {
-		t.Fatal("first put not applied")
-	}
-	if !put("global", 5, `{"heartbeat_interval":"2s"}`) {
-		t.Fatal("newer put not applied")
-	}
-	// A replayed older revision of the same key never re-applies.
-	if put("global", 4, `{"heartbeat_interval":"9s"}`) || put("global", 5, `{"heartbeat_interval":"9s"}`) {
-		t.Fatal("replayed revision applied")
-	}
-	if got := *m.scopes["global"].HeartbeatInterval; got != "2s" {
-		t.Fatalf("global = %s", got)
-	}
-	// The mark is per key: a lower revision of another key still applies.
-	if !put("pcs.pc-1", 2, `{"heartbeat_interval":"3s"}`) {
-		t.Fatal("other key's lower revision masked")
-	}
-	// Other pcs, the legacy bare key and unknown keys are ignored.
-	for _, k := range []string{"pcs.pc-2", "target_version", "nonsense"} {
-		if put(k, 10, `{"heartbeat_interval":"1s"}`) {
-			t.Fatalf("%s applied", k)
-		}
-	}
-	// A value that does not decode keeps the previous one.
-	if changed, err := m.apply("global", 6, jetstream.KeyValuePut, []byte(`{"heartbeat_interval":`)); changed || err == nil {
-		t.Fatalf("bad JSON: changed=%v err=%v", changed, err)
-	}
-	if got := *m.scopes["global"].HeartbeatInterval; got != "2s" {
-		t.Fatalf("bad JSON replaced good state: %s", got)
-	}
-	// Delete removes the scope; a replayed put below the delete does not revive it.
-	if changed, _ := m.apply("global", 7, jetstream.KeyValueDelete, nil); !changed {
-		t.Fatal("delete not applied")
-	}
-	if put("global", 6, `{"heartbeat_interval":"1s"}`) {
-		t.Fatal("replayed put revived a deleted scope")
-	}
-	eff, _ := ResolveConfig(m.scopes, "pc-1", nil)
-	if eff.HeartbeatInterval != 3*time.Second {
-		t.Fatalf("effective = %+v", eff)
-	}
-}
+func sp(s string) *string { return &s }
+func bp(b bool) *bool { return &b }
