@@ -56,7 +56,7 @@ func TestConfigArgv(t *testing.T) {
 		// or named a path.
 		{[]string{"set", "heartbeat_interval=1ms"}, []string{"heartbeat_interval", "1ms", "minimum 1s"}},
 		{[]string{"set", "inventory_interval=30s"}, []string{"inventory_interval", "minimum 1m"}},
-		{[]string{"set", "target_version=../../x"}, []string{"target_version", `".."`}},
+		{[]string{"set", "target_version=../../x"}, []string{"target_version", "../../x", "must not start"}},
 		{[]string{"set", "heartbeat_interval"}, []string{"FIELD=VALUE"}},
 		{[]string{"set", "heartbeat_interval=1s", "heartbeat_interval=2s"}, []string{"twice"}},
 		{[]string{"set", "heartbeat_interval=1s", "--group", "a", "--pc", "b"}, []string{"at most one scope"}},
