@@ -133,6 +133,40 @@ func SubjectStreamDeletedAdvisory(stream string) string {
 	return "$JS.EVENT.ADVISORY.STREAM.DELETED." + stream
 }
 
+// SubjectStreamCreatedAdvisory is the JetStream advisory the broker
+// publishes when stream is created (JSAdvisoryStreamCreatedPre).
+func SubjectStreamCreatedAdvisory(stream string) string {
+	return "$JS.EVENT.ADVISORY.STREAM.CREATED." + stream
+}
+
+// KVStream is the stream behind KV bucket.
+func KVStream(bucket string) string { return "KV_" + bucket }
+
+// SubjectKVKey is the subject a KV put of key in bucket is published on;
+// a core subscription on it sees every change without a consumer. key may
+// be a wildcard pattern ("groups.*", ">").
+func SubjectKVKey(bucket, key string) string { return "$KV." + bucket + "." + key }
+
+// KVKeyFromSubject is the key of a $KV.<bucket>.<key> subject.
+func KVKeyFromSubject(bucket, subject string) (string, bool) {
+	p := "$KV." + bucket + "."
+	if !strings.HasPrefix(subject, p) || len(subject) == len(p) {
+		return "", false
+	}
+	return subject[len(p):], true
+}
+
+// SubjectDirectGetLast is the direct-get request subject (ADR-31) for the
+// last message on subject in stream: one request, answered by any replica,
+// without a consumer.
+func SubjectDirectGetLast(stream, subject string) string {
+	return "$JS.API.DIRECT.GET." + stream + "." + subject
+}
+
+// SubjectStreamMsgGet is the message-get API request subject of stream, for
+// streams without direct get.
+func SubjectStreamMsgGet(stream string) string { return "$JS.API.STREAM.MSG.GET." + stream }
+
 // SubjectLogsFetch is the request/reply log-tail subject of pc.
 func SubjectLogsFetch(pc string) string { return subjectLogsFetch + pc }
 

@@ -180,12 +180,14 @@ func (r *Retrier) sleepOrWake(ctx context.Context, d time.Duration, wake <-chan 
 	return nil
 }
 
-// ReopenPause is the fixed pause before re-opening a watch or consumer that ended.
+// ReopenPause is the pause before re-opening a watch or consumer that ended:
+// ReopenPauseDuration with the backoff's jitter, so a fleet whose broker
+// came back does not re-open in step.
 func (r *Retrier) ReopenPause(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-r.clock().After(ReopenPauseDuration):
+	case <-r.clock().After(r.jitter(ReopenPauseDuration)):
 		return nil
 	}
 }

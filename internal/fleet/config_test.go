@@ -24,4 +24,3 @@ func TestScopesAddEntry(t *testing.T) {
 		t.Fatalf("groups = %v", got)
 	}
 }
-

@@ -141,17 +141,23 @@ func (e *ErrUnknownField) Error() string {
 type durationRule struct {
 	min    time.Duration // shortest allowed (0: any, zero included)
 	zeroOK bool
+	// setOnly: the minimum is enforced by `config set` only; the agent
+	// takes any positive value a scope holds (tests and labs write short
+	// inventory cadences straight into KV).
+	setOnly bool
 }
 
 var durationRules = map[string]durationRule{
 	FieldTargetVersionJitter: {zeroOK: true},
 	FieldHeartbeatInterval:   {min: MinHeartbeatInterval},
-	FieldInventoryInterval:   {min: MinInventoryInterval},
+	FieldInventoryInterval:   {min: MinInventoryInterval, setOnly: true},
 	FieldInventoryJitter:     {zeroOK: true},
 }
 
 // checkDuration parses a scope duration and applies its field's bounds.
-func checkDuration(field, s string) (time.Duration, error) {
+func checkDuration(field, s string) (time.Duration, error) { return checkDurationFor(field, s, false) }
+
+func checkDurationFor(field, s string, forSet bool) (time.Duration, error) {
 	d, err := core.ParseDuration(s)
 	if err != nil {
 		return 0, err
@@ -160,7 +166,7 @@ func checkDuration(field, s string) (time.Duration, error) {
 	switch {
 	case d == 0 && !r.zeroOK:
 		return 0, fmt.Errorf("zero is not a valid interval")
-	case d < r.min:
+	case d < r.min && (forSet || !r.setOnly):
 		return 0, fmt.Errorf("shorter than the minimum %s", core.FormatDuration(r.min))
 	}
 	return d, nil
@@ -199,7 +205,7 @@ func ParseFieldValue(field, value string) (json.RawMessage, error) {
 		}
 		return json.Marshal(v)
 	case FieldTargetVersionJitter, FieldHeartbeatInterval, FieldInventoryInterval, FieldInventoryJitter:
-		d, err := checkDuration(field, value)
+		d, err := checkDurationFor(field, value, true)
 		if err != nil {
 			return nil, fmt.Errorf("%s: want a duration like 30s, 10m or 24h, got %q: %w", field, value, err)
 		}

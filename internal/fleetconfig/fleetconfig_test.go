@@ -229,4 +229,4 @@ func TestCheckScope(t *testing.T) {
 	}
 }
 func sp(s string) *string { return &s }
-func bp(b bool) *bool { return &b }
+func bp(b bool) *bool     { return &b }

@@ -73,8 +73,8 @@ type Agent struct {
 	groups    *watchable[[]string]
 	inventory atomic.Pointer[core.HwInventory]
 
-	scriptCurrent *kvCache
-	scriptStatus  *kvCache
+	scriptCurrent *gateCache
+	scriptStatus  *gateCache
 
 	// slots bounds the scripts running at once (MaxConcurrent).
 	slots chan struct{}
@@ -152,8 +152,6 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if _, err := a.inflight.recover(cfg.ID, core.Now(), a.rememberRecovered, a.queueResult); err != nil {
 		a.log.Error("could not answer every interrupted command; the rest are retried next boot", "error", err)
 	}
-	a.scriptCurrent = newKVCache(a, core.BucketScriptCurrent)
-	a.scriptStatus = newKVCache(a, core.BucketScriptStatus)
 	a.hbPerf = newSelfPerf()
 	return a, nil
 }
@@ -215,6 +213,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent starting", "version", core.AgentVersion(), "nats_url", core.RedactURL(a.cfg.NATSURL),
 		"data_dir", a.cfg.DataDir, "max_concurrent", a.cfg.MaxConcurrent)
 
+	follow := kvFollow{nc: a.nc, tracker: a.tracker, clock: a.clock}
+	follow.log = a.log.With("subsystem", "cache."+core.BucketScriptCurrent)
+	a.scriptCurrent = newGateCache(follow, core.BucketScriptCurrent, follow.log)
+	follow.log = a.log.With("subsystem", "cache."+core.BucketScriptStatus)
+	a.scriptStatus = newGateCache(follow, core.BucketScriptStatus, follow.log)
 	subs := a.subsystems()
 	sup := &supervisor{log: a.log, clock: a.clock}
 	sup.runAll(runCtx, subs)
@@ -239,8 +242,8 @@ func (a *Agent) Run(ctx context.Context) error {
 
 func (a *Agent) subsystems() []subsystem {
 	subs := []subsystem{
-		&configSupervisor{a: a, log: a.log.With("subsystem", "config")},
-		&groupsWatcher{a: a, log: a.log.With("subsystem", "groups")},
+		&fleetConfigWatcher{follow: a.follow("config"), pc: a.cfg.ID, log: a.log.With("subsystem", "config"), groups: a.groups, effective: a.effective},
+		&groupsWatcher{follow: a.follow("groups"), pc: a.cfg.ID, log: a.log.With("subsystem", "groups"), groups: a.groups},
 		a.scriptCurrent,
 		a.scriptStatus,
 		&intake{a: a, log: a.log.With("subsystem", "intake")},
@@ -255,6 +258,11 @@ func (a *Agent) subsystems() []subsystem {
 		subs = append(subs, fn(a))
 	}
 	return subs
+}
+
+// follow is the KV follower for a subsystem named name (kvfollow.go).
+func (a *Agent) follow(name string) kvFollow {
+	return kvFollow{nc: a.nc, tracker: a.tracker, clock: a.clock, log: a.log.With("subsystem", name)}
 }
 
 // outboxDrainer runs one outbox's drain loop as a subsystem.

@@ -413,9 +413,9 @@ func TestGatesRefuse(t *testing.T) {
 	kvPut(t, js, core.BucketScriptCurrent, "pinned", "2.0.0")
 	kvPut(t, js, core.BucketScriptStatus, "revoked", core.ScriptStatusRevoked)
 	natstest.Eventually(t, 10*time.Second, "gate caches loaded", func() bool {
-		_, a := ta.scriptCurrent.Lookup("pinned")
-		_, b := ta.scriptStatus.Lookup("revoked")
-		return a && b
+		a := ta.scriptCurrent.Lookup(context.Background(), "pinned")
+		b := ta.scriptStatus.Lookup(context.Background(), "revoked")
+		return a.Present && b.Present
 	})
 	past := time.Now().Add(-time.Minute).UTC()
 	work := t.TempDir()
@@ -429,10 +429,11 @@ func TestGatesRefuse(t *testing.T) {
 		{"revoked", shCommand("touch ran", func(c *core.Command) { c.ID, c.Version = "revoked", "1" }), core.ExitRevoked},
 		{"deadline", shCommand("touch ran", func(c *core.Command) { c.DeadlineAt = &past }), core.ExitDeadline},
 		{"pin matches", shCommand("echo ok", func(c *core.Command) { c.ID, c.Version = "pinned", "2.0.0" }), 0},
-		{"unchecked skips revoke", shCommand("echo ok", func(c *core.Command) {
+		// SPEC-2 §1: unchecked skips only the staleness gate.
+		{"unchecked keeps revoke", shCommand("touch ran", func(c *core.Command) {
 			c.ID, c.Version = "revoked", "1"
 			c.Staleness = core.Staleness{Mode: core.StalenessUnchecked}
-		}), 0},
+		}), core.ExitRevoked},
 	}
 	for _, tc := range cases {
 		inWork(&tc.cmd)
@@ -442,7 +443,7 @@ func TestGatesRefuse(t *testing.T) {
 		if r.ExitCode != tc.want {
 			t.Fatalf("%s: exit %d (%s), want %d", tc.name, r.ExitCode, r.Stderr, tc.want)
 		}
-		if tc.want != 0 && (r.Stdout != "" || !strings.HasPrefix(r.Stderr, "refused")) {
+		if tc.want != 0 && (r.Stdout != "" || !strings.HasPrefix(r.Stderr, "skipped: ")) {
 			t.Fatalf("%s: synthetic result = %+v", tc.name, r)
 		}
 	}

@@ -81,9 +81,3 @@ func (r *reconnects) reopen() bool {
 	}
 	return true
 }
-
-// stopWatch stops a KV watcher without waiting: its Stop deletes the
-// ordered consumer with a request that, while the broker is away, blocks for
-// the whole request timeout. The server drops the consumer on its own once
-// inactive, so nothing is lost by not waiting.
-func stopWatch(w interface{ Stop() error }) { go func() { _ = w.Stop() }() }

@@ -47,7 +47,7 @@ func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 		return
 	}
 
-	if v := evaluateGates(cmd, a.gateInputs()); v.refused() {
+	if v := evaluateGates(cmd, a.gateInputs(ctx, cmd.ID)); v.refused() {
 		log.Info("command refused by gate", "exit_code", v.Code, "reason", v.Reason)
 		synthetic(v.Code, v.Reason)
 		return
@@ -126,14 +126,51 @@ func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 	})
 }
 
-// gateInputs snapshots what the gates need now.
-func (a *Agent) gateInputs() gateInputs {
-	return gateInputs{
-		Now:           core.Now(),
-		Staleness:     a.tracker.Staleness(),
-		ScriptCurrent: a.scriptCurrent.Lookup,
-		ScriptStatus:  a.scriptStatus.Lookup,
+// gateLoadWait bounds how long a command waits for gate data that has
+// never loaded (the broker went away between delivering the command and
+// the first read); after it the staleness rule answers (127).
+const gateLoadWait = 30 * time.Second
+
+// gateInputs reads what the gates need for script id: each cache answers
+// from a value current for this connection or reads it now. Data that never
+// loaded is waited for (bounded) and, if still missing, reported Unloaded.
+func (a *Agent) gateInputs(ctx context.Context, id string) gateInputs {
+	lookups := []struct {
+		c   *gateCache
+		got gateLookup
+	}{{c: a.scriptCurrent}, {c: a.scriptStatus}}
+	deadline := a.clock.After(gateLoadWait)
+wait:
+	for {
+		missing := false
+		for i := range lookups {
+			if !lookups[i].got.Known {
+				lookups[i].got = lookups[i].c.Lookup(ctx, id)
+				missing = missing || !lookups[i].got.Known
+			}
+		}
+		if !missing {
+			break
+		}
+		select {
+		case <-a.tracker.Connected():
+		case <-a.clock.After(time.Second):
+		case <-deadline:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
 	}
+	in := gateInputs{Now: core.Now(), Staleness: a.tracker.Staleness()}
+	for _, l := range lookups {
+		if !l.got.Known {
+			in.Unloaded = append(in.Unloaded, l.c.follow.bucket)
+		}
+	}
+	cur, st := lookups[0].got, lookups[1].got
+	in.ScriptCurrent = func(string) (string, bool) { return cur.Value, cur.Present }
+	in.ScriptStatus = func(string) (string, bool) { return st.Value, st.Present }
+	return in
 }
 
 // finishResult writes r to the results outbox, whose drainer publishes it,

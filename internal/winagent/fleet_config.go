@@ -3,6 +3,7 @@ package winagent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -47,10 +48,15 @@ func (m *configMirror) apply(key string, rev uint64, op jetstream.KeyValueOp, va
 	if !m.relevant(key) {
 		return false, nil
 	}
-	if rev <= m.revs[key] {
-		return false, nil
+	// rev 0 is a change seen on the $KV subscription, which carries no
+	// revision: the newest by definition. A read carries its revision, and
+	// one older than a value already applied is skipped.
+	if rev != 0 {
+		if rev <= m.revs[key] {
+			return false, nil
+		}
+		m.revs[key] = rev
 	}
-	m.revs[key] = rev
 	if op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
 		if _, had := m.scopes[key]; !had {
 			return false, nil
@@ -75,10 +81,17 @@ func scopeEqual(a, b core.ConfigScope) bool {
 	return string(ja) == string(jb)
 }
 
-// configSupervisor mirrors agent_config and publishes the effective config.
-type configSupervisor struct {
-	a   *Agent
-	log *slog.Logger
+// fleetConfigWatcher follows the agent_config rows that apply to this pc
+// (global, groups.<g> for each of its groups, pcs.<pc>) and publishes the
+// effective config. It reads exactly those keys (kvfollow.go) and follows
+// them on their $KV subjects, so what an agent receives does not grow with
+// the fleet: the rows of other pcs never reach it.
+type fleetConfigWatcher struct {
+	follow    kvFollow
+	pc        string
+	log       *slog.Logger
+	groups    *watchable[[]string]
+	effective *watchable[fleetconfig.Effective]
 
 	mirror *configMirror
 	// Last things logged, so a recompute does not repeat them.
@@ -87,72 +100,70 @@ type configSupervisor struct {
 	announced     bool
 }
 
-var _ subsystem = (*configSupervisor)(nil)
+var _ subsystem = (*fleetConfigWatcher)(nil)
 
-func (c *configSupervisor) Name() string { return "config" }
+func (c *fleetConfigWatcher) Name() string { return "config" }
 
-// Run keeps the mirror in step with agent_config: wait for the bucket, watch
-// it, take the initial values as a complete re-read (a watch that dies before
-// its initial values are all in replaces nothing), then apply updates. It
-// re-opens after the watch ends and after the broker comes back, so a broker
-// restarted with an empty store is followed once the rows are written again.
-// Group changes recompute the effective config too.
-func (c *configSupervisor) Run(ctx context.Context) error {
-	a := c.a
+// Run keeps the mirror in step with agent_config: a full re-read of the
+// relevant keys at start, at every reconnect and when membership changes (a
+// re-read that fails replaces nothing), and every change in between. A
+// missing bucket or key is no scope.
+func (c *fleetConfigWatcher) Run(ctx context.Context) error {
 	if c.mirror == nil {
-		c.mirror = newConfigMirror(a.cfg.ID)
+		c.mirror = newConfigMirror(c.pc)
 	}
-	a.followBucket(ctx, c.Name(), core.BucketAgentConfig, c.log,
-		func(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
-			return kv.WatchAll(ctx)
-		},
-		c.session)
+	f := c.follow
+	f.bucket = core.BucketAgentConfig
+	f.patterns = []string{core.ConfigKeyGlobal, core.ConfigKeyPC(c.pc), core.ConfigKeyGroup("*")}
+	var groups []string
+	f.run(ctx, func(ctx context.Context) error {
+		groups = c.groups.Get()
+		keys := []string{core.ConfigKeyGlobal}
+		for _, g := range groups {
+			keys = append(keys, core.ConfigKeyGroup(g))
+		}
+		keys = append(keys, core.ConfigKeyPC(c.pc))
+		fresh := newConfigMirror(c.pc)
+		for _, k := range keys {
+			v, err := kvGet(ctx, f.nc, core.BucketAgentConfig, k)
+			if errors.Is(err, errBucketMissing) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			c.applyTo(fresh, k, v)
+		}
+		c.mirror = fresh
+		c.publish(groups)
+		return nil
+	}, func(ch kvChange) {
+		if c.applyTo(c.mirror, ch.Key, ch.Value) {
+			c.publish(groups)
+		}
+	}, func() <-chan struct{} {
+		_, changed := c.groups.Watch()
+		return changed
+	})
 	return nil
 }
 
-// session fills a fresh mirror until the initial values are in (a full
-// re-read), then applies updates; a change of this pc's groups recomputes
-// the effective config too.
-func (c *configSupervisor) session() watchSession {
-	fresh := newConfigMirror(c.a.cfg.ID)
-	synced := false
-	var groups []string
-	return watchSession{
-		entry: func(e jetstream.KeyValueEntry) {
-			if e == nil {
-				// Initial values complete: the fresh mirror is a full re-read.
-				c.mirror, synced = fresh, true
-				c.publish(groups)
-				return
-			}
-			target := fresh
-			if synced {
-				target = c.mirror
-			}
-			changed, err := target.apply(e.Key(), e.Revision(), e.Operation(), e.Value())
-			if err != nil {
-				c.log.Warn("ignoring agent_config value that does not decode; keeping the previous one", "key", e.Key(), "error", err)
-			}
-			if changed && synced {
-				c.publish(groups)
-			}
-		},
-		also: func() <-chan struct{} {
-			var changed <-chan struct{}
-			groups, changed = c.a.groups.Watch()
-			return changed
-		},
-		onWake: func() {
-			if synced {
-				c.publish(groups)
-			}
-		},
+// applyTo folds one read or change into m and reports whether it changed.
+func (c *fleetConfigWatcher) applyTo(m *configMirror, key string, v kvValue) bool {
+	op := jetstream.KeyValuePut
+	if !v.Present {
+		op = jetstream.KeyValueDelete
 	}
+	changed, err := m.apply(key, v.Rev, op, v.Data)
+	if err != nil {
+		c.log.Warn("ignoring agent_config value that does not decode; keeping the previous one", "key", key, "error", err)
+	}
+	return changed
 }
 
 // publish recomputes the effective config and logs what an operator must know.
-func (c *configSupervisor) publish(groups []string) {
-	eff, conflicts := fleetconfig.Resolve(c.mirror.scopes, c.a.cfg.ID, groups)
+func (c *fleetConfigWatcher) publish(groups []string) {
+	eff, conflicts := fleetconfig.Resolve(c.mirror.scopes, c.pc, groups)
 	var conflictText []string
 	for _, cf := range conflicts {
 		conflictText = append(conflictText, cf.String())
@@ -170,7 +181,7 @@ func (c *configSupervisor) publish(groups []string) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if !scopeApplies(k, c.a.cfg.ID, groups) {
+		if !scopeApplies(k, c.pc, groups) {
 			continue
 		}
 		for _, iv := range fleetconfig.CheckScope(k, c.mirror.scopes[k]) {
@@ -183,7 +194,7 @@ func (c *configSupervisor) publish(groups []string) {
 			c.log.Warn("agent_config value is invalid, using the built-in default", "problem", t)
 		}
 	}
-	if c.a.effective.Set(eff) || !c.announced {
+	if c.effective.Set(eff) || !c.announced {
 		c.announced = true
 		c.log.Info("effective config",
 			"target_version", eff.TargetVersion,

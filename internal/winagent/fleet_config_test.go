@@ -12,9 +12,6 @@ import (
 func sp(s string) *string { return &s }
 func bp(b bool) *bool     { return &b }
 
-
-
-
 func TestConfigMirrorRevisionHighWaterMark(t *testing.T) {
 	m := newConfigMirror("pc-1")
 	put := func(key string, rev uint64, v string) bool {

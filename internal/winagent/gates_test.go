@@ -1,6 +1,7 @@
 package winagent
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -46,9 +47,11 @@ func TestGates(t *testing.T) {
 		{"strict too stale", cmd("inv", "1.2.0", strict), 6 * time.Minute, core.ExitStaleness},
 		{"strict never connected", cmd("inv", "1.2.0", strict), time.Duration(1<<63 - 1), core.ExitStaleness},
 		{"cached ignores staleness", cmd("inv", "1.2.0"), 48 * time.Hour, 0},
-		{"unchecked skips pin", cmd("inv", "0.0.1", unchecked), 0, 0},
-		{"unchecked skips revoke", cmd("bad", "1", unchecked), 0, 0},
-		{"unchecked still has deadline", cmd("bad", "1", unchecked, deadline(past)), 0, core.ExitDeadline},
+		// SPEC-2 §1: unchecked skips only the staleness gate.
+		{"unchecked keeps pin", cmd("inv", "0.0.1", unchecked), 0, core.ExitVersionPin},
+		{"unchecked keeps revoke", cmd("bad", "1", unchecked), 0, core.ExitRevoked},
+		{"unchecked ignores staleness", cmd("inv", "1.2.0", unchecked), 48 * time.Hour, 0},
+		{"unchecked still has deadline", cmd("inv", "1.2.0", unchecked, deadline(past)), 0, core.ExitDeadline},
 		// Order: staleness before pin before revoke before deadline.
 		{"staleness first", cmd("bad", "0", strict, deadline(past)), time.Hour, core.ExitStaleness},
 		{"pin before revoke", cmd("inv", "0", deadline(past)), 0, core.ExitVersionPin},
@@ -64,7 +67,22 @@ func TestGates(t *testing.T) {
 			if (v.Code != 0) != (v.Reason != "") {
 				t.Fatalf("reason %q does not match code %d", v.Reason, v.Code)
 			}
+			if v.Code != 0 && !strings.HasPrefix(v.Reason, "skipped: ") {
+				t.Fatalf("reason %q does not start with \"skipped: \" (SPEC-2 §1)", v.Reason)
+			}
 		})
+	}
+}
+
+// Gate data that never loaded is never taken as "no row" (issue 10: a
+// command revoked while the agent was down ran at boot with exit 0).
+func TestGatesUnloadedData(t *testing.T) {
+	for _, mode := range []string{core.StalenessCached, core.StalenessUnchecked, ""} {
+		c := &core.Command{ID: "x", Version: "1", Staleness: core.Staleness{Mode: mode}}
+		v := evaluateGates(c, gateInputs{Now: time.Now(), Unloaded: []string{core.BucketScriptStatus}})
+		if v.Code != core.ExitStaleness || !strings.Contains(v.Reason, "never loaded") {
+			t.Fatalf("mode %q: %+v", mode, v)
+		}
 	}
 }
 

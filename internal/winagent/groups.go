@@ -3,22 +3,25 @@ package winagent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"slices"
 	"strings"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // groupsWatcher follows agent_groups/<pc> and publishes the membership
 // (sorted, unique) that drives the group command subscriptions, the replay
-// consumer's filter and the group config scopes. A watch that ends before its
-// initial value arrived changes nothing; a value that does not decode keeps
-// the last good membership.
+// consumer's filter and the group config scopes. It reads the row with a
+// direct get and follows it on its $KV subject (kvfollow.go), so it holds no
+// consumer. A read that fails changes nothing; a value that does not decode
+// keeps the last good membership; a missing row or bucket is no groups.
 type groupsWatcher struct {
-	a   *Agent
-	log *slog.Logger
+	follow kvFollow
+	pc     string
+	log    *slog.Logger
+	groups *watchable[[]string]
 }
 
 var _ subsystem = (*groupsWatcher)(nil)
@@ -26,58 +29,45 @@ var _ subsystem = (*groupsWatcher)(nil)
 func (g *groupsWatcher) Name() string { return "groups" }
 
 func (g *groupsWatcher) Run(ctx context.Context) error {
-	a := g.a
-	if !validKVKey(a.cfg.ID) {
-		g.log.Error("pc id cannot be a KV key, so group membership cannot be read; the agent serves commands.all and commands.pc only", "pc", a.cfg.ID)
+	if !validKVKey(g.pc) {
+		g.log.Error("pc id cannot be a KV key, so group membership cannot be read; the agent serves commands.all and commands.pc only", "pc", g.pc)
 		<-ctx.Done()
 		return nil
 	}
-	a.followBucket(ctx, g.Name(), core.BucketAgentGroups, g.log,
-		func(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
-			return kv.Watch(ctx, a.cfg.ID)
-		},
-		g.session)
+	f := g.follow
+	f.bucket, f.patterns = core.BucketAgentGroups, []string{g.pc}
+	f.run(ctx, func(ctx context.Context) error {
+		v, err := kvGet(ctx, f.nc, core.BucketAgentGroups, g.pc)
+		if err != nil && !errorsIsBucketMissing(err) {
+			return err
+		}
+		g.apply(v)
+		return nil
+	}, func(c kvChange) {
+		if c.Key == g.pc {
+			g.apply(c.Value)
+		}
+	}, nil)
 	return nil
 }
 
-// session follows this pc's agent_groups row for one open watch.
-func (g *groupsWatcher) session() watchSession {
-	var pending []string // the row's value seen before the initial marker
-	synced := false
-	return watchSession{entry: func(e jetstream.KeyValueEntry) {
-		if e == nil {
-			synced = true
-			if pending == nil {
-				pending = []string{} // no row: no groups
-			}
-			g.set(pending)
+// apply folds one read or change of the row into the membership.
+func (g *groupsWatcher) apply(v kvValue) {
+	next := []string{}
+	if v.Present {
+		var ag core.AgentGroups
+		if err := json.Unmarshal(v.Data, &ag); err != nil {
+			g.log.Warn("agent_groups value does not decode; keeping the current membership", "key", g.pc, "error", err)
 			return
 		}
-		var next []string
-		switch e.Operation() {
-		case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
-			next = []string{}
-		default:
-			var ag core.AgentGroups
-			if err := json.Unmarshal(e.Value(), &ag); err != nil {
-				g.log.Warn("agent_groups value does not decode; keeping the current membership", "key", e.Key(), "error", err)
-				return
-			}
-			next = validGroups(g.log, core.NormalizeGroups(ag.Groups))
-		}
-		if synced {
-			g.set(next)
-		} else {
-			pending = next
-		}
-	}}
-}
-
-func (g *groupsWatcher) set(groups []string) {
-	if g.a.groups.Set(groups) {
-		g.log.Info("group membership", "groups", groups)
+		next = validGroups(g.log, core.NormalizeGroups(ag.Groups))
+	}
+	if g.groups.Set(next) {
+		g.log.Info("group membership", "groups", next)
 	}
 }
+
+func errorsIsBucketMissing(err error) bool { return errors.Is(err, errBucketMissing) }
 
 // validGroups drops names that cannot be a subject token.
 func validGroups(log *slog.Logger, gs []string) []string {
@@ -89,7 +79,7 @@ func validGroups(log *slog.Logger, gs []string) []string {
 		}
 		out = append(out, g)
 	}
-	return out
+	return slices.Clip(out)
 }
 
 // validKVKey reports whether s can be a KV key: [-/_=.a-zA-Z0-9], not
