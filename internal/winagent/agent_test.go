@@ -864,3 +864,34 @@ func TestLogsFetchFromDailyFile(t *testing.T) {
 		t.Fatalf("logs.fetch with a bad body = %q, %v", m.Data, err)
 	}
 }
+
+// Issue 10 #2: a command revoked (or pinned to another version) while the
+// agent was down is replayed at boot and must be refused then, not run
+// against gate caches that have not loaded yet.
+func TestGatesHoldAtBoot(t *testing.T) {
+	requireUnix(t)
+	_, nc, js := broker(t)
+	ta := newTestAgent(t, nc.ConnectedUrl())
+	pc := ta.cfg.ID
+	work := t.TempDir()
+	revoked := shCommand("touch ran-revoked", func(c *core.Command) { c.ID, c.Version, c.Cwd = "boot-revoked", "1", work })
+	pinned := shCommand("touch ran-pinned", func(c *core.Command) { c.ID, c.Version, c.Cwd = "boot-pinned", "1", work })
+	kvPut(t, js, core.BucketScriptStatus, revoked.ID, core.ScriptStatusRevoked)
+	kvPut(t, js, core.BucketScriptCurrent, pinned.ID, "2")
+	wr := watchResults(t, nc, revoked.RequestID)
+	wp := watchResults(t, nc, pinned.RequestID)
+	publishCommand(t, js, core.SubjectCommandsPC(pc), revoked)
+	publishCommand(t, js, core.SubjectCommandsAll, pinned)
+	ta.start()
+	if r := wr.next(15 * time.Second); r.ExitCode != core.ExitRevoked {
+		t.Fatalf("revoked at boot: exit %d (%s), want %d", r.ExitCode, r.Stderr, core.ExitRevoked)
+	}
+	if r := wp.next(15 * time.Second); r.ExitCode != core.ExitVersionPin {
+		t.Fatalf("pinned at boot: exit %d (%s), want %d", r.ExitCode, r.Stderr, core.ExitVersionPin)
+	}
+	for _, f := range []string{"ran-revoked", "ran-pinned"} {
+		if _, err := os.Stat(filepath.Join(work, f)); err == nil {
+			t.Fatalf("%s: the script ran", f)
+		}
+	}
+}
