@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/internal/collect"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
 )
@@ -217,14 +217,6 @@ func validateShell(s string) error {
 	return UsageErrorf("invalid --shell %q: want powershell, pwsh, cmd or sh", s)
 }
 
-// runTarget is where a run goes and who should answer.
-type runTarget struct {
-	subject  string
-	label    string // audit target: the pc, group.<g> or all
-	expected []string
-	shell    string
-}
-
 func runRun(ctx context.Context, opts *RunOptions) error {
 	if opts.Script == "-" {
 		b, err := io.ReadAll(opts.IO.In)
@@ -235,10 +227,6 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 		if strings.TrimSpace(opts.Script) == "" {
 			return UsageErrorf("the script read from standard input is empty")
 		}
-	}
-	nc, err := opts.Conn(ctx)
-	if err != nil {
-		return err
 	}
 	js, err := opts.JetStream(ctx)
 	if err != nil {
@@ -269,25 +257,23 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 		return fmt.Errorf("encode the command: %w", err)
 	}
 
-	// Subscribe before publishing so no result can slip past.
-	sub, err := nc.SubscribeSync(core.SubjectResults(requestID))
+	wait := opts.Wait
+	if wait <= 0 {
+		wait = time.Duration(opts.TimeoutSecs)*time.Second + runWaitGrace
+	}
+	// Follow RESULTS before publishing so no result can slip past, and a
+	// reconnect during the wait loses nothing.
+	col, err := collect.Start(ctx, js, collect.Options{
+		RequestID: requestID, Expected: tgt.expected,
+		Warn: func(format string, a ...any) { fmt.Fprintf(opts.IO.ErrOut, "warning: "+format+"\n", a...) },
+	})
 	if err != nil {
-		return fmt.Errorf("subscribe to %s: %w", core.SubjectResults(requestID), err)
+		return WithHint(err, "run `kanade jetstream setup` first")
 	}
-	defer func() { _ = sub.Unsubscribe() }()
-	// A whole fleet answering with large outputs must not overflow the
-	// client buffer and be dropped as a slow consumer.
-	_ = sub.SetPendingLimits(-1, 1<<30)
-	if err := nc.Flush(); err != nil {
-		return fmt.Errorf("subscribe to %s: %w", core.SubjectResults(requestID), err)
-	}
+	defer col.Stop()
 
-	if _, err := js.Publish(ctx, tgt.subject, body); err != nil {
-		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-			return WithHint(fmt.Errorf("publish the command on %s: no stream %s stores it: %w", tgt.subject, core.StreamExec, err),
-				"run `kanade jetstream setup` first")
-		}
-		return fmt.Errorf("publish the command on %s: %w", tgt.subject, err)
+	if err := publishCommand(ctx, js, []string{tgt.subject}, body); err != nil {
+		return err
 	}
 	payload := map[string]any{
 		"request_id": requestID, "subject": tgt.subject, "shell": tgt.shell,
@@ -298,391 +284,26 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 	}
 	publishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "run", tgt.label, payload)
 
-	wait := opts.Wait
-	if wait <= 0 {
-		wait = time.Duration(opts.TimeoutSecs)*time.Second + runWaitGrace
+	fo := &fanout{io: opts.IO, js: js, col: col, jsonLines: opts.JSON, expected: len(tgt.expected), skippedFails: true}
+	if opts.PC != "" {
+		return fo.single(ctx, opts.PC, wait)
 	}
-	col := &runCollector{
-		opts: opts, js: js, single: opts.PC != "",
-		expected: tgt.expected, answered: make(map[string]bool), results: make(map[string]bool),
-	}
-	return col.collect(ctx, sub, wait)
+	return fo.all(ctx, wait)
 }
 
-// planRun finds the subject, the expected responders and the shell.
-func planRun(ctx context.Context, js jetstream.JetStream, opts *RunOptions) (*runTarget, error) {
-	errOut := opts.IO.ErrOut
-	switch {
-	case opts.PC != "":
-		t := &runTarget{subject: core.SubjectCommandsPC(opts.PC), label: opts.PC, expected: []string{opts.PC}, shell: opts.Shell}
-		if t.shell == "" {
-			t.shell = core.ShellSh
-			family, found := lookupOS(ctx, js, opts.PC)
-			if family == core.OSWindows {
-				t.shell = core.ShellPowerShell
+// publishCommand publishes body on every subject through JetStream, so EXEC
+// keeps it for agents that are offline.
+func publishCommand(ctx context.Context, js jetstream.JetStream, subjects []string, body []byte) error {
+	for _, subject := range subjects {
+		if _, err := js.Publish(ctx, subject, body); err != nil {
+			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+				return WithHint(fmt.Errorf("publish the command on %s: no stream %s stores it: %w", subject, core.StreamExec, err),
+					"run `kanade jetstream setup` first")
 			}
-			if !found {
-				fmt.Fprintf(errOut, "note: %s has no agents_state row (never seen? pc ids are case-sensitive); using shell %s\n", opts.PC, t.shell)
-			}
+			return fmt.Errorf("publish the command on %s: %w", subject, err)
 		}
-		return t, nil
-	case opts.Group != "":
-		kv, err := js.KeyValue(ctx, core.BucketAgentGroups)
-		if err != nil {
-			return nil, WithHint(fmt.Errorf("open kv %q: %w", core.BucketAgentGroups, err), "run `kanade jetstream setup` first")
-		}
-		m, _, err := fleet.ReadMemberships(ctx, kv)
-		if err != nil {
-			return nil, err
-		}
-		members := m.Members(opts.Group)
-		if len(members) == 0 {
-			return nil, WithHint(fmt.Errorf("group %q has no members in %s", opts.Group, core.BucketAgentGroups),
-				fmt.Sprintf("add one with `kanade group add PC %s`; `kanade group list` shows the groups", opts.Group))
-		}
-		t := &runTarget{subject: core.SubjectCommandsGroup(opts.Group), label: "group." + opts.Group, expected: members, shell: opts.Shell}
-		if t.shell == "" {
-			f, _ := fleet.ReadStates(ctx, js)
-			t.shell = majorityShell(errOut, f, members)
-		}
-		return t, nil
-	default:
-		f, err := fleet.ReadStates(ctx, js)
-		if err != nil {
-			return nil, WithHint(err, "run `kanade jetstream setup` first")
-		}
-		now := opts.Now()
-		after := opts.OfflineAfter
-		if after <= 0 {
-			after = fleet.DefaultOfflineAfter
-		}
-		var online []string
-		for _, a := range f.Agents() {
-			if fleet.Online(a.LastSeen(), now, after) {
-				online = append(online, a.PCID())
-			}
-		}
-		if len(online) == 0 {
-			fmt.Fprintf(errOut, "note: no agent is online in %s; waiting for any answer\n", core.BucketAgentsState)
-		}
-		t := &runTarget{subject: core.SubjectCommandsAll, label: "all", expected: online, shell: opts.Shell}
-		if t.shell == "" {
-			t.shell = majorityShell(errOut, f, online)
-		}
-		return t, nil
-	}
-}
-
-// lookupOS reads pc's os_family from agents_state; found is false when the
-// row (or the bucket) is missing.
-func lookupOS(ctx context.Context, js jetstream.JetStream, pc string) (family string, found bool) {
-	kv, err := js.KeyValue(ctx, core.BucketAgentsState)
-	if err != nil {
-		return "", false
-	}
-	e, err := kv.Get(ctx, pc)
-	if err != nil {
-		return "", false
-	}
-	var st core.AgentState
-	if json.Unmarshal(e.Value(), &st) != nil {
-		return "", true
-	}
-	return st.OSFamily, true
-}
-
-// majorityShell picks one shell for pcs: powershell when most of those with a
-// known os are windows, sh otherwise, with a note when they are mixed.
-func majorityShell(errOut io.Writer, f *fleet.Fleet, pcs []string) string {
-	var win, other int
-	if f != nil {
-		for _, pc := range pcs {
-			a := f.Get(pc)
-			if a == nil || a.State.OSFamily == "" {
-				continue
-			}
-			if a.State.OSFamily == core.OSWindows {
-				win++
-			} else {
-				other++
-			}
-		}
-	}
-	shell := core.ShellSh
-	if win > other {
-		shell = core.ShellPowerShell
-	}
-	if win > 0 && other > 0 {
-		fmt.Fprintf(errOut, "note: the targets mix os families (%d windows, %d other); one command carries one shell, so all get %s (pass --shell to choose)\n", win, other, shell)
-	}
-	return shell
-}
-
-// runCollector prints results as they arrive and keeps the tally.
-type runCollector struct {
-	opts     *RunOptions
-	js       jetstream.JetStream
-	single   bool
-	expected []string
-	answered map[string]bool // pc → answered
-	results  map[string]bool // result_id → seen (agents may resend after a restart)
-	ok       []string
-	failed   []string
-	lastExit int
-	progress bool // a progress line is on the terminal
-	obs      jetstream.ObjectStore
-}
-
-func (c *runCollector) collect(ctx context.Context, sub *nats.Subscription, wait time.Duration) error {
-	waitCtx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	for {
-		if c.done() {
-			break
-		}
-		msg, err := sub.NextMsgWithContext(waitCtx)
-		if err != nil {
-			if ctx.Err() != nil {
-				c.clearProgress()
-				if !c.single {
-					c.summary()
-				}
-				return ctx.Err()
-			}
-			break // --wait is over
-		}
-		var res core.ExecResult
-		if err := json.Unmarshal(msg.Data, &res); err != nil {
-			fmt.Fprintf(c.opts.IO.ErrOut, "warning: skipped a result that does not decode on %s: %v\n", msg.Subject, err)
-			continue
-		}
-		if res.ResultID != "" && c.results[res.ResultID] {
-			continue
-		}
-		c.results[res.ResultID] = true
-		if c.answered[res.PCID] {
-			continue
-		}
-		c.answered[res.PCID] = true
-		c.fetchObjects(ctx, &res)
-		if err := c.print(&res); err != nil {
-			return err
-		}
-		if c.single {
-			return c.singleExit(res.ExitCode)
-		}
-	}
-	c.clearProgress()
-	if c.single {
-		return WithHint(fmt.Errorf("no result from %s within %s", c.opts.PC, wait), pcHint)
-	}
-	return c.summary()
-}
-
-// done is true when every expected pc has answered (fan-out only; an
-// empty expectation waits for --wait to pass).
-func (c *runCollector) done() bool {
-	if c.single || len(c.expected) == 0 {
-		return false
-	}
-	for _, pc := range c.expected {
-		if !c.answered[pc] {
-			return false
-		}
-	}
-	return true
-}
-
-// fetchObjects replaces overflowed output with the object's full text.
-func (c *runCollector) fetchObjects(ctx context.Context, res *core.ExecResult) {
-	for _, f := range []struct {
-		key string
-		dst *string
-	}{{res.StdoutObject, &res.Stdout}, {res.StderrObject, &res.Stderr}} {
-		if f.key == "" {
-			continue
-		}
-		if c.obs == nil {
-			obs, err := c.js.ObjectStore(ctx, core.ObjectResultOutput)
-			if err != nil {
-				fmt.Fprintf(c.opts.IO.ErrOut, "warning: %s: open object store %q for %s: %v\n", res.PCID, core.ObjectResultOutput, f.key, err)
-				continue
-			}
-			c.obs = obs
-		}
-		b, err := c.obs.GetBytes(ctx, f.key)
-		if err != nil {
-			fmt.Fprintf(c.opts.IO.ErrOut, "warning: %s: fetch %s/%s: %v\n", res.PCID, core.ObjectResultOutput, f.key, err)
-			continue
-		}
-		*f.dst = string(b)
-	}
-}
-
-func (c *runCollector) print(res *core.ExecResult) error {
-	io := c.opts.IO
-	if res.ExitCode == 0 {
-		c.ok = append(c.ok, res.PCID)
-	} else {
-		c.failed = append(c.failed, res.PCID)
-	}
-	c.clearProgress()
-	if c.opts.JSON {
-		if err := writeJSONLine(io.Out, res); err != nil {
-			return err
-		}
-	} else if c.single {
-		if _, err := io.Out.Write([]byte(res.Stdout)); err != nil {
-			return err
-		}
-		_, _ = io.ErrOut.Write([]byte(res.Stderr))
-		if res.Stderr != "" && !strings.HasSuffix(res.Stderr, "\n") {
-			fmt.Fprintln(io.ErrOut)
-		}
-	} else {
-		if err := writeResultBlock(io, res); err != nil {
-			return err
-		}
-	}
-	if c.single {
-		st := io.errStyles()
-		fmt.Fprintf(io.ErrOut, "%s: %s in %s (started %s, finished %s)\n", res.PCID, exitWord(st, res.ExitCode),
-			took(res), wireTime(res.StartedAt), wireTime(res.FinishedAt))
-		return nil
-	}
-	c.showProgress()
-	return nil
-}
-
-// writeResultBlock writes one pc's result for a fan-out run.
-func writeResultBlock(io *IOStreams, res *core.ExecResult) error {
-	st := io.outStyles()
-	w := io.Out
-	fmt.Fprintf(w, "%s %s: %s in %s (started %s)\n", st.Bold.Render("=="), st.Bold.Render(res.PCID), exitWord(st, res.ExitCode), took(res), wireTime(res.StartedAt))
-	writeText(w, res.Stdout)
-	if res.Stderr != "" {
-		fmt.Fprintf(w, "%s %s: stderr\n", st.Bold.Render("=="), st.Bold.Render(res.PCID))
-		writeText(w, res.Stderr)
 	}
 	return nil
-}
-
-// writeText writes s ending with a newline.
-func writeText(w io.Writer, s string) {
-	if s == "" {
-		return
-	}
-	_, _ = io.WriteString(w, s)
-	if !strings.HasSuffix(s, "\n") {
-		_, _ = io.WriteString(w, "\n")
-	}
-}
-
-func exitWord(st styles, code int) string {
-	s := fmt.Sprintf("exit %d", code)
-	if code == 0 {
-		return st.OK.Render(s)
-	}
-	return st.Err.Render(s)
-}
-
-func took(res *core.ExecResult) string {
-	if res.StartedAt.IsZero() || res.FinishedAt.IsZero() || res.FinishedAt.Before(res.StartedAt) {
-		return "?"
-	}
-	return res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond).String()
-}
-
-func wireTime(t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return t.UTC().Format(time.RFC3339)
-}
-
-func (c *runCollector) progressLine() string {
-	done := len(c.ok) + len(c.failed)
-	s := fmt.Sprintf("%d done", done)
-	if n := len(c.expected); n > 0 {
-		s = fmt.Sprintf("%d/%d done", done, n)
-	}
-	if len(c.failed) > 0 {
-		s += fmt.Sprintf(", %d failed", len(c.failed))
-	}
-	return s
-}
-
-func (c *runCollector) showProgress() {
-	if c.opts.IO.ErrTTY {
-		fmt.Fprintf(c.opts.IO.ErrOut, "\r\033[K%s", c.progressLine())
-		c.progress = true
-		return
-	}
-	fmt.Fprintln(c.opts.IO.ErrOut, c.progressLine())
-}
-
-func (c *runCollector) clearProgress() {
-	if c.progress {
-		fmt.Fprint(c.opts.IO.ErrOut, "\r\033[K")
-		c.progress = false
-	}
-}
-
-// runSummary is the tally of a fan-out run.
-type runSummary struct {
-	OK       []string `json:"ok"`
-	Failed   []string `json:"failed"`
-	NoAnswer []string `json:"no_answer"`
-}
-
-func (c *runCollector) tally() runSummary {
-	s := runSummary{OK: sorted(c.ok), Failed: sorted(c.failed), NoAnswer: []string{}}
-	for _, pc := range c.expected {
-		if !c.answered[pc] {
-			s.NoAnswer = append(s.NoAnswer, pc)
-		}
-	}
-	sort.Strings(s.NoAnswer)
-	return s
-}
-
-func sorted(in []string) []string {
-	out := append([]string{}, in...)
-	sort.Strings(out)
-	return out
-}
-
-// summary prints the tally (stdout, or stderr with --json so the JSON lines
-// stay one shape) and returns the exit status: 1 when any failed, did not
-// answer, or nobody answered at all.
-func (c *runCollector) summary() error {
-	s := c.tally()
-	w := c.opts.IO.Out
-	if c.opts.JSON {
-		w = c.opts.IO.ErrOut
-	}
-	fmt.Fprintf(w, "summary: %d ok, %d failed, %d no answer\n", len(s.OK), len(s.Failed), len(s.NoAnswer))
-	if len(s.Failed) > 0 {
-		fmt.Fprintf(w, "failed: %s\n", strings.Join(s.Failed, " "))
-	}
-	if len(s.NoAnswer) > 0 {
-		fmt.Fprintf(w, "no answer: %s\n", strings.Join(s.NoAnswer, " "))
-	}
-	if len(s.OK)+len(s.Failed) == 0 {
-		return WithHint(errors.New("nobody answered"), "is any agent online? see `kanade status`")
-	}
-	if len(s.Failed) > 0 || len(s.NoAnswer) > 0 {
-		return &ExitError{Code: ExitFailure}
-	}
-	return nil
-}
-
-// singleExit turns a script's exit code into kanade's.
-func (c *runCollector) singleExit(code int) error {
-	if code == 0 {
-		return nil
-	}
-	return &ExitError{Code: processExitCode(code)}
 }
 
 // processExitCode maps a script's exit code to a process exit status: 0-255

@@ -63,6 +63,13 @@ type Command struct {
 	Cwd        string     `json:"cwd,omitempty"`
 	DeadlineAt *time.Time `json:"deadline_at,omitempty"`
 	Staleness  Staleness  `json:"staleness"`
+	// ScriptObject is a key <name>/<version> in object store scripts; with
+	// it Script is "" and ScriptObjectSHA256 holds the script's digest
+	// (SPEC-2 §1).
+	ScriptObject       string `json:"script_object,omitempty"`
+	ScriptObjectSHA256 string `json:"script_object_sha256,omitempty"`
+	// BypassLocalLimit: the command does not wait for a run slot.
+	BypassLocalLimit bool `json:"bypass_local_limit,omitempty"`
 }
 
 // MaxTimeout caps timeout_secs so a huge value cannot overflow time.Duration;
