@@ -458,12 +458,25 @@ func TestWaitConnectedDuringTry(t *testing.T) {
 
 func TestReopenPause(t *testing.T) {
 	clk := newFakeClock()
-	r := &core.Retrier{Clock: clk}
+	// The pause carries the backoff's jitter so a fleet does not re-open in
+	// step: u=0.5 is the centre of the band, u=0 and u→1 its edges.
+	u := 0.5
+	r := &core.Retrier{Clock: clk, Rand: func() float64 { return u }}
 	done := make(chan error, 1)
 	go func() { done <- r.ReopenPause(context.Background()) }()
 	tm := clk.next(t)
 	if tm.d != time.Second || core.ReopenPauseDuration != time.Second {
-		t.Fatalf("pause %v, want 1s", tm.d)
+		t.Fatalf("pause %v, want 1s at the band's centre", tm.d)
+	}
+	tm.fire()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	u = 0
+	go func() { done <- r.ReopenPause(context.Background()) }()
+	tm = clk.next(t)
+	if want := core.JitterBand(time.Second, 0); tm.d != want || tm.d >= time.Second {
+		t.Fatalf("pause %v, want %v (jittered below 1s)", tm.d, want)
 	}
 	tm.fire()
 	if err := <-done; err != nil {

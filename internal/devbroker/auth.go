@@ -213,12 +213,6 @@ func AgentPermissions(pc string) *server.Permissions {
 		objSubject(output) + "C.*",
 		objSubject(output) + "M.*",
 	}
-	// Mirrors: every agent_config scope (the agent picks global, its
-	// groups' and its own), its own agent_groups row, both gate buckets.
-	pub = append(pub, kvWatch(core.BucketAgentConfig, ">")...)
-	pub = append(pub, kvWatch(core.BucketAgentGroups, pc)...)
-	pub = append(pub, kvWatch(core.BucketScriptCurrent, ">")...)
-	pub = append(pub, kvWatch(core.BucketScriptStatus, ">")...)
 	sub := []string{
 		core.SubjectCommandsAll,
 		core.SubjectCommandsPC(pc),
@@ -228,14 +222,31 @@ func AgentPermissions(pc string) *server.Permissions {
 		core.SubjectKill(">"),
 		core.SubjectPing(pc),
 		core.SubjectLogsFetch(pc),
-		// Replies to its JetStream requests, publish acks and watch
-		// deliveries all come to inboxes.
+		// Replies to its JetStream requests, publish acks and object
+		// reads all come to inboxes.
 		"_INBOX.>",
 	}
-	// A watch re-opens when its bucket is deleted: the broker's deletion
-	// advisory of each watched bucket's stream says so at once.
-	for _, b := range []string{core.BucketAgentConfig, core.BucketAgentGroups, core.BucketScriptCurrent, core.BucketScriptStatus} {
-		sub = append(sub, core.SubjectStreamDeletedAdvisory(kvStream(b)))
+	// The KV keys it follows (internal/winagent/kvfollow.go): the
+	// agent_config scopes that can apply to it (global, any group's, its
+	// own), its own agent_groups row and both gate buckets. It reads them
+	// by direct get and follows them by a plain subscription on the keys'
+	// subjects, so it needs no consumer and no STREAM.INFO.
+	for _, f := range agentKVFollows(pc) {
+		for _, key := range f.keys {
+			pub = append(pub, jsAPI+"DIRECT.GET."+kvStream(f.bucket)+"."+core.SubjectKVKey(f.bucket, key))
+			sub = append(sub, core.SubjectKVKey(f.bucket, key))
+		}
+		// The message-get API names the key in its body, so it can only be
+		// allowed where every key is readable anyway; it serves buckets
+		// made without allow_direct and tells a missing bucket apart.
+		if f.wholeBucket {
+			pub = append(pub, core.SubjectStreamMsgGet(kvStream(f.bucket)))
+		}
+		// A bucket created or deleted under a running agent (`jetstream
+		// setup`, `reset`): the broker's advisories say so at once.
+		sub = append(sub,
+			core.SubjectStreamCreatedAdvisory(kvStream(f.bucket)),
+			core.SubjectStreamDeletedAdvisory(kvStream(f.bucket)))
 	}
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
@@ -312,4 +323,22 @@ func kvBuckets() []string {
 		}
 	}
 	return out
+}
+
+// kvFollowGrant is what one followed bucket grants an agent: the keys (or
+// key patterns) it may read and subscribe to, and whether that is every key.
+type kvFollowGrant struct {
+	bucket      string
+	keys        []string
+	wholeBucket bool
+}
+
+// agentKVFollows are the KV keys pc's agent follows.
+func agentKVFollows(pc string) []kvFollowGrant {
+	return []kvFollowGrant{
+		{bucket: core.BucketAgentConfig, keys: []string{core.ConfigKeyGlobal, core.ConfigKeyPC(pc), core.ConfigKeyGroup("*")}},
+		{bucket: core.BucketAgentGroups, keys: []string{pc}},
+		{bucket: core.BucketScriptCurrent, keys: []string{">"}, wholeBucket: true},
+		{bucket: core.BucketScriptStatus, keys: []string{">"}, wholeBucket: true},
+	}
 }

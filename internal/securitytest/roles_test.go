@@ -401,7 +401,9 @@ func TestRolesEndToEnd(t *testing.T) {
 		}
 		for _, p := range puts {
 			subject := "$KV." + p.bucket + "." + p.key
-			_, err := kv(p.bucket).Put(ctx(), p.key, []byte(`{"target_version":"6.6.6"}`))
+			// A KV put is a JetStream publish on the key's subject (the
+			// agent role cannot open a bucket handle: no STREAM.INFO).
+			_, err := js.Publish(ctx(), subject, []byte(`{"target_version":"6.6.6"}`))
 			if err == nil {
 				t.Errorf("agent put %s/%s", p.bucket, p.key)
 			}
@@ -452,11 +454,21 @@ func TestRolesEndToEnd(t *testing.T) {
 				return rb.log.denied(cred.User, "Publish", subject)
 			})
 		}
-		if _, err := kv(core.BucketAgentGroups).Get(ctx(), "pc-2"); err == nil {
-			t.Error("agent read pc-2's agent_groups row")
+		// Another pc's agent_groups row, by direct get and by the
+		// message-get API (which names the key in its body, so it is not
+		// allowed on that bucket at all).
+		for _, subject := range []string{
+			"$JS.API.DIRECT.GET.KV_agent_groups.$KV.agent_groups.pc-2",
+			"$JS.API.STREAM.MSG.GET.KV_agent_groups",
+			"$JS.API.DIRECT.GET.KV_agent_config.$KV.agent_config.pcs.pc-2",
+		} {
+			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if m, err := nc.RequestWithContext(rctx, subject, []byte(`{"last_by_subj":"$KV.agent_groups.pc-2"}`)); err == nil {
+				t.Errorf("agent read %s: %q", subject, m.Data)
+			}
+			cancel()
+			natstest.Eventually(t, 5*time.Second, "violation on "+subject, func() bool { return rb.log.denied(cred.User, "Publish", subject) })
 		}
-		subject := "$JS.API.DIRECT.GET.KV_agent_groups.$KV.agent_groups.pc-2"
-		natstest.Eventually(t, 5*time.Second, "violation on "+subject, func() bool { return rb.log.denied(cred.User, "Publish", subject) })
 	})
 
 	t.Run("readonly role reads and cannot write", func(t *testing.T) {

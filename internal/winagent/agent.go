@@ -87,6 +87,8 @@ type Agent struct {
 	stop    context.CancelCauseFunc
 	// hbPerf samples this process's own resource use for heartbeats.
 	hbPerf *selfPerf
+	// scripts counts the script processes running now (activity.go).
+	scripts *scriptActivity
 }
 
 // extraSubsystems are added by other files of the package (inventory,
@@ -114,6 +116,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		effective: newWatchable(fleetconfig.Default(), func(a, b fleetconfig.Effective) bool { return a == b }),
 		groups:    newWatchable([]string{}, slices.Equal[[]string]),
 		slots:     make(chan struct{}, cfg.MaxConcurrent),
+		scripts:   newScriptActivity(),
 	}
 	if !cfg.Log.fileEnabled() {
 		// logs.fetch needs recent lines even when nothing goes to a file.

@@ -48,6 +48,20 @@ func (w *watchable[T]) Set(v T) (changed bool) {
 	return true
 }
 
+// Update replaces the value with fn(current) atomically and wakes watchers
+// if it changed.
+func (w *watchable[T]) Update(fn func(T) T) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	v := fn(w.v)
+	if w.equal != nil && w.equal(w.v, v) {
+		return
+	}
+	w.v = v
+	close(w.ch)
+	w.ch = make(chan struct{})
+}
+
 // reconnects tells a subsystem that the broker link came back after it
 // opened its watch or consumer, so it must re-open them: after a broker
 // restart with an empty store a KV watch or pull consumer silently points at a

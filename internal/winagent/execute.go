@@ -107,6 +107,7 @@ func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 		defer close(startedWritten)
 		a.inflight.started(job, at)
 	}(core.Now())
+	a.scripts.begin()
 	res := runner.Run(ctx, runner.Spec{
 		Shell:   cmd.Shell,
 		Script:  cmd.Script,
@@ -116,6 +117,7 @@ func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 		RunAs:   cmd.RunAs,
 		TempDir: tempDir,
 	}, kill)
+	a.scripts.end()
 	<-startedWritten
 	log.Info("command finished", "exit_code", res.ExitCode, "killed", res.Killed, "timed_out", res.TimedOut,
 		"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond).String())
