@@ -18,6 +18,7 @@ import (
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/natstest"
+	"github.com/kanadehq/kanade-go/internal/winagent/ledger"
 )
 
 // buildKanade builds the real binary into dir and returns its path.
@@ -194,8 +195,8 @@ func TestAgentCrash(t *testing.T) {
 		})
 		ag.kill()
 		killedAt := time.Now()
-		if _, err := os.Stat(filepath.Join(dataDir, "inflight", c.RequestID+".json")); err != nil {
-			t.Fatalf("no in-flight journal entry after SIGKILL mid-script: %v", err)
+		if st := ledgerState(dataDir, c.RequestID); st != ledger.Launching {
+			t.Fatalf("admission record after SIGKILL mid-script: %q, want launching", st)
 		}
 		ready := boot()
 		var got []storedResult
@@ -205,9 +206,9 @@ func TestAgentCrash(t *testing.T) {
 		})
 		answered := time.Since(killedAt)
 		r := got[0]
-		if len(got) != 1 || r.ResultID != started.ResultID || r.ExitCode != core.ExitKilled || r.Stdout != "" ||
-			!strings.HasPrefix(r.Stderr, "agent restarted while the script was running (started ") || r.ExecID != execID || r.PCID != pc {
-			t.Fatalf("interrupted run: %d results, first %+v; want one with result_id %s (from EventStarted), exit -1", len(got), r.ExecResult, started.ResultID)
+		if len(got) != 1 || r.ResultID != started.ResultID || r.ExitCode != core.ExitInterrupted || r.Stdout != "" ||
+			!strings.HasPrefix(r.Stderr, "agent restarted during execution; outcome unknown (started ") || r.ExecID != execID || r.PCID != pc {
+			t.Fatalf("interrupted run: %d results, first %+v; want one with result_id %s (from EventStarted), exit 121", len(got), r.ExecResult, started.ResultID)
 		}
 		t.Logf("round %d, kill mid-script: agent ready %s after restart; synthetic result (result_id = EventStarted's) stored %s after the SIGKILL: %q",
 			round, ready.Round(10*time.Millisecond), answered.Round(10*time.Millisecond), r.Stderr)
@@ -240,7 +241,7 @@ func TestAgentCrash(t *testing.T) {
 		}
 		outbox := filepath.Join(dataDir, "outbox")
 		natstest.Eventually(t, 30*time.Second, "results piled up in the outbox", func() bool {
-			return dirEntries(outbox, ".json") >= pileup && dirEntries(filepath.Join(dataDir, "inflight"), ".json") == 0
+			return dirEntries(outbox, ".json") >= pileup && unfinished(dataDir) == 0
 		})
 		ag.kill()
 		piled := dirEntries(outbox, ".json")
@@ -290,7 +291,7 @@ func TestAgentCrash(t *testing.T) {
 			round, piled, atSecondKill, pileup, leftAtKill, drained.Round(10*time.Millisecond))
 	}
 
-	// 3. The dedup window holds across the kills: the same commands
+	// 3. The admission ledger holds across the kills: the same commands
 	// published again never re-run. A probe published after them on the
 	// same subject and connection proves intake has handled them.
 	republished := 0

@@ -29,6 +29,7 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 	"github.com/kanadehq/kanade-go/internal/winagent"
+	"github.com/kanadehq/kanade-go/internal/winagent/ledger"
 )
 
 // envLong selects the full-size runs; envSeed replays a random schedule.
@@ -361,8 +362,7 @@ func dirEntries(dir, ext string) int {
 // agentIdle reports whether the agent in dataDir has nothing in flight and
 // nothing waiting in its results outbox.
 func agentIdle(dataDir string) bool {
-	return dirEntries(filepath.Join(dataDir, "outbox"), ".json") == 0 &&
-		dirEntries(filepath.Join(dataDir, "inflight"), ".json") == 0
+	return dirEntries(filepath.Join(dataDir, "outbox"), ".json") == 0 && unfinished(dataDir) == 0
 }
 
 // subscriptionOf finds pc's agent connection on srv and reports whether it
@@ -439,4 +439,32 @@ func percentile(d []time.Duration, p float64) time.Duration {
 	slices.Sort(s)
 	i := int(float64(len(s)-1) * p / 100)
 	return s[i]
+}
+
+// unfinished counts the admission ledger's pending and launching records of
+// the agent in dataDir (-1 when it cannot be read).
+func unfinished(dataDir string) int {
+	recs, err := ledger.Read(filepath.Join(dataDir, "ledger"))
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, r := range recs {
+		if r.State != ledger.Finished {
+			n++
+		}
+	}
+	return n
+}
+
+// ledgerState is the state of requestID in the admission ledger of the
+// agent in dataDir ("" when it has no record).
+func ledgerState(dataDir, requestID string) ledger.State {
+	recs, _ := ledger.Read(filepath.Join(dataDir, "ledger"))
+	for _, r := range recs {
+		if r.RequestID == requestID {
+			return r.State
+		}
+	}
+	return ""
 }

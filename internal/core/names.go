@@ -229,7 +229,25 @@ func ValidToken(s string) bool {
 		return false
 	}
 	for _, r := range s {
-		if r == '.' || r == '*' || r == '>' || r == ' ' || r == '\t' || r == '\r' || r == '\n' || r == 0 {
+		if r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidKVKey reports whether s can be a KV key (the gates look a command's
+// id up in script_current and script_status): letters, digits and -/_=.
+// only, with no empty token (no leading, trailing or doubled '.').
+func ValidKVKey(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9',
+			r == '-', r == '/', r == '_', r == '=', r == '.':
+		default:
 			return false
 		}
 	}
@@ -257,9 +275,12 @@ const (
 	AdhocVersion    = "0.0.0"
 )
 
-// Synthetic and special exit codes (SPEC §4).
+// Synthetic and special exit codes (SPEC §4, SPEC-2 §1).
 const (
-	ExitKilled          = -1
+	ExitKilled = -1
+	// ExitInterrupted: the agent restarted while the script ran; its
+	// outcome is unknown and it is not run again.
+	ExitInterrupted     = 121
 	ExitSignatureDenied = 123
 	ExitVersionPin      = 124
 	ExitDeadline        = 125

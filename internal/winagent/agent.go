@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +18,7 @@ import (
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleetconfig"
-	"github.com/kanadehq/kanade-go/internal/winagent/dedup"
+	"github.com/kanadehq/kanade-go/internal/winagent/ledger"
 	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
 	"github.com/kanadehq/kanade-go/internal/winagent/update"
 )
@@ -28,11 +27,13 @@ import (
 const (
 	resultsOutboxDir = "outbox"
 	eventsOutboxDir  = "events-outbox"
-	dedupFile        = "dedup.json"
+	ledgerDir        = "ledger"
 	scriptTempDir    = "tmp"
-	// dedupSize is how many recent request_ids the agent remembers.
-	dedupSize = 1024
 )
+
+// Files earlier builds kept, which the admission ledger replaced; their
+// presence is logged, they are not read.
+var retiredStateFiles = []string{"dedup.json", "inflight"}
 
 // Shutdown bounds: how long Run spends on a last outbox pass and on draining
 // the connection before it gives up and leaves the rest for the next boot.
@@ -61,11 +62,10 @@ type Agent struct {
 	nc *nats.Conn
 	js jetstream.JetStream
 
-	dedup   *dedup.Set
+	// ledger holds a record of every request accepted (SPEC-2 §2).
+	ledger  *ledger.Ledger
 	results *outbox.Outbox
 	events  *outbox.Outbox
-	// inflight journals every accepted command until its result is queued.
-	inflight *inflightJournal
 	// logRing serves logs.fetch when the agent logs to stdout only.
 	logRing *logRing
 
@@ -99,7 +99,7 @@ var extraSubsystems []func(*Agent) subsystem
 // by then a.nc, a.js, a.retrier and a.tracker are set.
 func registerSubsystem(fn func(*Agent) subsystem) { extraSubsystems = append(extraSubsystems, fn) }
 
-// New prepares an agent: it validates cfg and opens the data dir (dedup set,
+// New prepares an agent: it validates cfg and opens the data dir (admission ledger,
 // outboxes). It does not touch the network; Run does.
 func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
@@ -125,9 +125,6 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.log = log.With("pc", cfg.ID)
 	a.retrier = &core.Retrier{Tracker: a.tracker, Log: a.log.With("subsystem", "retry"), Clock: a.clock}
-	if strings.Contains(cfg.ID, ".") {
-		a.log.Warn("the pc id contains '.', so its subjects have extra tokens (commands.pc.a.b); set agent.id or KANADE_AGENT_ID to a dot-free name if operators address it by wildcard")
-	}
 	if len(cfg.Groups) > 0 {
 		a.log.Warn("agent.groups in the config file is deprecated and ignored: group membership lives in KV agent_groups (kanade group add PC G)", "groups", cfg.Groups)
 	}
@@ -135,11 +132,16 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("create data dir %s (agent.data_dir): %w", cfg.DataDir, err)
 	}
 	var err error
-	if a.dedup, err = dedup.Open(filepath.Join(cfg.DataDir, dedupFile), dedupSize); err != nil {
-		return nil, fmt.Errorf("open dedup set in %s: %w", cfg.DataDir, err)
+	if a.ledger, err = ledger.Open(filepath.Join(cfg.DataDir, ledgerDir), core.Now); err != nil {
+		return nil, fmt.Errorf("open admission ledger in %s: %w", cfg.DataDir, err)
 	}
-	if err := a.dedup.Recovered(); err != nil {
-		a.log.Warn("dedup set was unreadable and started over; a command replayed now may run again", "error", err)
+	if st := a.ledger.Stats(); st.Torn > 0 || st.Expired > 0 {
+		a.log.Info("admission ledger loaded", "records", a.ledger.Len(), "torn_lines_skipped", st.Torn, "expired", st.Expired)
+	}
+	for _, name := range retiredStateFiles {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, name)); err == nil {
+			a.log.Warn("state of an earlier build is not read any more (the admission ledger replaced it); it can be deleted", "path", filepath.Join(cfg.DataDir, name))
+		}
 	}
 	if a.results, err = outbox.Open(filepath.Join(cfg.DataDir, resultsOutboxDir), a.log.With("subsystem", "outbox.results")); err != nil {
 		return nil, fmt.Errorf("open results outbox in %s: %w", cfg.DataDir, err)
@@ -147,14 +149,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if a.events, err = outbox.Open(filepath.Join(cfg.DataDir, eventsOutboxDir), a.log.With("subsystem", "outbox.events")); err != nil {
 		return nil, fmt.Errorf("open events outbox in %s: %w", cfg.DataDir, err)
 	}
-	// Answer the commands a crash interrupted before intake can take new
-	// ones (SPEC §6.3: a command runs at most once, and is answered).
-	if a.inflight, err = openInflight(filepath.Join(cfg.DataDir, inflightDir), a.log.With("subsystem", "inflight")); err != nil {
-		return nil, err
-	}
-	if _, err := a.inflight.recover(cfg.ID, core.Now(), a.rememberRecovered, a.queueResult); err != nil {
-		a.log.Error("could not answer every interrupted command; the rest are retried next boot", "error", err)
-	}
+	// Answer the runs a crash interrupted before intake can take new
+	// commands (SPEC-2 §2: launching → exit 121); pending ones run in Run.
+	a.answerInterrupted()
 	a.hbPerf = newSelfPerf()
 	return a, nil
 }
@@ -221,6 +218,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.scriptCurrent = newGateCache(follow, core.BucketScriptCurrent, follow.log)
 	follow.log = a.log.With("subsystem", "cache."+core.BucketScriptStatus)
 	a.scriptStatus = newGateCache(follow, core.BucketScriptStatus, follow.log)
+	// Commands admitted before a restart that never started run now,
+	// re-gated like new ones.
+	a.runPending()
 	subs := a.subsystems()
 	sup := &supervisor{log: a.log, clock: a.clock}
 	sup.runAll(runCtx, subs)
@@ -231,9 +231,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.runMu.Unlock()
 	a.running.Wait()
 	a.finalDrain()
-	// The dedup set syncs in the background; make it durable before exit.
-	if err := a.dedup.Close(); err != nil {
-		a.log.Warn("could not sync the dedup set on shutdown", "error", err)
+	if err := a.ledger.Close(); err != nil {
+		a.log.Warn("could not sync the admission ledger on shutdown", "error", err)
 	}
 	drainConn(nc, connDrainTimeout)
 	a.log.Info("agent stopped")
@@ -251,8 +250,8 @@ func (a *Agent) subsystems() []subsystem {
 		a.scriptStatus,
 		&intake{a: a, log: a.log.With("subsystem", "intake")},
 		&replay{a: a, log: a.log.With("subsystem", "replay")},
-		&outboxDrainer{name: "outbox.results", box: a.results, pub: outbox.ResultPublisher(a.js, outbox.JetStreamPublisher(a.js, 30*time.Second), a.log.With("subsystem", "outbox.results"))},
-		&outboxDrainer{name: "outbox.events", box: a.events, pub: outbox.JetStreamPublisher(a.js, 30*time.Second)},
+		&outboxDrainer{name: "outbox.results", box: a.results, pub: resultPublisher(a.js, outbox.JetStreamPublisher(a.js, 30*time.Second), a.log.With("subsystem", "outbox.results")), connected: a.tracker.Connected},
+		&outboxDrainer{name: "outbox.events", box: a.events, pub: outbox.JetStreamPublisher(a.js, 30*time.Second), connected: a.tracker.Connected},
 		&heartbeat{a: a, log: a.log.With("subsystem", "heartbeat")},
 		&responder{a: a, name: "ping", subject: core.SubjectPing(a.cfg.ID), handle: a.handlePing},
 		&responder{a: a, name: "logs", subject: core.SubjectLogsFetch(a.cfg.ID), handle: a.handleLogsFetch},
@@ -269,17 +268,33 @@ func (a *Agent) follow(name string) kvFollow {
 }
 
 // outboxDrainer runs one outbox's drain loop as a subsystem.
+// A reconnect ends a pause the outbox took for a broker outage, so results
+// leave as soon as the broker is back.
 type outboxDrainer struct {
 	name string
 	box  *outbox.Outbox
 	pub  outbox.Publisher
+	// connected is the tracker's next-Connected signal.
+	connected func() <-chan struct{}
 }
 
 var _ subsystem = (*outboxDrainer)(nil)
 
 func (d *outboxDrainer) Name() string { return d.name }
 func (d *outboxDrainer) Run(ctx context.Context) error {
-	err := d.box.Run(ctx, d.pub)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-d.connected():
+				d.box.Resume()
+			}
+		}
+	}()
+	err := d.box.Run(rctx, d.pub)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -300,7 +315,7 @@ func (a *Agent) finalDrain() {
 		box *outbox.Outbox
 		pub outbox.Publisher
 	}{
-		{a.results, outbox.ResultPublisher(a.js, outbox.JetStreamPublisher(a.js, 2*time.Second), a.log)},
+		{a.results, resultPublisher(a.js, outbox.JetStreamPublisher(a.js, 2*time.Second), a.log)},
 		{a.events, outbox.JetStreamPublisher(a.js, 2*time.Second)},
 	} {
 		wg.Go(func() { _ = d.box.Run(ctx, d.pub) })

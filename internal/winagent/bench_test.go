@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kanadehq/kanade-go/internal/core"
-	"github.com/kanadehq/kanade-go/internal/winagent/dedup"
+	"github.com/kanadehq/kanade-go/internal/winagent/ledger"
 	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
 )
 
@@ -81,11 +81,12 @@ func BenchmarkCommandRoundTrip(b *testing.B) {
 	}
 	b.StopTimer()
 
-	// The disk writes this package makes on the path (a dedup add, an
-	// outbox put and, after the ack, its delete; no fsync), measured on the
-	// same disk, so the figure can be split into disk and agent time.
+	// The disk writes this package makes on the path (the ledger's
+	// admission, launching and finished lines, an outbox put and, after the
+	// ack, its delete; fsyncs run behind them), measured on the same disk,
+	// so the figure can be split into disk and agent time.
 	durable := make([]time.Duration, 0, n)
-	set, err := dedup.Open(filepath.Join(b.TempDir(), "dedup.json"), dedupSize)
+	set, err := ledger.Open(b.TempDir(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -96,7 +97,11 @@ func BenchmarkCommandRoundTrip(b *testing.B) {
 	}
 	for i := range n {
 		start := time.Now()
-		if _, err := set.Add(strconv.Itoa(i)); err != nil {
+		id := strconv.Itoa(i)
+		if _, _, _, err := set.Admit(id, []byte(`{"request_id":"`+id+`"}`)); err != nil {
+			b.Fatal(err)
+		}
+		if err := set.Launching(id, time.Now()); err != nil {
 			b.Fatal(err)
 		}
 		if err := box.Put(outbox.Entry{Subject: "results.bench", Data: []byte(`{"exit_code":0}`)}); err != nil {
@@ -106,6 +111,9 @@ func BenchmarkCommandRoundTrip(b *testing.B) {
 		entries, _ := os.ReadDir(boxDir)
 		for _, de := range entries {
 			_ = os.Remove(filepath.Join(boxDir, de.Name()))
+		}
+		if err := set.Finish(id); err != nil {
+			b.Fatal(err)
 		}
 		durable = append(durable, time.Since(start))
 	}
@@ -124,7 +132,7 @@ func BenchmarkCommandRoundTrip(b *testing.B) {
 	b.ReportMetric(ms(percentile(intake, 50)), "intake-p50-ms")
 	b.ReportMetric(ms(percentile(run, 50)), "run-p50-ms")
 	b.ReportMetric(ms(percentile(deliver, 50)), "deliver-p50-ms")
-	b.Logf("%d round trips: p50 %s p99 %s; bare sh spawn: p50 %s p99 %s; p50 overhead %s; the dedup add + outbox put take %s; stages p50: intake %s run %s delivery %s",
+	b.Logf("%d round trips: p50 %s p99 %s; bare sh spawn: p50 %s p99 %s; p50 overhead %s; the ledger lines + outbox put take %s; stages p50: intake %s run %s delivery %s",
 		n, rt50, rt99, sp50, sp99, rt50-sp50, dw50, percentile(intake, 50), percentile(run, 50), percentile(deliver, 50))
 }
 

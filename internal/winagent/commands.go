@@ -3,6 +3,7 @@ package winagent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -12,47 +13,104 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/winagent/ledger"
 )
 
-// Command intake (SPEC §6.3). Commands arrive on three core subscriptions
-// (commands.all, commands.pc.<pc>, commands.group.<g> per group) and on the
-// durable replay consumer on EXEC, which catches what was published while the
-// agent was away. Both paths feed acceptCommand; one process-wide dedup set
-// makes sure a request runs once.
+// Command intake (SPEC §6.3, SPEC-2 §2). Commands arrive on three core
+// subscriptions (commands.all, commands.pc.<pc>, commands.group.<g> per
+// group) and on the durable replay consumer on EXEC, which catches what was
+// published while the agent was away. Both paths feed acceptCommand; the
+// admission ledger makes sure a request runs once.
 
-// acceptCommand decodes one command payload and starts it unless it already
-// ran. It never blocks on a running script: each accepted command gets its
-// own goroutine, which queues for a run slot. It reports whether the
-// message is dealt with (started, a duplicate, or undecodable); false means
-// the agent is shutting down and did not take it, so the replay path leaves
-// it unacked for the durable consumer to hand over at the next boot.
-func (a *Agent) acceptCommand(via, subject string, data []byte) bool {
+// acceptCommand decodes one command payload and starts it unless the
+// ledger has seen it. It never blocks on a running script: each admitted
+// command gets its own goroutine. handled reports whether the message is
+// dealt with (admitted, a duplicate or conflict, undecodable or refused);
+// false means the agent is shutting down and did not take it, so the replay
+// path leaves it unacked for the durable consumer to hand over at the next
+// boot. durable is closed once the ledger record is on stable storage: the
+// replay path acks only then.
+func (a *Agent) acceptCommand(via, subject string, data []byte) (handled bool, durable <-chan struct{}) {
 	cmd, err := core.DecodeCommand(data)
 	if err != nil {
 		a.log.Warn("ignoring command that does not decode", "subsystem", "intake", "via", via, "subject", subject, "bytes", len(data), "error", err)
-		return true
+		return true, closedChan
+	}
+	// An id that cannot be a subject token would be published on a subject
+	// the broker refuses (results.<request_id>, kill.<exec_id>), or
+	// subscribe to a wildcard: refuse it here, before anything is queued.
+	if field, value, ok := invalidCommandID(cmd); ok {
+		a.log.Warn("command refused: "+field+" is not a valid subject token", "subsystem", "intake", "via", via,
+			"subject", subject, "field", field, "value", value)
+		if field == "request_id" {
+			return true, closedChan // nowhere to answer
+		}
+		// The request itself is addressable: answer it, once.
+		a.runMu.Lock()
+		defer a.runMu.Unlock()
+		if a.closing || a.runCtx.Err() != nil {
+			return false, closedChan
+		}
+		rec, verdict, durable, err := a.ledger.Admit(cmd.RequestID, data)
+		a.logLedgerErr(cmd.RequestID, err)
+		if verdict == ledger.Admitted {
+			now := core.Now()
+			a.finishResult(a.log.With("subsystem", "intake", "request_id", cmd.RequestID), core.ExecResult{
+				ResultID: rec.ResultID, RequestID: cmd.RequestID, PCID: a.cfg.ID, ExitCode: core.ExitKilled,
+				Stderr:    fmt.Sprintf("refused: %s %q is not a valid subject token (no '.', '*', '>' or whitespace)", field, value),
+				StartedAt: now, FinishedAt: now, ManifestID: cmd.ID,
+			})
+		}
+		return true, durable
 	}
 	a.runMu.Lock()
 	defer a.runMu.Unlock()
 	if a.closing || a.runCtx.Err() != nil {
-		return false
+		return false, closedChan
 	}
-	added, err := a.dedup.Add(cmd.RequestID)
-	if err != nil {
-		// The set is updated in memory even if persisting failed; the run
-		// goes ahead, and a restart may repeat it.
-		a.log.Warn("could not persist dedup set", "subsystem", "intake", "request_id", cmd.RequestID, "error", err)
-	}
-	if !added {
+	rec, verdict, durable, err := a.ledger.Admit(cmd.RequestID, data)
+	a.logLedgerErr(cmd.RequestID, err)
+	switch verdict {
+	case ledger.Duplicate:
 		a.log.Debug("duplicate command ignored", "subsystem", "intake", "via", via, "request_id", cmd.RequestID)
-		return true
+		return true, durable
+	case ledger.Conflict:
+		a.log.Warn("command ignored: its request_id was taken before by a command with other content", "subsystem", "intake",
+			"via", via, "subject", subject, "request_id", cmd.RequestID, "first_accepted_at", rec.AcceptedAt)
+		return true, durable
 	}
 	a.log.Info("command accepted", "subsystem", "intake", "via", via, "subject", subject,
 		"request_id", cmd.RequestID, "id", cmd.ID, "version", cmd.Version, "exec_id", cmd.ExecIDValue(), "shell", cmd.Shell)
-	a.running.Add(1)
-	go a.execute(a.runCtx, a.inflight.accepted(cmd))
-	return true
+	a.launch(cmd, rec.ResultID)
+	return true, durable
 }
+
+// invalidCommandID names the first id of cmd that cannot be used where the
+// agent puts it: request_id and exec_id become subject tokens, id a KV key.
+func invalidCommandID(cmd *core.Command) (field, value string, bad bool) {
+	if !core.ValidToken(cmd.RequestID) {
+		return "request_id", cmd.RequestID, true
+	}
+	if cmd.ExecID != nil && !core.ValidToken(*cmd.ExecID) {
+		return "exec_id", *cmd.ExecID, true
+	}
+	if cmd.ID != "" && !core.ValidKVKey(cmd.ID) {
+		return "id", cmd.ID, true
+	}
+	return "", "", false
+}
+
+func (a *Agent) logLedgerErr(requestID string, err error) {
+	if err != nil {
+		// The record is kept in memory, so this process never runs the
+		// request twice; a restart might.
+		a.log.Error("could not write the admission ledger; a restart could run this request again", "subsystem", "intake",
+			"request_id", requestID, "error", err)
+	}
+}
+
+// closedChan is an already closed channel: nothing to wait for.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // intake holds the core subscriptions on the command subjects. nats.go
 // re-sends subscriptions after a reconnect, so they are made once; the map
@@ -95,7 +153,7 @@ func (in *intake) Run(ctx context.Context) error {
 			s, err := core.WaitForSubscription(ctx, a.retrier, a.nc, subj, func(m *nats.Msg) {
 				// A core message cannot be kept for later; the replay
 				// consumer holds the same command if this one is refused.
-				_ = a.acceptCommand("core", m.Subject, m.Data)
+				_, _ = a.acceptCommand("core", m.Subject, m.Data)
 			}, in.Name())
 			if err != nil {
 				return nil // ctx ended
@@ -116,8 +174,9 @@ func (in *intake) Run(ctx context.Context) error {
 
 // replay runs the durable pull consumer agent_replay_<pc> on EXEC: deliver
 // last per subject, explicit ack, filtered to exactly this pc's command
-// subjects, updated when membership changes. Messages are acked on arrival;
-// dedup keeps a command seen on both paths from running twice.
+// subjects, updated when membership changes. Messages are acked once their
+// admission is durable; the ledger keeps a command seen on both paths from
+// running twice.
 type replay struct {
 	a   *Agent
 	log *slog.Logger
@@ -231,23 +290,34 @@ func (r *replay) consume(iter jetstream.MessagesContext) string {
 			r.log.Debug("replay consumer", "error", err)
 			continue
 		}
-		// Ack as soon as intake has taken it (it never waits for the run): a
-		// command runs at most once, and the dedup set, not the ack, stops a
-		// repeat. One refused because the agent is stopping stays unacked,
-		// so the durable consumer hands it over at the next boot.
-		if !r.a.acceptCommand("replay", msg.Subject(), msg.Data()) {
+		// Ack once intake has taken it and its ledger record is durable (it
+		// never waits for the run): the ledger, not the ack, stops a repeat.
+		// One refused because the agent is stopping stays unacked, so the
+		// durable consumer hands it over at the next boot.
+		handled, durable := r.a.acceptCommand("replay", msg.Subject(), msg.Data())
+		if !handled {
 			r.log.Debug("agent stopping; replayed command left for the next boot", "subject", msg.Subject())
 			continue
 		}
-		if err := msg.Ack(); err != nil {
-			r.log.Debug("ack replayed command", "error", err)
+		select {
+		case <-durable:
+			if err := msg.Ack(); err != nil {
+				r.log.Debug("ack replayed command", "error", err)
+			}
+		default:
+			go func() {
+				<-durable
+				if err := msg.Ack(); err != nil {
+					r.log.Debug("ack replayed command", "error", err)
+				}
+			}()
 		}
 	}
 }
 
 // createOrReplace creates or updates the replay consumer. A broker that
 // refuses the update (an older server that cannot change filters in place)
-// gets the consumer deleted and made again; the dedup set covers the replay.
+// gets the consumer deleted and made again; the ledger covers the replay.
 func (r *replay) createOrReplace(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	cons, err := r.a.js.CreateOrUpdateConsumer(ctx, core.StreamExec, cfg)
 	if err == nil {

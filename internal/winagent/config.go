@@ -25,7 +25,7 @@ type Config struct {
 	ID string
 	// NATSURL is agent.nats_url.
 	NATSURL string
-	// DataDir holds the outboxes, the dedup set and script temp files.
+	// DataDir holds the outboxes, the admission ledger and script temp files.
 	DataDir string
 
 	// Broker authentication. Token comes from the environment or, on
@@ -79,14 +79,28 @@ const (
 
 // DefaultConfig is the configuration with no file and no environment.
 func DefaultConfig() Config {
-	host, _ := os.Hostname()
 	return Config{
-		ID:            host,
+		ID:            DefaultID(),
 		NATSURL:       core.DefaultNATSURL,
 		DataDir:       DefaultDataDir(),
 		Log:           LogConfig{Level: DefaultLogLevel, KeepDays: DefaultKeepDays, Format: DefaultLogFmt},
 		MaxConcurrent: runtime.NumCPU(),
 	}
+}
+
+// DefaultID is the pc id of an agent configured with none: this machine's
+// host name up to its first dot (mac.local → mac, web1.example.com → web1),
+// since a pc id is one subject token. Windows host names have no dots.
+func DefaultID() string {
+	host, _ := os.Hostname()
+	return shortHostName(host)
+}
+
+func shortHostName(host string) string {
+	if i := strings.IndexByte(host, '.'); i > 0 {
+		return host[:i]
+	}
+	return host
 }
 
 // DefaultDataDir is %ProgramData%\Kanade\data on Windows, /var/lib/kanade
@@ -128,11 +142,11 @@ func (c *Config) Validate() error {
 	if c.ID == "" {
 		return errors.New("agent id is empty: set agent.id in the config file or KANADE_AGENT_ID")
 	}
-	// A dot is allowed (hostnames like mac.local are common and every
-	// subject, key and name built from the id still works); wildcards and
-	// whitespace would make subjects mean something else.
-	if strings.ContainsAny(c.ID, "*> \t\r\n\x00") {
-		return fmt.Errorf("agent id %q cannot be used in subjects (no '*', '>' or whitespace): set agent.id or KANADE_AGENT_ID", c.ID)
+	// The id is one token of every subject the agent uses
+	// (commands.pc.<id>, heartbeat.<id>, …): a dot would split it, and a
+	// wildcard or whitespace would make the subject mean something else.
+	if !core.ValidToken(c.ID) {
+		return fmt.Errorf("agent id %q cannot be used in subjects: it must be one subject token (no '.', '*', '>', whitespace or control characters): set agent.id or KANADE_AGENT_ID to a name like pc-0042", c.ID)
 	}
 	if strings.TrimSpace(c.NATSURL) == "" {
 		c.NATSURL = core.DefaultNATSURL

@@ -16,19 +16,53 @@ import (
 	"github.com/kanadehq/kanade-go/internal/winagent/runner"
 )
 
-// execute runs one accepted command to its result (SPEC §6.4–6.6): wait for
-// a run slot, apply the gates, announce the start when
-// the command has an exec_id, sleep the jitter, run the script with
-// kill.<exec_id> armed, and put the ExecResult in the results outbox.
-// Refusals and runs that never started produce synthetic results that go
-// through the outbox the same way.
-//
-// job comes from the in-flight journal (inflight.go): it carries the
-// result_id minted at intake, and its journal entry is removed once the
-// result is in the outbox.
-func (a *Agent) execute(ctx context.Context, job inflightEntry) {
+// job is one admitted command on its way to a result. Its kill switch is
+// armed at admission, so kill.<exec_id> stops it while it waits for a run
+// slot, sleeps its jitter or runs.
+type job struct {
+	cmd      *core.Command
+	resultID string
+	kill     <-chan struct{}
+	disarm   func()
+}
+
+// launch starts an admitted command in its own goroutine. Callers hold runMu
+// and have checked that the agent is not closing.
+func (a *Agent) launch(cmd *core.Command, resultID string) {
+	j := job{cmd: cmd, resultID: resultID, disarm: func() {}}
+	kill := make(chan struct{})
+	j.kill = kill
+	if execID := cmd.ExecIDValue(); execID != "" {
+		var once sync.Once
+		sub, err := a.nc.Subscribe(core.SubjectKill(execID), func(*nats.Msg) {
+			once.Do(func() {
+				a.log.Info("kill received", "subsystem", "exec", "request_id", cmd.RequestID, "exec_id", execID)
+				close(kill)
+			})
+		})
+		if err != nil {
+			a.log.Warn("could not subscribe to the kill subject; the run cannot be killed remotely", "subsystem", "exec",
+				"request_id", cmd.RequestID, "subject", core.SubjectKill(execID), "error", err)
+		} else {
+			j.disarm = func() { _ = sub.Unsubscribe() }
+		}
+	}
+	a.running.Add(1)
+	go a.execute(a.runCtx, j)
+}
+
+// execute runs one admitted command to its result (SPEC §6.4–6.6, SPEC-2
+// §2): apply the gates, announce the start when the command has an exec_id,
+// sleep the jitter (holding no run slot), wait for a run slot (unless
+// bypass_local_limit), judge the gates again if it waited, mark the ledger
+// record launching, run the script and put the ExecResult in the results
+// outbox. Refusals and kills before the start produce synthetic results that
+// go through the outbox the same way. A shutdown before the spawn leaves the
+// record pending: the next boot re-gates and runs it.
+func (a *Agent) execute(ctx context.Context, j job) {
 	defer a.running.Done()
-	cmd, resultID := job.Command, job.ResultID
+	defer j.disarm()
+	cmd, resultID := j.cmd, j.resultID
 	log := a.log.With("subsystem", "exec", "request_id", cmd.RequestID, "id", cmd.ID)
 	execID := cmd.ExecIDValue()
 	synthetic := func(code int, reason string) {
@@ -38,21 +72,42 @@ func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 			ExitCode: code, Stdout: "", Stderr: reason, StartedAt: now, FinishedAt: now, ManifestID: cmd.ID,
 		})
 	}
-
-	select {
-	case a.slots <- struct{}{}:
-		defer func() { <-a.slots }()
-	case <-ctx.Done():
-		synthetic(core.ExitKilled, "not started: the agent was shutting down")
-		return
+	killedBeforeStart := func() {
+		synthetic(core.ExitKilled, fmt.Sprintf("killed by remote signal (%s) before start", core.SubjectKill(execID)))
+	}
+	leftPending := func(stage string) {
+		log.Info("agent stopping before the script started; the command stays pending and runs at the next boot", "stage", stage)
+	}
+	// gated applies the gates; a kill that came while they waited for gate
+	// data wins over their verdict.
+	gated := func() bool {
+		gctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-j.kill:
+				cancel()
+			case <-gctx.Done():
+			}
+		}()
+		v := evaluateGates(cmd, a.gateInputs(gctx, cmd.ID))
+		switch {
+		case isClosed(j.kill):
+			killedBeforeStart()
+		case ctx.Err() != nil:
+			leftPending("gates")
+		case v.refused():
+			log.Info("command refused by gate", "exit_code", v.Code, "reason", v.Reason)
+			synthetic(v.Code, v.Reason)
+		default:
+			return true
+		}
+		return false
 	}
 
-	if v := evaluateGates(cmd, a.gateInputs(ctx, cmd.ID)); v.refused() {
-		log.Info("command refused by gate", "exit_code", v.Code, "reason", v.Reason)
-		synthetic(v.Code, v.Reason)
+	if !gated() {
 		return
 	}
-
 	if execID != "" {
 		a.putEvent(log, core.EventStarted{
 			ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: a.cfg.ID,
@@ -60,36 +115,45 @@ func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 		})
 	}
 
-	// Arm the kill switch before the jitter, so a kill during the wait
-	// stops the run from ever starting.
-	kill := make(chan struct{})
-	if execID != "" {
-		var once sync.Once
-		sub, err := a.nc.Subscribe(core.SubjectKill(execID), func(*nats.Msg) {
-			once.Do(func() {
-				log.Info("kill received", "exec_id", execID)
-				close(kill)
-			})
-		})
-		if err != nil {
-			log.Warn("could not subscribe to the kill subject; the run cannot be killed remotely", "subject", core.SubjectKill(execID), "error", err)
-		} else {
-			defer func() { _ = sub.Unsubscribe() }()
-		}
-	}
-
-	if j := cmd.Jitter(); j > 0 {
-		d := time.Duration(a.rand() * float64(j))
+	waited := false
+	if jit := cmd.Jitter(); jit > 0 {
+		d := time.Duration(a.rand() * float64(jit))
 		log.Debug("jitter before start", "delay", d.String())
+		waited = true
 		select {
 		case <-a.clock.After(d):
-		case <-kill:
-			synthetic(core.ExitKilled, fmt.Sprintf("killed by remote signal (%s) before start", core.SubjectKill(execID)))
+		case <-j.kill:
+			killedBeforeStart()
 			return
 		case <-ctx.Done():
-			synthetic(core.ExitKilled, "not started: the agent was shutting down")
+			leftPending("jitter")
 			return
 		}
+	}
+	if !cmd.BypassLocalLimit {
+		select {
+		case a.slots <- struct{}{}:
+		default:
+			waited = true
+			select {
+			case a.slots <- struct{}{}:
+			case <-j.kill:
+				killedBeforeStart()
+				return
+			case <-ctx.Done():
+				leftPending("run slot")
+				return
+			}
+		}
+		defer func() { <-a.slots }()
+	}
+	// A revoke, pin or deadline that arrived while it waited still holds.
+	if waited && !gated() {
+		return
+	}
+	if isClosed(j.kill) {
+		killedBeforeStart()
+		return
 	}
 
 	// Script temp files live in the data dir for SYSTEM runs; for runs in
@@ -98,15 +162,9 @@ func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 	if cmd.RunAs == core.RunAsSystem {
 		tempDir = filepath.Join(a.cfg.DataDir, scriptTempDir)
 	}
-	// Mark the entry started while the script spawns rather than before:
-	// the journal write is a file create, the largest cost left between a
-	// command's arrival and its spawn. finishResult removes the entry, so
-	// it waits for this write, which would otherwise bring it back.
-	startedWritten := make(chan struct{})
-	go func(at time.Time) {
-		defer close(startedWritten)
-		a.inflight.started(job, at)
-	}(core.Now())
+	if err := a.ledger.Launching(cmd.RequestID, core.Now()); err != nil {
+		log.Error("could not mark the command launching in the admission ledger; a crash during this run would re-run it", "error", err)
+	}
 	a.scripts.begin()
 	res := runner.Run(ctx, runner.Spec{
 		Shell:   cmd.Shell,
@@ -116,9 +174,8 @@ func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 		ExecID:  execID,
 		RunAs:   cmd.RunAs,
 		TempDir: tempDir,
-	}, kill)
+	}, j.kill)
 	a.scripts.end()
-	<-startedWritten
 	log.Info("command finished", "exit_code", res.ExitCode, "killed", res.Killed, "timed_out", res.TimedOut,
 		"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond).String())
 	a.finishResult(log, core.ExecResult{
@@ -126,6 +183,15 @@ func (a *Agent) execute(ctx context.Context, job inflightEntry) {
 		ExitCode: res.ExitCode, Stdout: res.Stdout, Stderr: res.Stderr,
 		StartedAt: res.StartedAt, FinishedAt: res.FinishedAt, ManifestID: cmd.ID,
 	})
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // gateLoadWait bounds how long a command waits for gate data that has
@@ -176,14 +242,17 @@ wait:
 }
 
 // finishResult writes r to the results outbox, whose drainer publishes it,
-// and then closes the request's in-flight journal entry. If the outbox
-// refused it, the entry stays, so the next boot answers the request.
+// and then marks the request finished in the admission ledger. If the
+// outbox refused it, the record stays as it was, so the next boot answers
+// (a launching record) or re-runs (a pending one) the request.
 func (a *Agent) finishResult(log *slog.Logger, r core.ExecResult) {
 	if err := a.queueResult(r); err != nil {
-		log.Error("could not queue result; the next boot reports the request as interrupted", "result_id", r.ResultID, "exit_code", r.ExitCode, "error", err)
+		log.Error("could not queue result; the next boot answers the request", "result_id", r.ResultID, "exit_code", r.ExitCode, "error", err)
 		return
 	}
-	a.inflight.done(r.RequestID)
+	if err := a.ledger.Finish(r.RequestID); err != nil {
+		log.Warn("could not mark the request finished in the admission ledger; the next boot may answer it again (the same result_id, dropped by the stream as a duplicate)", "error", err)
+	}
 }
 
 // queueResult writes r to the results outbox.
@@ -193,14 +262,6 @@ func (a *Agent) queueResult(r core.ExecResult) error {
 		return err
 	}
 	return a.results.Put(outbox.Entry{Subject: core.SubjectResults(r.RequestID), Data: data, MsgID: r.ResultID})
-}
-
-// rememberRecovered puts an interrupted request's id in the dedup set (it
-// normally is already) so a replay of it never runs it.
-func (a *Agent) rememberRecovered(requestID string) {
-	if _, err := a.dedup.Add(requestID); err != nil {
-		a.log.Warn("could not persist dedup set", "subsystem", "inflight", "request_id", requestID, "error", err)
-	}
 }
 
 // putEvent writes an EventStarted to the events outbox.

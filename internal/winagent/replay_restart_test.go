@@ -44,8 +44,8 @@ func TestCommandDuringQuickBrokerRestart(t *testing.T) {
 
 // TestAcceptCommandWhileStopping: a command that reaches intake while the
 // agent is stopping is not taken (so the replay path leaves it unacked for
-// the next boot) and is not marked as run in the dedup set; an undecodable
-// one is dealt with (acked) whatever the state.
+// the next boot) and gets no admission record; an undecodable one is dealt
+// with (acked) whatever the state.
 func TestAcceptCommandWhileStopping(t *testing.T) {
 	ta := newTestAgent(t, "nats://127.0.0.1:1")
 	ta.runMu.Lock()
@@ -57,13 +57,13 @@ func TestAcceptCommandWhileStopping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ta.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), data) {
+	if handled, _ := ta.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), data); handled {
 		t.Fatal("a stopping agent took a command")
 	}
-	if ta.dedup.Contains(c.RequestID) {
-		t.Fatal("a command that never ran is in the dedup set: the next boot would skip it")
+	if _, ok := ta.ledger.Lookup(c.RequestID); ok {
+		t.Fatal("a command that never ran has an admission record: the next boot would skip it")
 	}
-	if !ta.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), []byte("{not json")) {
+	if handled, _ := ta.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), []byte("{not json")); !handled {
 		t.Fatal("an undecodable command must be acked, not redelivered forever")
 	}
 }
