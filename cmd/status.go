@@ -57,8 +57,10 @@ joined with the heartbeats that arrive while status runs.
 An agent is online when its last heartbeat is at most 2 minutes old. The
 verdict is:
   ok           the broker answers, no resource is missing, an agent is online
-  degraded     a resource is missing, JetStream is off, or every known agent
-               is offline
+  degraded     a resource is missing, JetStream is off, every known agent
+               is offline, or an agent has outbox entries set aside (results
+               or events the broker refused for good, or corrupt files: kept
+               in the agent's data dir as *.refused or *.bad, never sent)
   unknown      no agent has reported yet (a fresh fleet)
   unreachable  the broker does not answer
 Exit code: 0 for ok and unknown, 1 for degraded and unreachable, so scripts
@@ -71,7 +73,7 @@ arrive; piped (or with --json) it prints one JSON agent row per line for
 every agent, then one per change, until interrupted.
 
 With PC, status shows one agent in detail: heartbeat, its own cpu/memory/disk
-figures, inventory, groups and effective config. Exit 0 when it is online,
+figures, outbox entries set aside, inventory, groups and effective config. Exit 0 when it is online,
 1 when offline.
 
 --json shapes (fields may be added, never renamed):
@@ -81,7 +83,8 @@ figures, inventory, groups and effective config. Exit 0 when it is online,
               resources[{kind, name, state, drift[{field, have, want}], error}],
               fleet{known, online, offline}, agents[row]}
   row:        {pc_id, hostname, os_family, agent_version, state, online,
-              last_seen, inventory_collected_at, ping{answered, rtt_ms, error}}
+              last_seen, inventory_collected_at, ping{answered, rtt_ms, error},
+              outbox_set_aside{results, events} (omitted when none)}
   status PC:  {pc_id, state, online, last_seen, agent (the agents_state
               row), groups, effective{config, sources, conflicts, malformed},
               ping}`,
@@ -263,7 +266,7 @@ func (sc *statusCollector) connect(ctx context.Context) error {
 	}
 	sc.nc = nc
 	sc.broker.Reachable = true
-	if u := nc.ConnectedUrlRedacted(); u != "" {
+	if u := core.RedactURL(nc.ConnectedUrl()); u != "" { // nats.go's ConnectedUrlRedacted shows a token
 		sc.broker.URL = u
 	}
 	sc.broker.ServerVersion = nc.ConnectedServerVersion()
@@ -347,12 +350,19 @@ func (sc *statusCollector) report() *StatusReport {
 	if sc.fleetErr != nil {
 		rep.FleetError = sc.fleetErr.Error()
 	}
+	setAside := 0
+	for _, a := range rep.Agents {
+		if a.OutboxSetAside.Total() > 0 {
+			setAside++
+		}
+	}
 	v, reasons := fleet.Judge(fleet.Health{
 		Reachable: sc.broker.Reachable,
 		JetStream: sc.broker.JetStream,
 		Resources: rep.ResourceSummary,
 		Known:     rep.Fleet.Known,
 		Online:    rep.Fleet.Online,
+		SetAside:  setAside,
 	})
 	rep.Verdict = v
 	if reasons != nil {
@@ -384,7 +394,7 @@ func agentRow(a *fleet.Agent, now time.Time, after time.Duration) AgentRow {
 	s := a.State
 	r := AgentRow{
 		PCID: s.PCID, Hostname: s.Hostname, OSFamily: s.OSFamily, AgentVersion: s.AgentVersion,
-		Online: fleet.Online(s.At, now, after),
+		Online: fleet.Online(s.At, now, after), OutboxSetAside: s.OutboxSetAside,
 	}
 	r.State = "offline"
 	if r.Online {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -145,6 +146,10 @@ func writeAgentDetail(io *IOStreams, d *AgentDetail, now time.Time) error {
 	if a.AgentDiskReadBytes != nil || a.AgentDiskWrittenBytes != nil {
 		rows = append(rows, [2]string{"agent disk", fmt.Sprintf("%s read, %s written", humanBytesPtr(a.AgentDiskReadBytes), humanBytesPtr(a.AgentDiskWrittenBytes))})
 	}
+	if n := a.OutboxSetAside.Total(); n > 0 {
+		rows = append(rows, [2]string{"outbox", st.Warn.Render(fmt.Sprintf("%d %s set aside (%s), kept in the agent's outbox directories as *.refused or *.bad",
+			n, pluralWord(n, "entry", "entries"), setAsideList(a.OutboxSetAside)))})
+	}
 	if d.Ping != nil {
 		p := "no answer"
 		if d.Ping.Answered {
@@ -226,4 +231,18 @@ func humanBytesPtr(n *uint64) string {
 		return "-"
 	}
 	return humanBytes(*n)
+}
+
+// setAsideList renders per-outbox counts sorted by name: "events 1, results 2".
+func setAsideList(c core.SetAsideCounts) string {
+	names := make([]string, 0, len(c))
+	for name := range c {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	parts := make([]string, 0, len(names))
+	for _, name := range names {
+		parts = append(parts, fmt.Sprintf("%s %d", name, c[name]))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -65,6 +65,9 @@ type AgentRow struct {
 	LastSeen     *time.Time `json:"last_seen"`
 	InventoryAt  *time.Time `json:"inventory_collected_at"`
 	Ping         *AgentPing `json:"ping,omitempty"`
+	// OutboxSetAside counts the agent's outbox entries set aside (refused
+	// for good or corrupt), per outbox; omitted when none.
+	OutboxSetAside core.SetAsideCounts `json:"outbox_set_aside,omitempty"`
 }
 
 // AgentPing is the outcome of `status --ping` for one agent.
@@ -199,6 +202,9 @@ func writeAgentTable(io *IOStreams, agents []AgentRow, now time.Time, withPing b
 		state := st.Err.Render("offline")
 		if a.Online {
 			state = st.OK.Render("online")
+		}
+		if n := a.OutboxSetAside.Total(); n > 0 {
+			state += ", " + st.Warn.Render(fmt.Sprintf("%d set aside", n))
 		}
 		row := []string{a.PCID, orDash(a.Hostname), orDash(a.OSFamily), orDash(a.AgentVersion), state,
 			formatTime(io, deref(a.LastSeen), now), formatTime(io, deref(a.InventoryAt), now)}

@@ -280,6 +280,54 @@ type Heartbeat struct {
 	AgentRSSBytes         *uint64   `json:"agent_rss_bytes,omitempty"`
 	AgentDiskReadBytes    *uint64   `json:"agent_disk_read_bytes,omitempty"`
 	AgentDiskWrittenBytes *uint64   `json:"agent_disk_written_bytes,omitempty"`
+	// OutboxSetAside counts, per outbox ("results", "events"), the entries
+	// the agent set aside on disk and will not send: corrupt files and
+	// entries the broker refused for good. Our extension (upstream ignores
+	// unknown fields); omitted when nothing is set aside.
+	OutboxSetAside SetAsideCounts `json:"outbox_set_aside,omitempty"`
+}
+
+// Outbox names used as keys of Heartbeat.outbox_set_aside.
+const (
+	OutboxResults = "results"
+	OutboxEvents  = "events"
+)
+
+// SetAsideCounts is Heartbeat.outbox_set_aside: entries set aside per
+// outbox. Only positive counts are kept.
+type SetAsideCounts map[string]int
+
+// Total is the number of entries set aside across outboxes.
+func (c SetAsideCounts) Total() int {
+	n := 0
+	for _, v := range c {
+		n += v
+	}
+	return n
+}
+
+// UnmarshalJSON is tolerant: a value that is not an object of counts (a
+// peer's newer or broken shape) decodes as nothing set aside instead of
+// failing the whole heartbeat; counts that are not positive integers are
+// dropped.
+func (c *SetAsideCounts) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(b, &raw) != nil {
+		*c = nil
+		return nil
+	}
+	out := SetAsideCounts{}
+	for k, v := range raw {
+		var n int
+		if json.Unmarshal(v, &n) == nil && n > 0 {
+			out[k] = n
+		}
+	}
+	if len(out) == 0 {
+		out = nil
+	}
+	*c = out
+	return nil
 }
 
 // AgentGroups is the value of agent_groups/<pc>.

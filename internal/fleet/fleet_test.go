@@ -56,6 +56,8 @@ func TestJudge(t *testing.T) {
 		{"empty fleet and missing resource", Health{Reachable: true, JetStream: true, Resources: ResourceSummary{Missing: 20}}, VerdictDegraded, 2},
 		{"jetstream off", Health{Reachable: true, Resources: ResourceSummary{Unknown: 20}, Known: 1, Online: 1}, VerdictDegraded, 1},
 		{"unreachable", Health{}, VerdictUnreachable, 1},
+		{"outbox entries set aside", Health{Reachable: true, JetStream: true, Resources: ok, Known: 3, Online: 3, SetAside: 1}, VerdictDegraded, 1},
+		{"set aside and all offline", Health{Reachable: true, JetStream: true, Resources: ok, Known: 3, SetAside: 2}, VerdictDegraded, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v, reasons := Judge(tc.h)

@@ -15,8 +15,9 @@ const (
 	// VerdictOK: the broker answers, every resource exists and at least one
 	// known agent is online (one powered-off PC is normal).
 	VerdictOK Verdict = "ok"
-	// VerdictDegraded: a resource is missing, JetStream is off, or every
-	// known agent is offline.
+	// VerdictDegraded: a resource is missing, JetStream is off, every
+	// known agent is offline, or an agent has outbox entries set aside
+	// (results or events it will never send without a human).
 	VerdictDegraded Verdict = "degraded"
 	// VerdictUnknown: the broker is fine but no agent has ever reported.
 	VerdictUnknown Verdict = "unknown"
@@ -69,6 +70,8 @@ type Health struct {
 	Resources ResourceSummary
 	Known     int
 	Online    int
+	// SetAside counts the agents reporting outbox entries set aside.
+	SetAside int
 }
 
 // Judge returns the verdict and the reasons behind it, worst first.
@@ -95,6 +98,10 @@ func Judge(h Health) (Verdict, []string) {
 	case h.Online == 0:
 		degraded = true
 		reasons = append(reasons, fmt.Sprintf("every known agent is offline (%d)", h.Known))
+	}
+	if h.SetAside > 0 {
+		degraded = true
+		reasons = append(reasons, fmt.Sprintf("%d %s outbox entries set aside (kanade status PC)", h.SetAside, plural(h.SetAside, "agent has", "agents have")))
 	}
 	if degraded {
 		return VerdictDegraded, reasons

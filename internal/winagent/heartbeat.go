@@ -13,6 +13,7 @@ import (
 	"github.com/shirou/gopsutil/v4/process"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
 )
 
 // heartbeat publishes heartbeat.<pc> at once and then every effective
@@ -123,7 +124,30 @@ func (a *Agent) newHeartbeat(withCPU bool) core.Heartbeat {
 		OSFamily:     core.OSFamily(),
 	}
 	a.hbPerf.fill(&hb, withCPU)
+	hb.OutboxSetAside = a.outboxSetAside()
 	return hb
+}
+
+// outboxSetAside counts the entries each outbox set aside on disk (corrupt
+// or refused for good), nil when there are none. `kanade status` shows them
+// and degrades its verdict while any remain.
+func (a *Agent) outboxSetAside() core.SetAsideCounts {
+	var c core.SetAsideCounts
+	for _, o := range []struct {
+		name string
+		box  *outbox.Outbox
+	}{{core.OutboxResults, a.results}, {core.OutboxEvents, a.events}} {
+		if o.box == nil {
+			continue
+		}
+		if n := o.box.SetAside(); n > 0 {
+			if c == nil {
+				c = core.SetAsideCounts{}
+			}
+			c[o.name] = n
+		}
+	}
+	return c
 }
 
 // selfPerf samples this process's CPU time, RSS and disk I/O via gopsutil.

@@ -3,6 +3,12 @@
 // drained oldest first, and deleted only after JetStream acknowledged it, so
 // nothing is lost across broker outages or agent restarts.
 //
+// The queue is generic: it stores opaque entries and hands them to a
+// Publisher, which classes its failures (retry.go). No entry blocks the
+// others: one the broker refuses for good is set aside as <name>.refused
+// (as a corrupt file is set aside as <name>.bad), one whose failure is its
+// own backs off alone, and only a broker-wide failure pauses the queue.
+//
 // # Durability
 //
 // Put writes a temp file and renames it into place, with no fsync, and
@@ -121,12 +127,26 @@ type Outbox struct {
 	// Failure-logging state, touched only by Run's goroutine.
 	failing      bool
 	failingSince time.Time
+
+	// Retry state (retry.go), touched only by Run's goroutine except
+	// pauseUntil, which Put reads under mu. now and rand are the clock and
+	// the jitter draw; tests replace them right after Open (setClock).
+	now   func() time.Time
+	rand  func() float64
+	retry map[string]*retryState
+	// pauseUntil holds every pass back while the broker as a whole is
+	// failing; pauseLevel counts the pauses in a row (the backoff step).
+	pauseUntil time.Time
+	pauseLevel int
+	// resumed asks the next pass to list the directory (Resume).
+	resumed bool
 }
 
 const (
-	entryExt = ".json"
-	tmpExt   = ".tmp"
-	badExt   = ".bad"
+	entryExt   = ".json"
+	tmpExt     = ".tmp"
+	badExt     = ".bad"
+	refusedExt = ".refused"
 )
 
 // Open opens (creating) the outbox in dir and sweeps temp files a crash left
@@ -146,6 +166,7 @@ func Open(dir string, log *slog.Logger) (*Outbox, error) {
 	o := &Outbox{
 		dir: dir, log: log, wake: make(chan struct{}, 1), stuck: map[string]bool{},
 		fresh: map[string]*freshEntry{}, unsynced: map[string]time.Time{}, syncDelay: SyncDelay,
+		now: time.Now, rand: rand.Float64, retry: map[string]*retryState{},
 	}
 	now := time.Now()
 	swept := 0
@@ -202,7 +223,9 @@ func (o *Outbox) Put(e Entry) error {
 	name := o.nextNameLocked()
 	closed := o.closed
 	var f *freshEntry
-	if len(e.Data) <= freshMax {
+	// While the pass is paused for a broker outage the entry waits on
+	// disk: an outage must not pile results up in memory.
+	if len(e.Data) <= freshMax && !o.now().Before(o.pauseUntil) {
 		f = &freshEntry{e: e, written: make(chan struct{})}
 		o.fresh[name] = f
 	}
@@ -244,6 +267,19 @@ func (o *Outbox) Put(e Entry) error {
 }
 
 // signal wakes the drainer.
+// Resume ends a pause for a broker outage and starts a pass over every
+// entry at once: the caller knows the broker is back (the connection
+// tracker's Connected event), so waiting out the pause would only delay
+// results. Entries backing off on their own keep their schedule.
+func (o *Outbox) Resume() {
+	o.mu.Lock()
+	o.pauseUntil = time.Time{}
+	o.pauseLevel = 0
+	o.resumed = true
+	o.mu.Unlock()
+	o.signal()
+}
+
 func (o *Outbox) signal() {
 	select {
 	case o.wake <- struct{}{}:
@@ -251,17 +287,43 @@ func (o *Outbox) signal() {
 	}
 }
 
-// Len is the number of entries waiting (files set aside as .bad excluded).
+// Len is the number of entries waiting (entries set aside as .bad or
+// .refused excluded).
 func (o *Outbox) Len() int {
 	names, _ := o.pending()
 	return len(names)
 }
 
+// SetAside is the number of entries set aside and kept on disk for a human:
+// corrupt files (.bad), entries the broker refused for good (.refused), and
+// either kind that could not even be renamed. It reads the directory, so an
+// operator who deals with the files sees the count drop, and files set aside
+// before a restart still count.
+func (o *Outbox) SetAside() int {
+	des, err := os.ReadDir(o.dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, de := range des {
+		if name := de.Name(); de.Type().IsRegular() && (strings.HasSuffix(name, badExt) || strings.HasSuffix(name, refusedExt)) {
+			n++
+		}
+	}
+	o.mu.Lock()
+	n += len(o.stuck)
+	o.mu.Unlock()
+	return n
+}
+
 // Run drains the outbox: at once, on every Put, and every RetryInterval,
-// oldest entry first. An entry is deleted only after pub returns nil; a
-// failure ends the pass so order is kept, and the next signal or tick
-// retries. Run returns nil when ctx ends, after fsyncing whatever is still
-// waiting so a clean shutdown leaves it power-loss durable.
+// oldest entry first. An entry is deleted only after pub returns nil. What
+// a failure does depends on its class (see retry.go): an entry refused for
+// good is set aside and the pass goes on; an entry-level transient failure
+// backs that entry off alone; a broker-wide one pauses the whole queue with
+// a growing, jittered delay, keeping the order. Run returns nil when ctx
+// ends, after fsyncing whatever is still waiting so a clean shutdown leaves
+// it power-loss durable.
 func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 	tick := time.NewTicker(RetryInterval)
 	defer tick.Stop()
@@ -273,25 +335,42 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 			o.Flush()
 			return nil
 		case <-o.wake:
-			list = false
+			o.mu.Lock()
+			list, o.resumed = o.resumed, false
+			o.mu.Unlock()
 		case <-tick.C:
 			list = true
 		}
 	}
 }
 
-// drain makes one pass over the pending entries. With list unset (a pass
-// woken by Put) and nothing known to wait on disk, it takes only the fresh
-// entries; otherwise it lists the directory.
+// drain makes one pass over the pending entries, unless the queue is paused
+// for a broker outage. With list unset (a pass woken by Put) and nothing
+// known to wait on disk, it takes only the fresh entries; otherwise it lists
+// the directory. Entries backing off are skipped until they are due.
 func (o *Outbox) drain(ctx context.Context, pub Publisher, list bool) {
+	if o.paused() {
+		return
+	}
 	names, err := o.passNames(list)
 	if err != nil {
 		o.failed(fmt.Errorf("list outbox %q: %w", o.dir, err), 0)
 		return
 	}
+	// suspect is an entry whose broker-wide failure waits for the next
+	// entry to confirm it (the broker is down: pause) or contradict it (the
+	// next one is acked: the failure was that entry's own, so it backs off
+	// alone). streak counts entry-level failures since the last ack, so a
+	// failure the publisher did not recognise as broker-wide still pauses
+	// the queue instead of trying every entry in turn.
+	var suspect string
+	streak := 0
 	for i, name := range names {
 		if ctx.Err() != nil {
 			return
+		}
+		if !o.due(name) {
+			continue
 		}
 		path := filepath.Join(o.dir, name)
 		o.mu.Lock()
@@ -306,9 +385,11 @@ func (o *Outbox) drain(ctx context.Context, pub Publisher, list bool) {
 		}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
+			delete(o.retry, name)
 			o.leftDisk()
 			continue
 		case errors.Is(err, errCorrupt):
+			delete(o.retry, name)
 			o.setAside(name, err)
 			o.leftDisk()
 			continue
@@ -322,14 +403,39 @@ func (o *Outbox) drain(ctx context.Context, pub Publisher, list bool) {
 			}
 			if f != nil {
 				// Retries read the file: an outage must not pile
-				// results up in memory.
+				// results up in memory. A refused entry is renamed,
+				// so its file must be in place first.
+				<-f.written
 				o.mu.Lock()
 				delete(o.fresh, name)
 				o.mustList = true
 				o.mu.Unlock()
 			}
-			o.failed(fmt.Errorf("publish %s: %w", e.Subject, err), len(names)-i)
-			return
+			err = fmt.Errorf("publish %s: %w", e.Subject, err)
+			switch {
+			case errors.Is(err, ErrPermanent):
+				delete(o.retry, name)
+				o.refuse(name, err)
+				if f == nil {
+					o.leftDisk()
+				}
+			case errors.Is(err, ErrUnavailable) && !o.ownFailure(name):
+				o.failed(err, len(names)-i)
+				if suspect != "" {
+					// Two entries in a row: the broker or the stream is
+					// down for all of them. Keep the order and wait.
+					o.pause()
+					return
+				}
+				suspect = name
+			default:
+				o.backOff(name, err)
+				if streak++; streak >= maxStreak {
+					o.pause()
+					return
+				}
+			}
+			continue
 		}
 		if f != nil {
 			// Published from memory: the file may still be on its way.
@@ -353,7 +459,19 @@ func (o *Outbox) drain(ctx context.Context, pub Publisher, list bool) {
 		if f == nil {
 			o.leftDisk()
 		}
-		o.recovered()
+		delete(o.retry, name)
+		o.acked()
+		streak = 0
+		if suspect != "" {
+			// The broker took this one: the suspect's failure is its own.
+			o.contradict(suspect)
+			suspect = ""
+		}
+	}
+	if suspect != "" {
+		// Nothing behind it to tell an outage from its own failure: wait
+		// as for an outage (with one entry, that is its backoff).
+		o.pause()
 	}
 }
 
@@ -401,21 +519,21 @@ func (o *Outbox) leftDisk() {
 	o.mu.Unlock()
 }
 
-// failed logs a failed pass: a warning the first time, debug while the
-// failure lasts, so an outage does not flood the log.
+// failed logs a broker-wide failure: a warning the first time, debug while
+// the failure lasts, so an outage does not flood the log.
 func (o *Outbox) failed(err error, pending int) {
 	if o.failing {
 		o.log.Debug("outbox publish still failing", "dir", o.dir, "pending", pending, "err", err)
 		return
 	}
-	o.failing, o.failingSince = true, time.Now()
+	o.failing, o.failingSince = true, o.now()
 	o.log.Warn("outbox publish failed; entries kept for retry", "dir", o.dir, "pending", pending, "err", err)
 }
 
 func (o *Outbox) recovered() {
 	if o.failing {
 		o.failing = false
-		o.log.Info("outbox publishing again", "dir", o.dir, "failed_for", time.Since(o.failingSince).Round(time.Second))
+		o.log.Info("outbox publishing again", "dir", o.dir, "failed_for", o.now().Sub(o.failingSince).Round(time.Second))
 	}
 }
 
@@ -431,6 +549,27 @@ func (o *Outbox) setAside(name string, cause error) {
 		return
 	}
 	o.log.Error("corrupt outbox entry moved aside", "file", from+badExt, "err", cause)
+}
+
+// refuse renames an entry the broker refused for good to <name>.refused:
+// kept byte for byte for a human (renaming it back to .json queues it
+// again, e.g. after raising the broker's max_payload), never retried,
+// logged once with the reason, and counted by SetAside.
+func (o *Outbox) refuse(name string, cause error) {
+	from := filepath.Join(o.dir, name)
+	err := os.Rename(from, from+refusedExt)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Put failed to write it and told its caller; nothing to keep.
+		o.log.Error("outbox entry refused by the broker; set aside", "file", from, "err", cause, "kept", false)
+	case err != nil:
+		o.mu.Lock()
+		o.stuck[name] = true
+		o.mu.Unlock()
+		o.log.Error("refused outbox entry could not be moved aside; skipping it", "file", from, "err", cause, "rename_err", err)
+	default:
+		o.log.Error("outbox entry refused by the broker; set aside", "file", from+refusedExt, "err", cause)
+	}
 }
 
 // pending lists the entries oldest first: the entry files, and the fresh
