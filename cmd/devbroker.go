@@ -56,7 +56,9 @@ resource on it (--profile dev, replicas = cluster size) and print the URL to
 export. Runs until Ctrl-C or SIGTERM, then stops cleanly.
 
 It listens on loopback unless --listen says otherwise, and keeps its store in
-a per-user directory unless --store is given, so data survives a restart.
+a per-user directory unless --store is given, so data survives a restart. The
+store is locked while the broker runs: a second dev broker on the same store
+fails at once (give it its own --store).
 --cluster N runs an N-node JetStream cluster in one process, so clustered
 behaviour and node loss can be tried on a laptop. nats-server's own notices
 are logged with --log-level debug; its warnings and errors always are.
@@ -105,7 +107,7 @@ are logged with --log-level debug; its warnings and errors always are.
 	fl := c.Flags()
 	fl.StringVar(&opts.Listen, "listen", devbroker.DefaultListen, "client address host:port (port 0 picks a free one; 0.0.0.0:4222 exposes it)")
 	fl.IntVar(&opts.HTTPPort, "http-port", devbroker.DefaultHTTPPort, "monitoring port on the --listen host, 0 for none")
-	fl.StringVar(&opts.Store, "store", "", "JetStream store directory (default <user cache dir>/kanade/devbroker)")
+	fl.StringVar(&opts.Store, "store", "", "JetStream store directory, locked while the broker runs (default <user cache dir>/kanade/devbroker)")
 	fl.BoolVar(&opts.NoSetup, "no-setup", false, "do not create kanade's streams, buckets and object stores")
 	fl.IntVar(&opts.Agents, "agents", 0, "start N in-process agents dev-pc-1..N")
 	fl.StringVar(&opts.Token, "token", "", "require this bearer token from clients (they set KANADE_NATS_TOKEN)")
@@ -160,8 +162,13 @@ func runDevbroker(ctx context.Context, opts *DevbrokerOptions) error {
 		Token: token, Roles: roles, Cluster: opts.Cluster, Log: serverLog,
 	})
 	if err != nil {
-		return WithHint(fmt.Errorf("start %s: %w", what, err),
-			"is another broker already running there? stop it, or pick free ports with --listen 127.0.0.1:0 --http-port 0")
+		// Free ports alone are not enough for a second broker: it needs a
+		// store of its own too, or the two corrupt each other's state.
+		hint := "is another broker already running there? stop it, or run this one beside it with a store of its own: --listen 127.0.0.1:0 --http-port 0 --store DIR"
+		if errors.Is(err, devbroker.ErrStoreInUse) {
+			hint = "each dev broker needs a store of its own: stop the other one, or pass --store with another directory (and --listen 127.0.0.1:0 --http-port 0 for free ports)"
+		}
+		return WithHint(fmt.Errorf("start %s: %w", what, err), hint)
 	}
 	defer func() {
 		b.Shutdown()

@@ -140,7 +140,12 @@ func hintFor(err error) string {
 	if errors.As(err, &he) {
 		return he.Hint
 	}
+	var afe *core.AuthFileError
 	switch {
+	case errors.As(err, &afe):
+		return authFileHint(afe.Flag)
+	case errors.Is(err, core.ErrInvalidURL):
+		return "write --server (or KANADE_NATS_URL) as nats://host:port, several comma separated; percent-encode special characters in a user, password or token"
 	case isUntrustedServerCert(err):
 		return "the broker's TLS certificate is not trusted: pass --tls-ca with the CA that signed it"
 	case isClientCertRefused(err):
@@ -159,4 +164,19 @@ func hintFor(err error) string {
 		return "check the credentials (--creds, --nkey, --user/--password, KANADE_NATS_TOKEN) and their permissions"
 	}
 	return ""
+}
+
+// authFileHint says what file each connection flag wants.
+func authFileHint(flag string) string {
+	switch flag {
+	case "--creds":
+		return "pass --creds (or NATS_CREDS) the .creds file issued for this user (`nsc generate creds`): it holds a user JWT and its nkey seed"
+	case "--nkey":
+		return "pass --nkey a file holding a user nkey seed (it starts with SU; `nk -gen user` makes one)"
+	case "--tls-ca":
+		return "pass --tls-ca the PEM file of the CA that signed the broker's certificate"
+	case "--tls-cert", "--tls-key":
+		return "pass --tls-cert and --tls-key a PEM client certificate and the private key that belongs to it"
+	}
+	return "check the file named by " + flag
 }

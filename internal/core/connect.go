@@ -56,19 +56,30 @@ func ConnectionName(role, pc string) string {
 // ErrBrokerUnreachable is returned when an operator command cannot reach the broker.
 var ErrBrokerUnreachable = errors.New("broker unreachable")
 
+// ErrInvalidURL is returned when a server URL (--server, KANADE_NATS_URL,
+// agent.nats_url) does not parse, before anything is dialled.
+var ErrInvalidURL = errors.New("invalid server URL")
+
 // Connect dials the broker. Without Retry it fails within Timeout with an
-// error naming the URL; with Retry it returns at once and keeps trying.
+// error naming the URL; with Retry it returns at once and keeps trying. A
+// bad URL fails with ErrInvalidURL, and a file named by --creds, --nkey or
+// the TLS options that cannot be used with an *AuthFileError, both before
+// any dial. No error holds a password or token from the URL.
 func Connect(o ConnectOptions) (*nats.Conn, error) {
-	opts, err := o.natsOptions()
-	if err != nil {
-		return nil, err
-	}
 	u := o.URL
 	if u == "" {
 		u = DefaultNATSURL
 	}
+	if err := checkServerURLs(u); err != nil {
+		return nil, err
+	}
+	opts, err := o.natsOptions()
+	if err != nil {
+		return nil, err
+	}
 	nc, err := nats.Connect(u, opts...)
 	if err != nil {
+		err = redactErr(err, o.secrets()...)
 		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization") {
 			return nil, fmt.Errorf("connect to %s: %w (check --creds, --nkey, --user/--password or KANADE_NATS_TOKEN)", RedactURL(u), err)
 		}
@@ -105,13 +116,21 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 	}
 	auth := 0
 	if o.Creds != "" {
+		// nats.go reads the file only when it dials, and reports a bad one
+		// as a failed connection; check it first so the error names it.
+		if err := checkCredsFile(o.Creds); err != nil {
+			return nil, err
+		}
 		opts = append(opts, nats.UserCredentials(o.Creds))
 		auth++
 	}
 	if o.NKey != "" {
+		if err := checkNKeyFile(o.NKey); err != nil {
+			return nil, err
+		}
 		opt, err := nats.NkeyOptionFromSeed(o.NKey)
 		if err != nil {
-			return nil, fmt.Errorf("read nkey seed %q (--nkey): %w", o.NKey, err)
+			return nil, &AuthFileError{Flag: "--nkey", Path: o.NKey, Kind: "nkey seed file", Problem: err.Error(), Err: err}
 		}
 		opts = append(opts, opt)
 		auth++
@@ -131,12 +150,18 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 		return nil, errors.New("more than one way to authenticate was given: use one of --creds, --nkey, --user/--password or KANADE_NATS_TOKEN")
 	}
 	if o.TLSCA != "" {
+		if err := checkCAFile(o.TLSCA); err != nil {
+			return nil, err
+		}
 		opts = append(opts, nats.RootCAs(o.TLSCA))
 	}
 	if (o.TLSCert == "") != (o.TLSKey == "") {
 		return nil, errors.New("--tls-cert and --tls-key go together")
 	}
 	if o.TLSCert != "" {
+		if err := checkClientCert(o.TLSCert, o.TLSKey); err != nil {
+			return nil, err
+		}
 		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
 	}
 	opts = append(opts, o.eventHandlers()...)
@@ -148,6 +173,7 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 func (o ConnectOptions) eventHandlers() []nats.Option {
 	t, log := o.Tracker, o.Log
 	limiter := &logLimiter{every: 5 * time.Minute}
+	secrets := o.secrets()
 	return []nats.Option{
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			if t != nil {
@@ -170,7 +196,7 @@ func (o ConnectOptions) eventHandlers() []nats.Option {
 				t.MarkDisconnected()
 			}
 			if log != nil && err != nil {
-				log.Warn("disconnected from broker", "error", err)
+				log.Warn("disconnected from broker", "error", redactErr(err, secrets...))
 			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
@@ -185,6 +211,7 @@ func (o ConnectOptions) eventHandlers() []nats.Option {
 			if log == nil || err == nil {
 				return
 			}
+			err = redactErr(err, secrets...)
 			if limiter.allow(err.Error(), time.Now()) {
 				log.Warn("cannot reach broker, retrying", "error", err)
 			} else {
@@ -199,28 +226,132 @@ func (o ConnectOptions) eventHandlers() []nats.Option {
 			if sub != nil {
 				subj = sub.Subject
 			}
-			log.Warn("nats async error", "subject", subj, "error", err)
+			log.Warn("nats async error", "subject", subj, "error", redactErr(err, secrets...))
 		}),
 	}
 }
 
-// RedactURL hides any password or token in a server URL (or comma list).
+// redacted stands in for a password or token.
+const redacted = "xxxxx"
+
+// RedactURL hides any password or token in a server URL (or comma list):
+// user:password keeps the user, a lone token is replaced whole.
+//
+// It works on the text, not on net/url's parse: a URL that does not parse
+// (an unescaped '/' or '%' in a password, no scheme) is the very one that
+// ends up in an error message, and must be hidden just the same.
 func RedactURL(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil || u.User == nil {
+		p = strings.TrimSpace(p)
+		prefix, rest, user, _, has := splitUserinfo(p)
+		if !has {
+			parts[i] = p
 			continue
 		}
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		at := strings.LastIndex(rest, "@")
+		if name, _, hasPW := strings.Cut(user, ":"); hasPW {
+			parts[i] = prefix + name + ":" + redacted + rest[at:]
 		} else {
-			u.User = url.User("xxxxx")
+			parts[i] = prefix + redacted + rest[at:]
 		}
-		parts[i] = u.String()
 	}
 	return strings.Join(parts, ",")
 }
+
+// splitUserinfo finds the userinfo of one server URL: everything between
+// the scheme (optional, as nats.go allows) and the last '@'. secret is the
+// password, or the whole userinfo when it is a token.
+func splitUserinfo(u string) (prefix, rest, userinfo, secret string, has bool) {
+	rest = u
+	if i := strings.Index(u, "://"); i >= 0 {
+		prefix, rest = u[:i+3], u[i+3:]
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return prefix, rest, "", "", false
+	}
+	userinfo = rest[:at]
+	secret = userinfo
+	if _, pw, ok := strings.Cut(userinfo, ":"); ok {
+		secret = pw
+	}
+	return prefix, rest, userinfo, secret, true
+}
+
+// checkServerURLs parses every URL of a comma list as nats.go will, so a
+// typo fails here, named and redacted, rather than as net/url's error
+// quoting the URL, secret and all.
+func checkServerURLs(list string) error {
+	for _, p := range strings.Split(list, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		full := p
+		if !strings.Contains(full, "://") {
+			full = "nats://" + full
+		}
+		_, err := url.Parse(full)
+		if err == nil {
+			continue
+		}
+		why := "a user, password or token with '/', '%', '@', ':', '#', '?' or spaces must be percent-encoded"
+		var ue *url.Error
+		if _, _, _, _, has := splitUserinfo(p); !has && errors.As(err, &ue) {
+			// Without credentials net/url's reason is safe and more precise.
+			why = ue.Err.Error()
+		}
+		return fmt.Errorf("%w %s: %s", ErrInvalidURL, RedactURL(p), why)
+	}
+	return nil
+}
+
+// secrets are the strings no error or log line may show: the URL's
+// passwords and tokens (as written and unescaped), the password and token.
+func (o ConnectOptions) secrets() []string {
+	out := []string{o.Password, o.Token}
+	for _, p := range strings.Split(o.URL, ",") {
+		if _, _, _, s, has := splitUserinfo(strings.TrimSpace(p)); has {
+			out = append(out, s)
+			if un, err := url.PathUnescape(s); err == nil {
+				out = append(out, un)
+			}
+		}
+	}
+	return out
+}
+
+// minScrubLen is the shortest secret redactErr replaces: a shorter one
+// would garble every word it occurs in, and no nats.go error is known to
+// quote a secret at all (this is a second line of defence).
+const minScrubLen = 4
+
+// redactErr returns err with every secret in its text replaced; errors.Is
+// and errors.As still see the original chain, which the hints need.
+func redactErr(err error, secrets ...string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	for _, s := range secrets {
+		if len(s) >= minScrubLen {
+			msg = strings.ReplaceAll(msg, s, redacted)
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &redactedError{msg: msg, err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
 
 // logLimiter lets a repeated message through once per interval, and a new
 // one at once, so an outage cannot flood the log.

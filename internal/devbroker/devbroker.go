@@ -76,6 +76,8 @@ type Broker struct {
 
 	mu    sync.Mutex
 	nodes []*node
+	// lock is the store's lock, released by Shutdown.
+	lock *storeLock
 }
 
 type node struct {
@@ -147,6 +149,18 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	if err := os.MkdirAll(store, 0o700); err != nil {
 		return nil, fmt.Errorf("create dev broker store %s: %w (pass --store DIR)", store, err)
 	}
+	// Taken before any port is bound, so a second broker on the same store
+	// fails at once, whatever ports it was given.
+	lock, err := lockStore(store)
+	if err != nil {
+		return nil, err
+	}
+	started := false
+	defer func() {
+		if !started {
+			lock.release()
+		}
+	}()
 	if _, has := ctx.Deadline(); !has {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, startTimeout)
@@ -182,6 +196,10 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 		b.WaitForShutdown()
 		return nil, err
 	}
+	b.mu.Lock()
+	b.lock = lock
+	b.mu.Unlock()
+	started = true
 	return b, nil
 }
 
@@ -507,7 +525,8 @@ func (b *Broker) RestartNode(ctx context.Context, i int) error {
 	return b.awaitJetStream(ctx)
 }
 
-// Shutdown stops every node; it is safe to call more than once.
+// Shutdown stops every node, then frees the store for another broker; it
+// is safe to call more than once.
 func (b *Broker) Shutdown() {
 	b.quiet.Store(b.clusterN > 1)
 	for _, srv := range b.Nodes() {
@@ -515,6 +534,14 @@ func (b *Broker) Shutdown() {
 			srv.Shutdown()
 		}
 	}
+	// The store is free only once every node has closed its files; Shutdown
+	// returns early when another caller is already shutting a node down.
+	b.WaitForShutdown()
+	b.mu.Lock()
+	lock := b.lock
+	b.lock = nil
+	b.mu.Unlock()
+	lock.release()
 }
 
 // WaitForShutdown blocks until every node has stopped.
