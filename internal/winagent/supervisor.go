@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -28,6 +29,9 @@ const healthyRun = time.Minute
 type supervisor struct {
 	log   *slog.Logger
 	clock core.Clock
+	// rand returns a uniform float in [0,1) for the backoff's jitter; nil
+	// uses math/rand/v2.
+	rand func() float64
 }
 
 // runAll runs every subsystem in its own goroutine and returns when all have
@@ -42,7 +46,11 @@ func (s *supervisor) runAll(ctx context.Context, subs []subsystem) {
 
 // supervise runs sub until ctx ends: a stop (error, nil return or panic)
 // is logged and followed by a backoff sleep of 1 s doubling to core.MaxBackoff,
-// reset after a run that lasted healthyRun.
+// reset after a run that lasted healthyRun. Each sleep carries the retry
+// helpers' ±25 % jitter (core.JitterBand), drawn afresh: after a broker
+// outage every agent of a fleet sees its subsystems stop at the same moment,
+// and without jitter they would all restart, and hit the broker, in step.
+// The jitter does not compound; the schedule underneath stays 1, 2, 4, … s.
 func (s *supervisor) supervise(ctx context.Context, sub subsystem) {
 	log := s.log.With("subsystem", sub.Name())
 	var backoff time.Duration
@@ -59,13 +67,22 @@ func (s *supervisor) supervise(ctx context.Context, sub subsystem) {
 		if err == nil {
 			err = errors.New("returned without error")
 		}
-		log.Error("subsystem stopped, restarting after backoff", "error", err, "backoff", backoff.String())
+		sleep := core.JitterBand(backoff, s.random())
+		log.Error("subsystem stopped, restarting after backoff", "error", err, "backoff", sleep.String())
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.clock.After(backoff):
+		case <-s.clock.After(sleep):
 		}
 	}
+}
+
+// random draws the jitter: s.rand, or math/rand/v2.
+func (s *supervisor) random() float64 {
+	if s.rand != nil {
+		return s.rand()
+	}
+	return rand.Float64()
 }
 
 // runRecovered runs sub, turning a panic into an error carrying the stack.

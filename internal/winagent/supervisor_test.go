@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 )
 
@@ -83,7 +84,9 @@ type syncBuffer = natstest.SyncBuffer
 func TestSupervisorBackoffResetAndPanic(t *testing.T) {
 	clk := newFakeClock()
 	var logs syncBuffer
-	sup := &supervisor{log: slog.New(slog.NewTextHandler(&logs, nil)), clock: clk}
+	// JitterBand(d, 0.5) == d: the schedule itself, jitter pinned to its
+	// centre (TestSupervisorBackoffHasJitter covers the band).
+	sup := &supervisor{log: slog.New(slog.NewTextHandler(&logs, nil)), clock: clk, rand: func() float64 { return 0.5 }}
 	sub := &scriptedSub{runs: make(chan func(context.Context) error)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -136,6 +139,48 @@ func TestSupervisorBackoffResetAndPanic(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("supervise did not return after cancel")
+	}
+}
+
+// TestSupervisorBackoffHasJitter: restarts sleep the doubling backoff with
+// core.JitterBand applied, drawn afresh each time, so a fleet whose
+// subsystems failed together (a broker outage) does not restart in step.
+// The jitter never compounds: the schedule underneath stays 1, 2, 4, 8 s.
+func TestSupervisorBackoffHasJitter(t *testing.T) {
+	clk := newFakeClock()
+	var logs syncBuffer
+	draws := []float64{0, 0.999, 0.25, 0.5}
+	var drawn int
+	sup := &supervisor{log: slog.New(slog.NewTextHandler(&logs, nil)), clock: clk, rand: func() float64 {
+		u := draws[drawn%len(draws)]
+		drawn++
+		return u
+	}}
+	sub := &scriptedSub{runs: make(chan func(context.Context) error)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { sup.supervise(ctx, sub); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	for i, base := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
+		sub.runs <- func(context.Context) error { return errors.New("broker gone") }
+		var d time.Duration
+		select {
+		case d = <-clk.calls:
+		case <-time.After(5 * time.Second):
+			t.Fatal("supervisor did not back off")
+		}
+		if want := core.JitterBand(base, draws[i]); d != want {
+			t.Fatalf("restart %d: slept %s, want %s (backoff %s, jitter draw %v)", i+1, d, want, base, draws[i])
+		}
+		if lo, hi := base*3/4, base*5/4; d < lo || d > hi {
+			t.Fatalf("restart %d: slept %s, outside the ±25%% band [%s, %s]", i+1, d, lo, hi)
+		}
+		if !strings.Contains(logs.String(), "backoff="+d.String()) {
+			t.Fatalf("the log does not name the sleep %s:\n%s", d, logs.String())
+		}
+		clk.Advance(d)
 	}
 }
 

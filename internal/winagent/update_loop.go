@@ -23,6 +23,7 @@ func init() {
 			connected: a.tracker.Connected,
 			clock:     a.clock,
 			rand:      a.rand,
+			scripts:   a.scripts,
 		}
 		if a.cfg.ExePath != "" {
 			l.updater = &update.Updater{
@@ -44,9 +45,9 @@ var _ selfUpdater = (*update.Updater)(nil)
 
 // updateLoop follows the effective target_version (SPEC §6.10): when it is
 // set and differs from the running version it applies the update (jitter,
-// download, digest, smoke test, swap), then ends the agent with
-// ErrRestartForUpdate so the process exits 64 and the service manager starts
-// the new build.
+// download, digest, smoke test, swap), waits (at most updateScriptWait) for
+// the scripts still running, then ends the agent with ErrRestartForUpdate so
+// the process exits 64 and the service manager starts the new build.
 //
 // Outcomes of an attempt: a release not published yet (or an object store
 // not set up) is polled for with backoff (1 s doubling to 5 min); a broker
@@ -70,9 +71,28 @@ type updateLoop struct {
 	connected func() <-chan struct{}
 	clock     core.Clock
 	rand      func() float64
+	// scripts counts the running scripts; a restart into a new build
+	// waits for them (at most updateScriptWait). Nil waits for nothing.
+	scripts scriptWaiter
 }
 
 var _ subsystem = (*updateLoop)(nil)
+
+// updateScriptWait bounds how long an installed update waits for running
+// scripts to finish before it restarts the agent, which kills the ones
+// still running. Long enough for the ordinary script; a script that runs
+// longer must not hold a fleet's rollout forever.
+const updateScriptWait = 10 * time.Minute
+
+// scriptWaiter is what the loop needs of scriptActivity.
+type scriptWaiter interface {
+	Running() int
+	WaitIdle(ctx context.Context, clock interface {
+		After(time.Duration) <-chan time.Time
+	}, max time.Duration) int
+}
+
+var _ scriptWaiter = (*scriptActivity)(nil)
 
 func (l *updateLoop) Name() string { return "update" }
 
@@ -102,7 +122,7 @@ func (l *updateLoop) Run(ctx context.Context) error {
 	defer func() {
 		if cur != nil {
 			cur.cancel()
-			l.finish(<-cur.done, cur.goal)
+			l.finish(ctx, <-cur.done, cur.goal)
 		}
 	}()
 	eff, changed := l.watch()
@@ -150,7 +170,7 @@ func (l *updateLoop) Run(ctx context.Context) error {
 			g := cur.goal
 			cur.cancel()
 			cur = nil
-			switch l.finish(err, g) {
+			switch l.finish(ctx, err, g) {
 			case outcomeRestart:
 				// restart ends ctx; wait for it.
 				<-ctx.Done()
@@ -207,10 +227,12 @@ const (
 	outcomeAbandoned                      // cancelled because the goal changed
 )
 
-// finish classifies an attempt's result and acts on a completed swap.
-func (l *updateLoop) finish(err error, g updateGoal) updateOutcome {
+// finish classifies an attempt's result and acts on a completed swap: it
+// waits (bounded) for running scripts, then restarts the agent.
+func (l *updateLoop) finish(ctx context.Context, err error, g updateGoal) updateOutcome {
 	switch {
 	case errors.Is(err, update.ErrRestartRequired):
+		l.waitForScripts(ctx, g.target)
 		l.log.Debug("self-update installed; stopping so the new build starts", "target", g.target, "exit_code", core.ExitCodeUpdate)
 		l.restart(ErrRestartForUpdate)
 		return outcomeRestart
@@ -233,6 +255,33 @@ func (l *updateLoop) finish(err error, g updateGoal) updateOutcome {
 		// Broker, disk or swap trouble. A failed swap is recorded by the
 		// updater, so the next Apply returns ErrPreviouslyFailed at once.
 		return outcomeRetry
+	}
+}
+
+// waitForScripts holds an installed update's restart until no script runs,
+// at most updateScriptWait: the restart cancels the agent's context, which
+// kills every running script and reports it as killed, so a script that
+// would have finished in a minute is let finish. Commands that arrive
+// meanwhile still run (their results are not lost either way). When ctx is
+// already ending the agent is stopping anyway and nothing is waited for.
+func (l *updateLoop) waitForScripts(ctx context.Context, target string) {
+	if l.scripts == nil || ctx.Err() != nil {
+		return
+	}
+	n := l.scripts.Running()
+	if n == 0 {
+		return
+	}
+	l.log.Info("self-update installed; waiting for running scripts to finish before restarting",
+		"target", target, "running", n, "max_wait", core.FormatDuration(updateScriptWait))
+	left := l.scripts.WaitIdle(ctx, l.clock, updateScriptWait)
+	switch {
+	case ctx.Err() != nil:
+	case left > 0:
+		l.log.Warn("self-update: scripts still running after the wait; restarting anyway, which kills them",
+			"target", target, "still_running", left, "waited", core.FormatDuration(updateScriptWait))
+	default:
+		l.log.Info("running scripts finished; restarting into the new build", "target", target)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -72,8 +73,9 @@ type updateLoopHarness struct {
 	cancel   context.CancelFunc
 }
 
-// runUpdateLoop runs an updateLoop for a build of version 1.0.0.
-func runUpdateLoop(t *testing.T) *updateLoopHarness {
+// runUpdateLoop runs an updateLoop for a build of version 1.0.0; each opt
+// may change the loop before it runs.
+func runUpdateLoop(t *testing.T, opts ...func(*updateLoop)) *updateLoopHarness {
 	h := &updateLoopHarness{
 		t:        t,
 		eff:      newWatchable(fleetconfig.Default(), func(a, b fleetconfig.Effective) bool { return a == b }),
@@ -95,6 +97,9 @@ func runUpdateLoop(t *testing.T) *updateLoopHarness {
 		connected: h.tracker.Connected,
 		clock:     h.clock,
 		rand:      func() float64 { return 0.5 }, // JitterBand(d, 0.5) == d
+	}
+	for _, opt := range opts {
+		opt(l)
 	}
 	go func() { h.done <- l.Run(ctx) }()
 	t.Cleanup(func() {
@@ -309,6 +314,111 @@ func TestUpdateLoopWithoutExecutableOnlyLogs(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUpdateLoopRemembersAFailedTargetAcrossBoots boots a fresh loop and
+// Updater over a data dir where an earlier boot recorded a failed target.
+// The loop first sees the built-in defaults (no target) until agent_config
+// arrives; that must not wipe the record, or every reboot would download and
+// try the broken release again.
+func TestUpdateLoopRemembersAFailedTargetAcrossBoots(t *testing.T) {
+	dataDir := t.TempDir()
+	update.NewTracker(dataDir, nil).Record(update.Failure{
+		Target: "1.1.0", Digest: "SHA-256=AAAA", Error: "staged agent binary failed its smoke test",
+	})
+	up := &update.Updater{DataDir: dataDir, ExePath: filepath.Join(t.TempDir(), "kanade")}
+	h := runUpdateLoop(t, func(l *updateLoop) {
+		up.Log = l.log
+		l.updater = up
+	})
+	// The loop has seen (and observed) the defaults before the config arrives.
+	waitFor(t, func() bool { return strings.Contains(h.logs.String(), "no target_version set") })
+	h.setTarget("1.1.0", 0)
+	waitFor(t, func() bool {
+		return containsAll(h.logs.String(), "target failed before", "target=1.1.0") ||
+			strings.Contains(h.logs.String(), "retrying after backoff")
+	})
+	if !strings.Contains(h.logs.String(), "target failed before") {
+		t.Fatalf("the failed target was tried again after a reboot")
+	}
+	h.noSleeps()
+	if _, ok := update.NewTracker(dataDir, nil).Failed("1.1.0"); !ok {
+		t.Fatal("the persisted failure record was dropped at boot")
+	}
+}
+
+// fakeScripts is a scriptWaiter the test drives: WaitIdle reports its bound
+// and returns what the test answers.
+type fakeScripts struct {
+	running int
+	waits   chan time.Duration
+	answer  chan int
+}
+
+func (f *fakeScripts) Running() int { return f.running }
+func (f *fakeScripts) WaitIdle(ctx context.Context, _ interface {
+	After(time.Duration) <-chan time.Time
+}, max time.Duration) int {
+	f.waits <- max
+	select {
+	case n := <-f.answer:
+		return n
+	case <-ctx.Done():
+		return f.running
+	}
+}
+
+// TestUpdateLoopWaitsForRunningScriptsBeforeRestart: once the new binary is
+// in place, the restart waits (at most updateScriptWait) for running scripts,
+// logs that it waits, and warns naming the count when it gives up.
+func TestUpdateLoopWaitsForRunningScriptsBeforeRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		stillRun int
+		wantLog  []string
+	}{
+		{"scripts finish", 0, []string{"level=INFO", "waiting for running scripts", "running=2"}},
+		{"bound passes", 2, []string{"level=WARN", "restarting anyway", "still_running=2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			scripts := &fakeScripts{running: 2, waits: make(chan time.Duration, 1), answer: make(chan int)}
+			h := runUpdateLoop(t, func(l *updateLoop) { l.scripts = scripts })
+			h.setTarget("1.1.0", 0)
+			h.next("1.1.0").reply <- update.ErrRestartRequired
+			select {
+			case max := <-scripts.waits:
+				if max != updateScriptWait || updateScriptWait != 10*time.Minute {
+					t.Fatalf("waited at most %s, want %s", max, updateScriptWait)
+				}
+			case err := <-h.restarts:
+				t.Fatalf("restarted (%v) without waiting for the running scripts", err)
+			case <-time.After(5 * time.Second):
+				t.Fatal("no wait for scripts and no restart")
+			}
+			select {
+			case err := <-h.restarts:
+				t.Fatalf("restarted (%v) while scripts still ran", err)
+			default:
+			}
+			scripts.answer <- tc.stillRun
+			select {
+			case err := <-h.restarts:
+				if service.ExitCode(err) != core.ExitCodeUpdate {
+					t.Fatalf("exit code %d", service.ExitCode(err))
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no restart after the wait")
+			}
+			for _, want := range tc.wantLog {
+				if !strings.Contains(h.logs.String(), want) {
+					t.Errorf("log lacks %q:\n%s", want, h.logs.String())
+				}
+			}
+			if tc.stillRun == 0 && strings.Contains(h.logs.String(), "level=WARN") {
+				t.Errorf("warned although the scripts finished:\n%s", h.logs.String())
+			}
+		})
 	}
 }
 

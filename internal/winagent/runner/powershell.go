@@ -1,8 +1,6 @@
 package runner
 
 import (
-	"errors"
-	"os"
 	"strings"
 )
 
@@ -18,7 +16,8 @@ const psPrelude = "[Console]::OutputEncoding = New-Object System.Text.UTF8Encodi
 
 // stagePowerShell writes script for `powershell -File` into dir (created if
 // missing) and returns the file to run and a cleanup that removes every file
-// it wrote. Files are created exclusively with owner-only permissions (0600).
+// it wrote. Files are created exclusively with owner-only permissions (0600)
+// by the stager the sh path uses too.
 //
 // The prelude shares the script's first line, so line numbers in PowerShell's
 // error messages still match the script the operator wrote. A script that
@@ -30,48 +29,30 @@ const psPrelude = "[Console]::OutputEncoding = New-Object System.Text.UTF8Encodi
 // ending normally right after a failing native command reports that
 // command's code.
 func stagePowerShell(dir, script string) (string, func(), error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	s := &stager{dir: dir}
+	fail := func(err error) (string, func(), error) {
+		s.cleanup()
 		return "", func() {}, err
 	}
-	var written []string
-	cleanup := func() {
-		for _, p := range written {
-			_ = os.Remove(p)
-		}
-	}
-	write := func(pattern, body string) (string, error) {
-		// CreateTemp opens with O_EXCL and mode 0600.
-		f, err := os.CreateTemp(dir, pattern)
-		if err != nil {
-			return "", err
-		}
-		written = append(written, f.Name())
-		_, err = f.WriteString(utf8BOM + body)
-		return f.Name(), errors.Join(err, f.Close())
-	}
-
 	if !needsOwnFirstLine(script) {
-		p, err := write("kanade-*.ps1", psPrelude+script)
+		p, err := s.write("kanade-*.ps1", utf8BOM+psPrelude+script)
 		if err != nil {
-			cleanup()
-			return "", func() {}, err
+			return fail(err)
 		}
-		return p, cleanup, nil
+		return p, s.cleanup, nil
 	}
-	user, err := write("kanade-*.ps1", script)
+	user, err := s.write("kanade-*.ps1", utf8BOM+script)
 	if err != nil {
-		cleanup()
-		return "", func() {}, err
+		return fail(err)
 	}
-	launcher, err := write("kanade-launch-*.ps1", psPrelude+"\n"+
+	launcher, err := s.write("kanade-launch-*.ps1", utf8BOM+psPrelude+"\n"+
 		"$global:LASTEXITCODE = 0\n"+
 		"& '"+strings.ReplaceAll(user, "'", "''")+"' @args\n"+
 		"exit $LASTEXITCODE\n")
 	if err != nil {
-		cleanup()
-		return "", func() {}, err
+		return fail(err)
 	}
-	return launcher, cleanup, nil
+	return launcher, s.cleanup, nil
 }
 
 // needsOwnFirstLine reports whether script starts (after blank space and

@@ -31,6 +31,7 @@ func startProcess(c command, _ *identity) (*process, *os.File, *os.File, error) 
 	}
 	cmd := exec.Command(c.args[0], c.args[1:]...)
 	cmd.Dir = c.cwd
+	cmd.Env = scriptEnv(os.Environ()) // never the agent's credentials (env.go)
 	// *os.File writers are handed to the child as they are: exec starts
 	// no copying goroutines, so Wait waits for the process only and the
 	// runner alone decides how long to wait for the pipes.

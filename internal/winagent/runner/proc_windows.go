@@ -126,7 +126,7 @@ func startProcess(c command, id *identity) (*process, *os.File, *os.File, error)
 			id.envBlock(), dirP, &si.StartupInfo, &pi)
 	} else {
 		err = windows.CreateProcess(appName, cmdLineP, nil, nil, true, flags,
-			nil, dirP, &si.StartupInfo, &pi)
+			id.envBlock(), dirP, &si.StartupInfo, &pi)
 	}
 	if err != nil {
 		return fail(err)

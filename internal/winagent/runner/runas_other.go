@@ -26,7 +26,13 @@ func newIdentity(string) (*identity, error) { return &identity{}, nil }
 
 func (*identity) home() (string, error) { return os.UserHomeDir() }
 
-func (*identity) lookupEnv(key string) (string, bool) { return os.LookupEnv(key) }
+// lookupEnv looks key up in the environment scripts get (env.go).
+func (*identity) lookupEnv(key string) (string, bool) {
+	if withheldFromScripts(key) {
+		return "", false
+	}
+	return os.LookupEnv(key)
+}
 
 // scriptDir is where temp scripts go when Spec.TempDir is empty.
 func (*identity) scriptDir() string { return os.TempDir() }

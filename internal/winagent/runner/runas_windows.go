@@ -17,8 +17,9 @@ import (
 )
 
 // identity is who the script runs as: the agent itself (token 0), or a
-// primary token for the active console session (run_as user / system_gui)
-// together with that identity's environment.
+// primary token for the active console session (run_as user / system_gui),
+// together with the environment the script gets — that identity's, minus
+// the variables withheldFromScripts names.
 type identity struct {
 	token windows.Token
 	env   []string
@@ -31,7 +32,7 @@ func runAsUnsupported(string) (string, bool) { return "", false }
 // console session).
 func newIdentity(runAs string) (*identity, error) {
 	if runAs != core.RunAsUser && runAs != core.RunAsSystemGUI {
-		return &identity{}, nil
+		return &identity{env: scriptEnv(os.Environ())}, nil
 	}
 	tok, err := sessionToken(runAs)
 	if err != nil {
@@ -42,7 +43,7 @@ func newIdentity(runAs string) (*identity, error) {
 		tok.Close()
 		return nil, fmt.Errorf("build the environment of the session user: %w", err)
 	}
-	return &identity{token: tok, env: env}, nil
+	return &identity{token: tok, env: scriptEnv(env)}, nil
 }
 
 // sessionToken returns a primary token in the active console session:
@@ -97,11 +98,8 @@ func (id *identity) home() (string, error) {
 }
 
 // lookupEnv finds key, case-insensitively as Windows does, in the
-// identity's environment.
+// script's environment, so %VAR% in cwd cannot reach a withheld variable.
 func (id *identity) lookupEnv(key string) (string, bool) {
-	if id.token == 0 {
-		return os.LookupEnv(key)
-	}
 	for _, kv := range id.env {
 		// Entries like "=C:=C:\" are per-drive directories, not variables.
 		k, v, ok := strings.Cut(kv, "=")
@@ -112,18 +110,21 @@ func (id *identity) lookupEnv(key string) (string, bool) {
 	return "", false
 }
 
-// envBlock is the identity's environment as CreateProcess wants it:
-// NUL-separated UTF-16 strings ending in an extra NUL.
+// envBlock is the script's environment as CreateProcess wants it:
+// NUL-separated UTF-16 strings ending in an extra NUL. It is never nil: a
+// nil block would make the child inherit the agent's whole environment,
+// withheld variables included.
 func (id *identity) envBlock() *uint16 {
-	if len(id.env) == 0 {
-		return nil
-	}
 	var block []uint16
 	for _, kv := range id.env {
 		if strings.IndexByte(kv, 0) >= 0 {
 			continue
 		}
 		block = append(block, utf16.Encode([]rune(kv))...)
+		block = append(block, 0)
+	}
+	if len(block) == 0 {
+		// An empty block is still two NULs: an empty string, then the end.
 		block = append(block, 0)
 	}
 	block = append(block, 0)

@@ -26,7 +26,7 @@ type Spec struct {
 	Timeout   time.Duration // effective timeout; values under 1s count as 1s
 	ExecID    string        // named in the kill note
 	RunAs     string        // core.RunAsSystem ("" too) | core.RunAsUser | core.RunAsSystemGUI
-	TempDir   string        // where temp .ps1 files go; "" = os.TempDir()
+	TempDir   string        // where temp .ps1 and .sh files go; "" = the identity's default
 	MaxOutput int           // per-stream capture cap in bytes; 0 = DefaultMaxOutput
 }
 
@@ -79,6 +79,9 @@ func Run(ctx context.Context, spec Spec, kill <-chan struct{}) Result {
 		res.Stderr = note
 		res.FinishedAt = now()
 		return res
+	}
+	if err := checkScriptSize(spec.Script); err != nil {
+		return fail("%v", err)
 	}
 	if err := ctx.Err(); err != nil {
 		res.Killed = true
@@ -245,8 +248,10 @@ type command struct {
 	cwd     string   // "" = inherit
 }
 
-// buildCommand turns spec into a command (SPEC §6.5). PowerShell scripts are
-// staged to temp files, which cleanup removes.
+// buildCommand turns spec into a command (SPEC §6.5). PowerShell and sh
+// scripts are staged to temp files (stage.go), which cleanup removes; cmd
+// keeps `cmd /C`, whose quoting and %-expansion rules differ from a batch
+// file's.
 func buildCommand(spec Spec, id *identity) (command, func(), error) {
 	nothing := func() {}
 	switch spec.Shell {
@@ -270,10 +275,14 @@ func buildCommand(spec Spec, id *identity) (command, func(), error) {
 			cmdLine: "cmd /C " + spec.Script,
 		}, nothing, nil
 	case core.ShellSh:
+		path, cleanup, err := stageSh(scriptDir(spec.TempDir, id), spec.Script)
+		if err != nil {
+			return command{}, nothing, fmt.Errorf("stage the script for %s: %w", spec.Shell, err)
+		}
 		return command{
 			program: "/bin/sh",
-			args:    []string{"/bin/sh", "-c", spec.Script},
-		}, nothing, nil
+			args:    []string{"/bin/sh", path},
+		}, cleanup, nil
 	}
 	return command{}, nothing, fmt.Errorf("unsupported shell %q (want %s, %s, %s or %s)", spec.Shell,
 		core.ShellPowerShell, core.ShellPwsh, core.ShellCmd, core.ShellSh)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -382,5 +383,104 @@ func BenchmarkBareSpawn(b *testing.B) {
 		if err != nil || string(out) != "hi\n" {
 			b.Fatalf("%q %v", out, err)
 		}
+	}
+}
+
+// TestRunScriptEnvironmentWithholdsSecrets runs `env` with the agent's
+// broker credentials (and other secrets) in the parent environment: the
+// script must see none of them, since whatever it prints is kept in RESULTS,
+// but must keep what scripts need to work.
+func TestRunScriptEnvironmentWithholdsSecrets(t *testing.T) {
+	secrets := []string{
+		"KANADE_NATS_PASSWORD", "KANADE_NATS_TOKEN", "KANADE_NATS_USER", "KANADE_NATS_URL",
+		"KANADE_COMMAND_SIGNING_KEY", "NATS_CREDS", "NATS_NKEY", "NATS_PASSWORD", "NATS_TOKEN",
+		"NATS_URL", "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD", "PGPASSWORD",
+		"MY_API_KEY", "google_application_credentials", "Vault_Secret_Id", "Deploy_Creds",
+	}
+	for _, name := range secrets {
+		t.Setenv(name, "leaked-"+strings.ToLower(name))
+	}
+	t.Setenv("KANADE_TEST_KEEP", "no") // the agent's own settings go too
+	t.Setenv("KEYBOARD_LAYOUT", "jp")  // "key" inside a word is no secret
+	t.Setenv("LANG", "C.UTF-8")
+	res := Run(context.Background(), sh(`env`), nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("env: exit %d stderr %q", res.ExitCode, res.Stderr)
+	}
+	if strings.Contains(res.Stdout, "leaked-") {
+		t.Errorf("the script saw a secret:\n%s", grepLines(res.Stdout, "leaked-"))
+	}
+	if strings.Contains(res.Stdout, "KANADE_TEST_KEEP=") {
+		t.Errorf("the script saw the agent's KANADE_ settings:\n%s", grepLines(res.Stdout, "KANADE_"))
+	}
+	for _, want := range []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "KEYBOARD_LAYOUT=jp", "LANG=C.UTF-8"} {
+		if !slices.Contains(strings.Split(res.Stdout, "\n"), want) {
+			t.Errorf("the script lost %q; env:\n%s", want, res.Stdout)
+		}
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestRunLongShScript runs an sh script far over the kernel's 128 KiB limit
+// on one argument: it runs from a temp file, which is gone afterwards.
+func TestRunLongShScript(t *testing.T) {
+	var b strings.Builder
+	for b.Len() < 300<<10 {
+		b.WriteString(": padding line to make the script long enough to overflow argv\n")
+	}
+	b.WriteString(`echo "last line, run as $#"` + "\n")
+	spec := sh(b.String())
+	spec.TempDir = t.TempDir()
+	res := Run(context.Background(), spec, nil)
+	if res.ExitCode != 0 || res.Stdout != "last line, run as 0\n" {
+		t.Fatalf("300 KiB script: exit %d stdout %q stderr %q", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	if left, _ := os.ReadDir(spec.TempDir); len(left) != 0 {
+		t.Fatalf("temp scripts left behind: %v", left)
+	}
+}
+
+// TestRunScriptSizeLimit: a script of MaxScript bytes runs; one byte more is
+// refused before anything runs, whatever the shell, naming the limit.
+func TestRunScriptSizeLimit(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "ran")
+	body := func(size int) string {
+		s := "touch " + marker + "\necho ok\n"
+		return s + strings.Repeat("#", size-len(s)-1) + "\n"
+	}
+	spec := sh("")
+	spec.TempDir = t.TempDir()
+	for _, shell := range []string{core.ShellSh, core.ShellPowerShell, core.ShellCmd} {
+		spec.Shell, spec.Script = shell, body(4<<20+1)
+		res := Run(context.Background(), spec, nil)
+		want := "script is 4194305 bytes, over the 4 MiB (4194304 bytes) limit; it was not run"
+		if res.ExitCode != -1 || res.Stderr != want || res.Stdout != "" || res.Killed || res.TimedOut {
+			t.Errorf("%s: exit %d stdout %q stderr %q killed=%v timedOut=%v, want -1 and %q",
+				shell, res.ExitCode, res.Stdout, res.Stderr, res.Killed, res.TimedOut, want)
+		}
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("an oversized script ran (stat: %v)", err)
+	}
+	if left, _ := os.ReadDir(spec.TempDir); len(left) != 0 {
+		t.Fatalf("temp scripts left behind: %v", left)
+	}
+	spec = sh(body(4 << 20))
+	spec.TempDir = t.TempDir()
+	if res := Run(context.Background(), spec, nil); res.ExitCode != 0 || res.Stdout != "ok\n" {
+		t.Fatalf("a script of exactly 4 MiB: exit %d stdout %q stderr %q", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("the 4 MiB script did not run: %v", err)
 	}
 }

@@ -84,8 +84,15 @@ func (t *Tracker) Record(f Failure) {
 	t.persist()
 }
 
-// Observe forgets a failure recorded for a target other than target.
+// Observe forgets a failure recorded for a target other than target. An
+// empty target (no target_version set) forgets nothing: every boot starts
+// from the built-in defaults, which set none, until the agent_config rows
+// arrive, and forgetting then would retry a failed target on every boot.
+// Rolling out another version (the running one included) forgets it.
 func (t *Tracker) Observe(target string) {
+	if target == "" {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.rec != nil && t.rec.Target != target {

@@ -104,6 +104,8 @@ type Updater struct {
 	afterDownload func(path string)
 	// rename, when set by tests, replaces os.Rename in the swap.
 	rename func(oldpath, newpath string) error
+	// syncDir, when set by tests, replaces syncDir in the swap.
+	syncDir func(dir string) error
 
 	mu          sync.Mutex // serialises Apply
 	trackerOnce sync.Once
@@ -140,7 +142,9 @@ func (u *Updater) Tracker() *Tracker {
 // Observe tells the updater the currently resolved target (call it on every
 // change, also when the target equals the running version): a failure
 // recorded for another target is forgotten, so that target is tried again if
-// it comes back. It never waits for a running Apply.
+// it comes back. An empty target (none set, as at every boot before the
+// agent_config rows arrive) forgets nothing. It never waits for a running
+// Apply.
 func (u *Updater) Observe(target string) {
 	u.Tracker().Observe(target)
 }
@@ -424,12 +428,31 @@ func (u *Updater) swap(staged string) (err error) {
 	if err := rename(newPath, exe); err != nil {
 		rerr := rename(oldPath, exe)
 		os.Remove(newPath)
+		u.syncSwapDir(exe)
 		if rerr != nil {
 			return fmt.Errorf("put new binary in place: %w; and restoring %s from %s failed: %v", err, exe, oldPath, rerr)
 		}
 		return fmt.Errorf("put new binary in place (original restored): %w", err)
 	}
+	u.syncSwapDir(exe)
 	return nil
+}
+
+// syncSwapDir makes the swap's renames durable: a rename lives in the
+// directory, and until that is on disk a power loss can bring back a state
+// with no <exe> at all (renamed to .old, .new not yet in place). It runs
+// once, after both renames: the intermediate state needs no durability of
+// its own. A failure is logged, not returned: the renames are done and
+// undoing them would need the same unsynced directory.
+func (u *Updater) syncSwapDir(exe string) {
+	sync := u.syncDir
+	if sync == nil {
+		sync = syncDir
+	}
+	dir := filepath.Dir(exe)
+	if err := sync(dir); err != nil {
+		u.log().Warn("self-update: cannot sync the executable's directory; the swap may not survive a power loss", "dir", dir, "err", err)
+	}
 }
 
 // removeTree removes path and everything below it with plain os.Remove

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -543,5 +544,90 @@ func TestCleanupLeftovers(t *testing.T) {
 	CleanupLeftovers(exe, slog.New(slog.NewTextHandler(&logs, nil)))
 	if !strings.Contains(logs.String(), "cannot remove a leftover") {
 		t.Errorf("locked leftover not logged:\n%s", logs.String())
+	}
+}
+
+// TestFailedTargetSurvivesABootWithoutTarget: every boot starts from the
+// built-in defaults, which set no target_version, until the agent_config rows
+// arrive, and the daemon observes that empty target first. That must not
+// forget the failure: a fresh Updater over the same data dir still refuses
+// the target without downloading it.
+func TestFailedTargetSurvivesABootWithoutTarget(t *testing.T) {
+	f := newFixture(t)
+	f.publish(t, core.ReleaseKey("0.39.0", "linux", "amd64"), []byte("broken build"))
+	u := f.updater("linux", "amd64")
+	u.RunVersion = func(context.Context, string) (string, error) { return "", errors.New("exec format error") }
+	if err := u.Apply(context.Background(), "0.39.0", 0); !errors.Is(err, ErrSmokeTest) {
+		t.Fatalf("Apply = %v, want ErrSmokeTest", err)
+	}
+
+	// The next boot: a fresh Updater over the same data dir.
+	u2 := f.updater("linux", "amd64")
+	u2.RunVersion = func(context.Context, string) (string, error) {
+		t.Error("a failed target was run again")
+		return "", nil
+	}
+	u2.afterDownload = func(string) { t.Error("a failed target was downloaded again") }
+	u2.Observe("") // the built-in defaults, before agent_config is read
+	u2.Observe("0.39.0")
+	if err := u2.Apply(context.Background(), "0.39.0", 0); !errors.Is(err, ErrPreviouslyFailed) {
+		t.Fatalf("Apply after a reboot = %v, want ErrPreviouslyFailed", err)
+	}
+	f.assertExeUntouched(t)
+	if _, ok := NewTracker(f.dataDir, nil).Failed("0.39.0"); !ok {
+		t.Error("the persisted failure record was dropped")
+	}
+}
+
+// TestSwapSyncsTheDirectory: the two renames are made durable with an fsync
+// of the executable's directory, after both, so a power loss right after the
+// swap cannot bring back a state where <exe> is missing.
+func TestSwapSyncsTheDirectory(t *testing.T) {
+	f := newFixture(t)
+	f.publish(t, core.ReleaseKey("0.39.0", "linux", "amd64"), []byte("new build"))
+	u := f.updater("linux", "amd64")
+	u.RunVersion = staticVersion("0.39.0")
+	var ops []string
+	u.rename = func(o, n string) error {
+		ops = append(ops, "rename "+filepath.Base(o)+" "+filepath.Base(n))
+		return os.Rename(o, n)
+	}
+	u.syncDir = func(dir string) error {
+		ops = append(ops, "sync "+dir)
+		return syncDir(dir)
+	}
+	if err := u.Apply(context.Background(), "0.39.0", 0); !errors.Is(err, ErrRestartRequired) {
+		t.Fatalf("Apply = %v", err)
+	}
+	exe := filepath.Base(f.exe)
+	want := []string{"rename " + exe + " " + exe + ".old", "rename " + exe + ".new " + exe, "sync " + filepath.Dir(f.exe)}
+	if !slices.Equal(ops, want) {
+		t.Fatalf("swap did %q, want %q", ops, want)
+	}
+
+	// A sync that fails after the renames does not undo a complete swap:
+	// the binary is in place; it is logged.
+	f2 := newFixture(t)
+	f2.publish(t, core.ReleaseKey("0.39.0", "linux", "amd64"), []byte("new build"))
+	u2 := f2.updater("linux", "amd64")
+	u2.RunVersion = staticVersion("0.39.0")
+	u2.syncDir = func(string) error { return errors.New("input/output error") }
+	if err := u2.Apply(context.Background(), "0.39.0", 0); !errors.Is(err, ErrRestartRequired) {
+		t.Fatalf("Apply with a failing sync = %v, want ErrRestartRequired", err)
+	}
+	if b, _ := os.ReadFile(f2.exe); string(b) != "new build" {
+		t.Fatalf("installed %q", b)
+	}
+	if !strings.Contains(f2.logs.String(), "input/output error") {
+		t.Errorf("sync failure not logged:\n%s", f2.logs.String())
+	}
+}
+
+func TestSyncDir(t *testing.T) {
+	if err := syncDir(t.TempDir()); err != nil {
+		t.Fatalf("syncDir of a directory: %v", err)
+	}
+	if err := syncDir(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("syncDir of a missing directory = %v, want ErrNotExist", err)
 	}
 }
