@@ -54,6 +54,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/kanadehq/kanade-go/internal/winagent/durable"
 )
 
 // FileName is the ledger's file in its directory.
@@ -491,7 +493,7 @@ func (l *Ledger) compactLocked() error {
 	}
 	// The rename and (first time) the file's creation must survive a
 	// power cut too.
-	syncDir(l.dir)
+	_ = durable.SyncDir(l.dir) // best effort: the data itself is synced
 	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("open admission ledger %s: %w", l.path, err)
@@ -596,16 +598,4 @@ func writeSynced(path string, b []byte) error {
 		return err
 	}
 	return f.Close()
-}
-
-// syncDir fsyncs a directory so a file created or renamed in it survives a
-// power cut. Windows cannot open a directory for that and makes renames
-// durable itself (NTFS journals metadata), so failures are ignored.
-func syncDir(dir string) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return
-	}
-	_ = d.Sync()
-	_ = d.Close()
 }

@@ -47,6 +47,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kanadehq/kanade-go/internal/winagent/durable"
 )
 
 // Entry is one message waiting to be published.
@@ -249,7 +251,7 @@ func (o *Outbox) Put(e Entry) error {
 	}
 	if closed {
 		// No syncer after Close: this put is durable before it returns.
-		syncDir(o.dir)
+		syncDirBestEffort(o.dir)
 	} else {
 		o.mu.Lock()
 		now := time.Now()
@@ -797,7 +799,7 @@ func (o *Outbox) syncEntries(names []string) {
 	if len(synced) == 0 {
 		return
 	}
-	syncDir(o.dir)
+	syncDirBestEffort(o.dir)
 	if o.afterSync != nil {
 		for _, name := range synced {
 			o.afterSync(name)
@@ -805,14 +807,7 @@ func (o *Outbox) syncEntries(names []string) {
 	}
 }
 
-// syncDir flushes a directory so a rename in it survives a power cut. It is
-// best effort: Windows cannot flush a directory handle (NTFS journals the
-// rename itself), and a failure here does not undo a completed rename.
-func syncDir(dir string) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return
-	}
-	_ = d.Sync()
-	_ = d.Close()
-}
+// syncDirBestEffort flushes the outbox directory so a rename in it survives a
+// power cut; a failure here does not undo a completed rename, so it is only
+// best effort.
+func syncDirBestEffort(dir string) { _ = durable.SyncDir(dir) }

@@ -32,6 +32,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/winagent/durable"
 )
 
 // ErrNotFound means the agent_releases store or the release object for the
@@ -447,7 +448,7 @@ func (u *Updater) swap(staged string) (err error) {
 func (u *Updater) syncSwapDir(exe string) {
 	sync := u.syncDir
 	if sync == nil {
-		sync = syncDir
+		sync = durable.SyncDir
 	}
 	dir := filepath.Dir(exe)
 	if err := sync(dir); err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/natstest"
+	"github.com/kanadehq/kanade-go/internal/winagent/durable"
 )
 
 // The test binary doubles as a fake agent: a copy of it published as a
@@ -594,7 +595,7 @@ func TestSwapSyncsTheDirectory(t *testing.T) {
 	}
 	u.syncDir = func(dir string) error {
 		ops = append(ops, "sync "+dir)
-		return syncDir(dir)
+		return durable.SyncDir(dir)
 	}
 	if err := u.Apply(context.Background(), "0.39.0", 0); !errors.Is(err, ErrRestartRequired) {
 		t.Fatalf("Apply = %v", err)
@@ -620,14 +621,5 @@ func TestSwapSyncsTheDirectory(t *testing.T) {
 	}
 	if !strings.Contains(f2.logs.String(), "input/output error") {
 		t.Errorf("sync failure not logged:\n%s", f2.logs.String())
-	}
-}
-
-func TestSyncDir(t *testing.T) {
-	if err := syncDir(t.TempDir()); err != nil {
-		t.Fatalf("syncDir of a directory: %v", err)
-	}
-	if err := syncDir(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("syncDir of a missing directory = %v, want ErrNotExist", err)
 	}
 }

@@ -1,6 +1,6 @@
 //go:build windows
 
-package update
+package durable
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// syncDir flushes the directory dir so the renames in it are on disk.
+// SyncDir flushes the directory dir so the renames in it are on disk.
 // Windows has no directory fsync as such, and os.File.Sync on a directory
 // fails (the handle is read-only). The closest is FlushFileBuffers on a
 // handle to the directory itself, opened with write access and backup
@@ -17,7 +17,7 @@ import (
 // support flushing a directory answer ERROR_INVALID_FUNCTION or
 // ERROR_NOT_SUPPORTED: there is nothing more to do (NTFS journals the
 // rename itself), so that is not an error.
-func syncDir(dir string) error {
+func SyncDir(dir string) error {
 	p, err := windows.UTF16PtrFromString(dir)
 	if err != nil {
 		return err

@@ -1,14 +1,14 @@
 //go:build !windows
 
-package update
+package durable
 
 import (
 	"errors"
 	"os"
 )
 
-// syncDir fsyncs the directory dir, making the renames in it durable.
-func syncDir(dir string) error {
+// SyncDir fsyncs the directory dir, making the renames in it durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
