@@ -54,6 +54,7 @@ var scenarios = []scenario{
 	{"idle", "the real `kanade agent` binary idle: RSS and CPU", runIdle},
 	{"fanout", "commands.all to N in-process agents: time to all results, CPU", runFanout},
 	{"storm", "N agents, broker restarted: time to heartbeats and replay consumers, API rate", runStorm},
+	{"fleetidle", "N idle agents: API requests, messages, broker CPU and RSS, extrapolated to 10,000", runFleetIdle},
 }
 
 func main() {
@@ -68,7 +69,7 @@ func run() int {
 	var o options
 	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fl.IntVar(&o.runs, "runs", 5, "repetitions of each scenario (min/median/max are over these)")
-	fl.IntVar(&o.n, "n", 0, "size: round trips per run (roundtrip, default 200), agents (fanout, storm; default 1000)")
+	fl.IntVar(&o.n, "n", 0, "size: round trips per run (roundtrip, default 200), agents (fanout, storm: default 1000; fleetidle: default 2000)")
 	fl.BoolVar(&o.quick, "quick", false, "small sizes and fewer runs, to check the harness")
 	fl.StringVar(&o.kanade, "kanade", "", "the kanade binary to run as agent and CLI (default: go build one)")
 	fl.BoolVar(&o.inproc, "inproc", false, "run the single agent of roundtrip/hol/timeout in this process instead of `kanade agent`")

@@ -4,6 +4,8 @@
 #
 #   1. heartbeat   a heartbeat on heartbeat.<pc> says os_family "windows"
 #   2. cmd         `kanade run <pc> --shell cmd -- echo hello` exits 0 with hello
+#   2b. env        `cmd set` shows no KANADE_* or credential-like variable of
+#                  the agent's, and does show an ordinary one
 #   3. inventory   an inventory message lands on inventory.<pc>.hw (WMI, as far
 #                  as Wine answers it)
 #   4. self-update `kanade agent publish` of a 9.9.2 kanade.exe and `kanade agent
@@ -181,6 +183,7 @@ bounded 30 "$work/kanade" config set heartbeat_interval=1s target_version_jitter
   while :; do
     rc=0
     env KANADE_NATS_URL="$url" KANADE_AGENT_ID="$pc" 'KANADE_AGENT_DATA_DIR=C:\kanade-data' KANADE_LOG_LEVEL=debug \
+      SMOKE_API_TOKEN=smoke-secret-value SMOKE_VISIBLE=smoke-visible-value \
       "$WINE" "$work/install/kanade.exe" agent || rc=$?
     echo "== wine-smoke: agent exited with code $rc"
     [ "$rc" = 64 ] || exit 0
@@ -213,6 +216,24 @@ if ((failed == 0)); then
   fi
 else
   fail cmd "skipped: the agent never sent a heartbeat"
+fi
+
+# 2b. scripts get a clean environment: the agent's KANADE_* settings and any
+# credential-like variable are withheld, the rest is kept
+if ((failed == 0)); then
+  if out=$(bounded 90 "$work/kanade" run "$pc" --shell cmd --timeout 60 --wait 75s --server "$url" -- set 2>"$work/env.err"); then
+    if grep -qi 'smoke-secret-value\|KANADE_NATS_URL\|KANADE_AGENT_ID' <<<"$out"; then
+      fail env "a withheld variable reached the script: $(grep -i 'smoke-secret\|KANADE_' <<<"$out" | tr '\n' ' ')"
+    elif ! grep -q 'SMOKE_VISIBLE=smoke-visible-value' <<<"$out"; then
+      fail env "an ordinary variable did not reach the script: $(head -c 400 <<<"$out")"
+    else
+      pass "cmd set: KANADE_* and SMOKE_API_TOKEN withheld, SMOKE_VISIBLE kept"
+    fi
+  else
+    fail env "kanade run exited $?: $(cat "$work/env.err")"
+  fi
+else
+  fail env "skipped: the agent never sent a heartbeat"
 fi
 
 # 3. hardware inventory stored on inventory.<pc>.hw

@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Stream names (SPEC §5).
@@ -199,6 +200,10 @@ func CommandFilterSubjects(pc string, groups []string) []string {
 	}
 	return out
 }
+
+// ReplayInactiveThreshold is how long a replay consumer may go without its
+// agent before the broker deletes it: EXEC's max_age (7 days) plus a day.
+const ReplayInactiveThreshold = 8 * 24 * time.Hour
 
 // ReplayConsumerName is the durable replay consumer of pc on EXEC:
 // agent_replay_<pc> with every character outside [A-Za-z0-9_-] replaced by _.

@@ -70,7 +70,10 @@ type Resource struct {
 	MaxBytes int64         // -1 = unlimited
 	// MaxMsgsPerSubject is 1 for EXEC; for KV buckets it is the history.
 	MaxMsgsPerSubject int64
-	Replicas          int
+	// MaxConsumers is the stream's consumer limit (streams only; 0 leaves
+	// the server's default, which nats-server sets to 1,000 per stream).
+	MaxConsumers int
+	Replicas     int
 }
 
 // StreamName is the name of the stream behind the resource.
@@ -98,7 +101,9 @@ const (
 var canonical = []Resource{
 	{Kind: KindStream, Name: StreamInventory, Subjects: []string{SubjectInventoryWildcard}, MaxAge: 90 * day, MaxBytes: gib},
 	{Kind: KindStream, Name: StreamResults, Subjects: []string{SubjectResultsWildcard}, MaxAge: 30 * day, MaxBytes: 2 * gib},
-	{Kind: KindStream, Name: StreamExec, Subjects: []string{SubjectCommandsWildcard}, MaxAge: 7 * day, MaxBytes: 64 * mib, MaxMsgsPerSubject: 1},
+	// Every agent holds one replay consumer on EXEC: the server's default
+	// limit of 1,000 consumers per stream would stop a fleet at 1,000 PCs.
+	{Kind: KindStream, Name: StreamExec, Subjects: []string{SubjectCommandsWildcard}, MaxAge: 7 * day, MaxBytes: 64 * mib, MaxMsgsPerSubject: 1, MaxConsumers: ExecMaxConsumers},
 	{Kind: KindStream, Name: StreamEvents, Subjects: []string{SubjectEventsWildcard}, MaxAge: 7 * day, MaxBytes: 256 * mib},
 	{Kind: KindStream, Name: StreamAudit, Subjects: []string{SubjectAuditWildcard}, MaxAge: 90 * day, MaxBytes: 512 * mib},
 	{Kind: KindStream, Name: StreamObsEvents, Subjects: []string{SubjectObsWildcard}, MaxAge: 90 * day, MaxBytes: 512 * mib},
@@ -159,8 +164,22 @@ func (r Resource) streamConfig() jetstream.StreamConfig {
 		MaxAge:            r.MaxAge,
 		MaxBytes:          r.MaxBytes,
 		MaxMsgsPerSubject: perSubject(r.MaxMsgsPerSubject),
+		MaxConsumers:      maxConsumers(r.MaxConsumers),
 		Replicas:          r.Replicas,
 	}
+}
+
+// ExecMaxConsumers is EXEC's consumer limit: one replay consumer per agent,
+// for fleets of up to that many PCs.
+const ExecMaxConsumers = 100_000
+
+// maxConsumers maps "not set" (0) to the server's "unlimited, default
+// applies" (-1).
+func maxConsumers(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 func (r Resource) kvConfig() jetstream.KeyValueConfig {
@@ -286,6 +305,9 @@ func diffConfig(r Resource, have jetstream.StreamConfig) []FieldDiff {
 		add("subjects", fmt.Sprint(have.Subjects), fmt.Sprint(r.Subjects), true)
 		add("max_msgs_per_subject", strconv.FormatInt(perSubject(have.MaxMsgsPerSubject), 10), strconv.FormatInt(perSubject(r.MaxMsgsPerSubject), 10), true)
 		add("discard", have.Discard.String(), jetstream.DiscardOld.String(), true)
+		if r.MaxConsumers > 0 {
+			add("max_consumers", strconv.Itoa(have.MaxConsumers), strconv.Itoa(r.MaxConsumers), true)
+		}
 	case KindKV:
 		add("history", strconv.FormatInt(have.MaxMsgsPerSubject, 10), strconv.FormatInt(r.MaxMsgsPerSubject, 10), true)
 	}

@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -499,5 +500,35 @@ func TestDeleteResource(t *testing.T) {
 	}
 	if _, err := js.Stream(ctxT(t), core.StreamResults); err != nil {
 		t.Errorf("RESULTS gone after deleting kv RESULTS: %v", err)
+	}
+}
+
+// Issue 11: every agent holds one replay consumer on EXEC, and nats-server
+// allows 1,000 consumers per stream unless the stream says otherwise, so a
+// stock broker stopped a fleet at 1,000 PCs. Setup sets EXEC's limit, and
+// updates an EXEC made without it.
+func TestSetupLiftsExecConsumerLimit(t *testing.T) {
+	srv := natstest.Run(t)
+	_, js := natstest.JetStream(t, srv.URL())
+	// An EXEC made by an older setup, without the limit.
+	old := jetstream.StreamConfig{Name: core.StreamExec, Subjects: []string{core.SubjectCommandsWildcard},
+		MaxAge: 7 * 24 * time.Hour, MaxBytes: 64 << 20, MaxMsgsPerSubject: 1, Storage: jetstream.FileStorage}
+	if _, err := js.CreateStream(ctxT(t), old); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range setup(t, js, core.SetupOptions{Profile: core.ProfileProduction}) {
+		if r.Name == core.StreamExec && (r.Done != core.ActionUpdate || len(r.Diff) != 1 || r.Diff[0].Field != "max_consumers") {
+			t.Errorf("EXEC without a consumer limit: %s diff %v, want an update of max_consumers", r.Done, r.Diff)
+		}
+	}
+	const n = 1005
+	for i := range n {
+		_, err := js.CreateOrUpdateConsumer(ctxT(t), core.StreamExec, jetstream.ConsumerConfig{
+			Durable: fmt.Sprintf("agent_replay_pc-%04d", i), AckPolicy: jetstream.AckExplicitPolicy,
+			DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, FilterSubjects: []string{core.SubjectCommandsAll},
+		})
+		if err != nil {
+			t.Fatalf("replay consumer %d of %d: %v", i+1, n, err)
+		}
 	}
 }

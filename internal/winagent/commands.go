@@ -194,8 +194,18 @@ func replayConsumerConfig(pc string, groups []string) jetstream.ConsumerConfig {
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 		FilterSubjects: core.CommandFilterSubjects(pc, groups),
 		AckWait:        30 * time.Second,
+		// A pc that is gone for good does not keep its consumer forever:
+		// past EXEC's max_age nothing it could replay is left anyway.
+		InactiveThreshold: core.ReplayInactiveThreshold,
 	}
 }
+
+// replayPullExpiry is how long one pull request of the replay consumer
+// waits. An idle agent costs the broker one JetStream API request per
+// expiry (plus an idle heartbeat every 30 s, a plain message); commands
+// arrive at once whatever it is, and a reconnect or a deleted consumer ends
+// the pull early.
+const replayPullExpiry = 5 * time.Minute
 
 func (r *replay) Run(ctx context.Context) error {
 	a := r.a
@@ -211,7 +221,7 @@ func (r *replay) Run(ctx context.Context) error {
 		if err != nil {
 			return nil // ctx ended
 		}
-		iter, err := cons.Messages(jetstream.PullMaxMessages(64), jetstream.PullExpiry(5*time.Second))
+		iter, err := cons.Messages(jetstream.PullMaxMessages(64), jetstream.PullExpiry(replayPullExpiry))
 		if err != nil {
 			r.log.Warn("open replay consumer messages, reopening", "error", err)
 			if a.retrier.ReopenPause(ctx) != nil {

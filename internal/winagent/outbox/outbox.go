@@ -46,7 +46,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 
 	"github.com/kanadehq/kanade-go/internal/winagent/durable"
 )
@@ -80,6 +83,11 @@ type Publisher func(ctx context.Context, e Entry) error
 // RetryInterval is how often Run retries pending entries when nothing new
 // was put (SPEC §6.7: every second).
 const RetryInterval = time.Second
+
+// IdleRelist is how often an empty outbox lists its directory when the
+// platform gives it no file-system watch (Run), for entries put there by
+// another process or by hand.
+const IdleRelist = 5 * time.Minute
 
 // SyncDelay is how long an entry may stay on disk without an fsync: the
 // power-loss window described in the package comment. Entries acknowledged
@@ -140,8 +148,11 @@ type Outbox struct {
 	// failing; pauseLevel counts the pauses in a row (the backoff step).
 	pauseUntil time.Time
 	pauseLevel int
-	// resumed asks the next pass to list the directory (Resume).
-	resumed bool
+	// relist asks the next pass to list the directory (Resume, or a file
+	// that appeared in it).
+	relist bool
+	// watching is set while a file-system watch reports new files.
+	watching atomic.Bool
 }
 
 const (
@@ -277,7 +288,7 @@ func (o *Outbox) Resume() {
 	o.mu.Lock()
 	o.pauseUntil = time.Time{}
 	o.pauseLevel = 0
-	o.resumed = true
+	o.relist = true
 	o.mu.Unlock()
 	o.signal()
 }
@@ -326,23 +337,99 @@ func (o *Outbox) SetAside() int {
 // a growing, jittered delay, keeping the order. Run returns nil when ctx
 // ends, after fsyncing whatever is still waiting so a clean shutdown leaves
 // it power-loss durable.
+//
+// An empty outbox does not tick: it sleeps until a Put or Resume wakes it,
+// or until a file appears in its directory that no Put announced (another
+// process, or a .refused entry renamed back to .json by hand), which a
+// file-system watch reports. Without a watch it lists the directory every
+// IdleRelist.
 func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
-	tick := time.NewTicker(RetryInterval)
+	stopWatch := o.watchDir(ctx)
+	defer stopWatch()
+	tick := time.NewTimer(RetryInterval)
 	defer tick.Stop()
 	list := true
 	for {
 		o.drain(ctx, pub, list)
+		var wait <-chan time.Time
+		switch {
+		case o.Len() > 0:
+			tick.Reset(RetryInterval)
+			wait = tick.C
+		case !o.watching.Load():
+			tick.Reset(IdleRelist)
+			wait = tick.C
+		}
 		select {
 		case <-ctx.Done():
 			o.Flush()
 			return nil
 		case <-o.wake:
 			o.mu.Lock()
-			list, o.resumed = o.resumed, false
+			list, o.relist = o.relist, false
 			o.mu.Unlock()
-		case <-tick.C:
+		case <-wait:
 			list = true
 		}
+		if !tick.Stop() {
+			select {
+			case <-tick.C:
+			default:
+			}
+		}
+	}
+}
+
+// watchDir watches the outbox directory for entries that appear in it,
+// asking for a listing pass when one does. It returns the function that
+// ends the watch; when the platform gives no watch, o.watching stays false
+// and Run lists the directory every IdleRelist instead.
+func (o *Outbox) watchDir(ctx context.Context) (stop func()) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		o.log.Debug("no file-system watch on the outbox; listing it periodically", "dir", o.dir, "error", err)
+		return func() {}
+	}
+	if err := w.Add(o.dir); err != nil {
+		_ = w.Close()
+		o.log.Debug("no file-system watch on the outbox; listing it periodically", "dir", o.dir, "error", err)
+		return func() {}
+	}
+	o.watching.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if strings.HasSuffix(ev.Name, entryExt) && ev.Has(fsnotify.Create|fsnotify.Rename|fsnotify.Write) {
+					o.mu.Lock()
+					o.relist = true
+					o.mu.Unlock()
+					o.signal()
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				// An overflowed queue may have dropped an event: list.
+				o.log.Debug("outbox watch", "error", err)
+				o.mu.Lock()
+				o.relist = true
+				o.mu.Unlock()
+				o.signal()
+			}
+		}
+	}()
+	return func() {
+		o.watching.Store(false)
+		_ = w.Close()
+		<-done
 	}
 }
 
