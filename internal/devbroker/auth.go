@@ -190,8 +190,7 @@ func AgentPermissions(pc string) *server.Permissions {
 		core.SubjectInventory(pc, core.SubjectInventoryHWSuffix),
 		core.SubjectInventory(pc, core.SubjectInventorySWSuffix),
 		core.SubjectInventory(pc, core.SubjectInventoryNetSuffix),
-		// Its own agents_state row: open the bucket and put the key.
-		jsAPI + "STREAM.INFO." + kvStream(core.BucketAgentsState),
+		// Its own agents_state row, put by a publish on the key.
 		kvSubject(core.BucketAgentsState) + pc,
 		// The durable replay consumer on EXEC. Its filter list always has
 		// two or more subjects, so nats.go creates it on the subject

@@ -380,16 +380,9 @@ func TestRolesEndToEnd(t *testing.T) {
 		cred, _ := rb.roles.Agent("pc-1")
 		nc, js, errs := rb.conn(t, cred)
 		ctx := func() context.Context { return errs.ctx(t) }
-		kv := func(bucket string) jetstream.KeyValue {
-			t.Helper()
-			kv, err := js.KeyValue(ctx(), bucket)
-			if err != nil {
-				t.Fatalf("open kv %s as the agent: %v", bucket, err)
-			}
-			return kv
-		}
-		// Its own row: allowed (the control).
-		if _, err := kv(core.BucketAgentsState).Put(ctx(), "pc-1", []byte(`{}`)); err != nil {
+		// Its own row: allowed (the control), put as the agent puts it, by
+		// a JetStream publish on the key's subject.
+		if _, err := js.Publish(ctx(), core.SubjectKVKey(core.BucketAgentsState, "pc-1"), []byte(`{}`)); err != nil {
 			t.Fatalf("put agents_state/pc-1 as its own agent: %v", err)
 		}
 		puts := []struct{ bucket, key string }{

@@ -3,6 +3,7 @@ package winagent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"sync"
@@ -24,7 +25,6 @@ type heartbeat struct {
 	a   *Agent
 	log *slog.Logger
 
-	kv       jetstream.KeyValue
 	kvWarned bool
 }
 
@@ -80,35 +80,30 @@ func (h *heartbeat) beat(ctx context.Context) {
 	h.putState(ctx, hb)
 }
 
-// putState writes agents_state/<pc>. The bucket handle is fetched lazily and
-// dropped on failure, so a bucket created (or re-created) later is picked up;
-// heartbeats never wait for it.
+// putState writes agents_state/<pc>: a KV put is a JetStream publish on
+// the key's subject, so it is sent as one, without binding a bucket handle
+// (whose lookup costs a STREAM.INFO on every start). A bucket that is
+// missing (no stream answers) is warned about once; heartbeats never wait
+// for it, and a bucket created later is written to from the next beat.
 func (h *heartbeat) putState(ctx context.Context, hb core.Heartbeat) {
 	a := h.a
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if h.kv == nil {
-		kv, err := a.js.KeyValue(ctx, core.BucketAgentsState)
-		if err != nil {
-			lvl := slog.LevelDebug
-			if !h.kvWarned {
-				lvl, h.kvWarned = slog.LevelWarn, true
-			}
-			h.log.Log(ctx, lvl, "agents_state bucket unavailable; heartbeats go on without it (run `kanade jetstream setup`)", "error", err)
-			return
-		}
-		h.kv, h.kvWarned = kv, false
-	}
 	st := core.AgentState{Heartbeat: hb, Inventory: a.inventory.Load(), UpdatedAt: core.Now()}
 	data, err := json.Marshal(st)
 	if err != nil {
 		h.log.Error("encode agent state", "error", err)
 		return
 	}
-	if _, err := h.kv.Put(ctx, a.cfg.ID, data); err != nil {
-		h.log.Debug("put agent state", "error", err)
-		h.kv = nil
+	if _, err := a.js.Publish(ctx, core.SubjectKVKey(core.BucketAgentsState, a.cfg.ID), data); err != nil {
+		lvl := slog.LevelDebug
+		if errors.Is(err, jetstream.ErrNoStreamResponse) && !h.kvWarned {
+			lvl, h.kvWarned = slog.LevelWarn, true
+		}
+		h.log.Log(ctx, lvl, "could not write agents_state; heartbeats go on without it (run `kanade jetstream setup` if the bucket is missing)", "error", err)
+		return
 	}
+	h.kvWarned = false
 }
 
 // newHeartbeat builds a Heartbeat now. withCPU adds agent_cpu_pct (percent
