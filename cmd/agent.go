@@ -21,18 +21,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/winagent/service"
 )
 
-func init() {
-	register(func(f *Factory) *cobra.Command { return NewAgentCmd(f, nil) })
-}
-
-// agentSubcommands are the `kanade agent …` verbs, registered by their own
-// files (agent_publish.go, agent_rollout.go, agent_service.go …).
-var agentSubcommands []func(*Factory) *cobra.Command
-
-func registerAgent(fn func(*Factory) *cobra.Command) {
-	agentSubcommands = append(agentSubcommands, fn)
-}
-
 // Environment of the agent's configuration (SPEC §2).
 const (
 	envAgentConfig  = "KANADE_AGENT_CONFIG"
@@ -112,8 +100,17 @@ live in KV agent_config (see kanade config).`,
 		},
 	}
 	c.Flags().StringVarP(&opts.ConfigFile, "config", "c", "", "agent config file, TOML or YAML (env KANADE_AGENT_CONFIG)")
-	for _, add := range agentSubcommands {
-		c.AddCommand(add(f))
+	// The management verbs, one file each (agent_current.go, agent_logs.go,
+	// agent_publish.go, agent_rollout.go, agent_service.go).
+	c.AddCommand(
+		NewAgentCurrentCmd(f, nil),
+		NewAgentLogsCmd(f, nil),
+		NewAgentPublishCmd(f, nil),
+		NewAgentRolloutCmd(f, nil),
+	)
+	// The Windows-service verbs share one constructor.
+	for _, action := range []string{"install", "uninstall", "start", "stop"} {
+		c.AddCommand(NewAgentServiceCmd(f, action, nil))
 	}
 	return c
 }

@@ -13,10 +13,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-func init() {
-	registerAgent(func(f *Factory) *cobra.Command { return NewAgentCurrentCmd(f, nil) })
-}
-
 // AgentCurrentOptions are the inputs of `kanade agent current`.
 type AgentCurrentOptions struct {
 	IO        *IOStreams

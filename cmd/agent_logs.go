@@ -13,10 +13,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-func init() {
-	registerAgent(func(f *Factory) *cobra.Command { return NewAgentLogsCmd(f, nil) })
-}
-
 // AgentLogsOptions are the inputs of `kanade agent logs`.
 type AgentLogsOptions struct {
 	IO     *IOStreams

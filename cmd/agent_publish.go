@@ -21,10 +21,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/winagent/update"
 )
 
-func init() {
-	registerAgent(func(f *Factory) *cobra.Command { return NewAgentPublishCmd(f, nil) })
-}
-
 // kanadeModule is this project's module path: a Go binary built from it
 // carries it in its build info.
 const kanadeModule = "github.com/kanadehq/kanade-go"

@@ -13,10 +13,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-func init() {
-	registerAgent(func(f *Factory) *cobra.Command { return NewAgentRolloutCmd(f, nil) })
-}
-
 // AgentRolloutOptions are the inputs of `kanade agent rollout`.
 type AgentRolloutOptions struct {
 	IO        *IOStreams

@@ -14,12 +14,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/winagent/service"
 )
 
-func init() {
-	for _, action := range []string{"install", "uninstall", "start", "stop"} {
-		registerAgent(func(f *Factory) *cobra.Command { return NewAgentServiceCmd(f, action, nil) })
-	}
-}
-
 // AgentServiceOptions are the inputs of `kanade agent install|uninstall|start|stop`.
 type AgentServiceOptions struct {
 	IO  *IOStreams

@@ -4,8 +4,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { register(NewCompletionCmd) }
-
 // NewCompletionCmd writes a shell completion script.
 func NewCompletionCmd(f *Factory) *cobra.Command {
 	return &cobra.Command{

@@ -18,8 +18,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 )
 
-func init() { register(func(f *Factory) *cobra.Command { return NewConfigCmd(f, nil) }) }
-
 // Operations of `kanade config`.
 const (
 	configGet       = "get"

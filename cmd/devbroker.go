@@ -16,10 +16,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/devbroker"
 )
 
-func init() {
-	register(func(f *Factory) *cobra.Command { return NewDevbrokerCmd(f, nil) })
-}
-
 // DevbrokerOptions are `kanade devbroker`'s dependencies and flags.
 type DevbrokerOptions struct {
 	IO  *IOStreams

@@ -17,8 +17,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/fleet"
 )
 
-func init() { register(func(f *Factory) *cobra.Command { return NewGroupCmd(f, nil) }) }
-
 // Operations of `kanade group`.
 const (
 	groupList    = "list"

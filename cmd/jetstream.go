@@ -13,8 +13,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-func init() { register(NewJetstreamCmd) }
-
 // NewJetstreamCmd is `kanade jetstream`: the broker's streams, KV buckets and
 // object stores (SPEC §5). Every subcommand reads the one resource list in
 // internal/core.

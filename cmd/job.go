@@ -18,9 +18,9 @@ import (
 	"github.com/kanadehq/kanade-go/internal/jobs"
 )
 
-func init() { register(NewJobCmd) }
-
 // NewJobCmd is `kanade job`, the catalog of job manifests (SPEC-2 §3).
+// When this lands, add NewJobCmd(f) to the root's AddCommand list in
+// NewRootCmd (root.go) and "kanade job …" to expectedCommands.
 func NewJobCmd(f *Factory) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "job",

@@ -13,8 +13,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-func init() { register(func(f *Factory) *cobra.Command { return NewKillCmd(f, nil) }) }
-
 // KillOptions are the inputs of `kanade kill`.
 type KillOptions struct {
 	IO        *IOStreams

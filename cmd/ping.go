@@ -14,8 +14,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/fleet"
 )
 
-func init() { register(func(f *Factory) *cobra.Command { return NewPingCmd(f, nil) }) }
-
 // defaultPingWait bounds the wait for a ping reply.
 const defaultPingWait = 5 * time.Second
 

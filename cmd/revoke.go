@@ -11,11 +11,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-func init() {
-	register(func(f *Factory) *cobra.Command { return NewRevokeCmd(f, nil) })
-	register(func(f *Factory) *cobra.Command { return NewUnrevokeCmd(f, nil) })
-}
-
 // RevokeOptions are the inputs of `kanade revoke` and `kanade unrevoke`.
 type RevokeOptions struct {
 	IO        *IOStreams

@@ -112,18 +112,36 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 		return UsageErrorf("%v (see `%s --help`)", err, c.CommandPath())
 	})
 
-	for _, add := range subcommands {
-		root.AddCommand(add(f))
-	}
+	// The whole command tree, one line per top-level command; a new command
+	// is added here and to expectedCommands in tree_test.go. Help lists
+	// commands alphabetically whatever the order here.
+	root.AddCommand(
+		// Fleet operations.
+		NewRunCmd(f, nil),
+		NewKillCmd(f, nil),
+		NewRevokeCmd(f, nil),
+		NewUnrevokeCmd(f, nil),
+		NewPingCmd(f, nil),
+		NewStatusCmd(f, nil),
+
+		// Fleet configuration.
+		NewConfigCmd(f, nil),
+		NewGroupCmd(f, nil),
+
+		// The agent daemon and its management verbs.
+		NewAgentCmd(f, nil),
+
+		// The broker.
+		NewJetstreamCmd(f),
+		NewDevbrokerCmd(f, nil),
+
+		// Tooling.
+		NewCompletionCmd(f),
+		NewVersionCmd(f),
+	)
 	watch.wrap(root)
 	return root
 }
-
-// subcommands are registered by each command file's init, so adding a command
-// touches only its own file.
-var subcommands []func(*Factory) *cobra.Command
-
-func register(fn func(*Factory) *cobra.Command) { subcommands = append(subcommands, fn) }
 
 // loadCLIConfig reads the optional config file once and unmarshals every
 // setting into the typed config. File: $KANADE_CONFIG, else

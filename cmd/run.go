@@ -20,8 +20,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/fleet"
 )
 
-func init() { register(func(f *Factory) *cobra.Command { return NewRunCmd(f, nil) }) }
-
 // defaultRunTimeout is the script timeout when --timeout is not given
 // (upstream's default).
 const defaultRunTimeout = 60

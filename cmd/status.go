@@ -16,8 +16,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/fleet"
 )
 
-func init() { register(func(f *Factory) *cobra.Command { return NewStatusCmd(f, nil) }) }
-
 // defaultStatusPingWait bounds each ping of `status --ping`.
 const defaultStatusPingWait = 3 * time.Second
 

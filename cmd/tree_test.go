@@ -100,3 +100,43 @@ func TestCommandTree(t *testing.T) {
 		t.Errorf("command tree:\n  got  %q\n  want %q", got, want)
 	}
 }
+
+// TestRootWiring checks the explicit wiring in NewRootCmd and NewAgentCmd:
+// each command listed here must be added there, so a forgotten AddCommand
+// fails this test by name. (cobra adds "help" only when the tree runs.)
+func TestRootWiring(t *testing.T) {
+	root := NewRootCmd(&Factory{IO: TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false)})
+	for _, tc := range []struct {
+		parent *cobra.Command
+		want   []string
+	}{
+		{root, []string{
+			"agent", "completion", "config", "devbroker", "group", "jetstream",
+			"kill", "ping", "revoke", "run", "status", "unrevoke", "version",
+		}},
+		{findCommand(t, root, "agent"), []string{
+			"current", "install", "logs", "publish", "rollout", "start", "stop", "uninstall",
+		}},
+	} {
+		var got []string
+		for _, c := range tc.parent.Commands() {
+			got = append(got, c.Name())
+		}
+		sort.Strings(got)
+		if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("%s subcommands:\n  got  %q\n  want %q", tc.parent.CommandPath(), got, tc.want)
+		}
+	}
+}
+
+// findCommand returns parent's direct subcommand called name.
+func findCommand(t *testing.T, parent *cobra.Command, name string) *cobra.Command {
+	t.Helper()
+	for _, c := range parent.Commands() {
+		if c.Name() == name {
+			return c
+		}
+	}
+	t.Fatalf("%s has no subcommand %q", parent.CommandPath(), name)
+	return nil
+}

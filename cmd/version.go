@@ -9,8 +9,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-func init() { register(NewVersionCmd) }
-
 // VersionInfo is `kanade version --json`.
 type VersionInfo struct {
 	Version string `json:"version"`
