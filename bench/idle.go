@@ -14,8 +14,10 @@ import (
 // runIdle: -runs `kanade agent` processes at once against one broker, with
 // default settings and nothing to do. For each: RSS -idle-for after start
 // (default 60 s), then the CPU it uses over the next -idle-for, from
-// /proc/<pid>/status and /proc/<pid>/stat. Targets: <= 20 MiB RSS, <= 0.2 %
-// of one core.
+// /proc/<pid>/status and /proc/<pid>/stat, and, finer, the CPU time and the
+// context switches of all its threads (/proc/<pid>/task/*/schedstat and
+// status). Targets (issue 11): <= 16 MiB RSS, <= 8 ms CPU and <= 200 context
+// switches per idle minute.
 func runIdle(ctx context.Context, o *options) error {
 	bin, err := kanadeBinary(ctx, o)
 	if err != nil {
@@ -53,7 +55,8 @@ func runIdle(ctx context.Context, o *options) error {
 
 	type sample struct {
 		rss, anon, file, hwm, threads int64
-		cpu                           time.Duration
+		cpu, sched                    time.Duration
+		switches                      int64
 		err                           error
 	}
 	samples := make([]sample, o.runs)
@@ -91,6 +94,11 @@ func runIdle(ctx context.Context, o *options) error {
 				s.err = err
 				return
 			}
+			sc0, sw0, err := procTasks(ag.pid)
+			if err != nil {
+				s.err = err
+				return
+			}
 			if !wait(started.Add(2 * window)) {
 				return
 			}
@@ -99,7 +107,12 @@ func runIdle(ctx context.Context, o *options) error {
 				s.err = err
 				return
 			}
-			s.cpu = c1 - c0
+			sc1, sw1, err := procTasks(ag.pid)
+			if err != nil {
+				s.err = err
+				return
+			}
+			s.cpu, s.sched, s.switches = c1-c0, sc1-sc0, sw1-sw0
 		})
 	}
 	// Every agent must be alive and connected, or the figures mean nothing.
@@ -129,6 +142,8 @@ func runIdle(ctx context.Context, o *options) error {
 		t.add("VmHWM (peak RSS)", "MiB", mib(s.hwm))
 		t.add("threads", "count", float64(s.threads))
 		t.add(fmt.Sprintf("CPU over the next %s", window), "% of a core", 100*s.cpu.Seconds()/window.Seconds())
+		t.add(fmt.Sprintf("CPU time over the next %s (schedstat)", window), "ms", ms(s.sched))
+		t.add(fmt.Sprintf("context switches over the next %s", window), "count", float64(s.switches))
 	}
 	t.note("one `kanade agent` process per run, all at once, default settings (heartbeat 30s), log level info to a file")
 	t.note("CPU from /proc/<pid>/stat utime+stime (10 ms ticks: over %s one tick is %.3f %%); targets: RSS <= 20 MiB, CPU <= 0.2 %%",
