@@ -91,8 +91,8 @@ func TestAgentRefusesInvalidID(t *testing.T) {
 func TestKillWhileQueuedOrInJitter(t *testing.T) {
 	requireUnix(t)
 	_, nc, js := broker(t)
-	ta := newTestAgent(t, nc.ConnectedUrl(), func(c *Config) { c.MaxConcurrent = 1 })
-	ta.rand = func() float64 { return 0.99 } // jitter of nearly the whole window
+	// rand 0.99: a jitter of nearly the whole window.
+	ta := newTestAgentWith(t, nc.ConnectedUrl(), []Option{WithRand(func() float64 { return 0.99 })}, func(c *Config) { c.MaxConcurrent = 1 })
 	ta.start()
 	ta.waitReady(nc, js)
 	pc := ta.cfg.ID

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleetconfig"
+	"github.com/kanadehq/kanade-go/internal/winagent/inventory"
 	"github.com/kanadehq/kanade-go/internal/winagent/ledger"
 	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
 	"github.com/kanadehq/kanade-go/internal/winagent/update"
@@ -37,6 +37,9 @@ var retiredStateFiles = []string{"dedup.json", "inflight"}
 
 // Shutdown bounds: how long Run spends on a last outbox pass and on draining
 // the connection before it gives up and leaves the rest for the next boot.
+// They bound real I/O after every subsystem has stopped, so they are wall
+// time (time.After), not the injected clock: a test clock that no longer
+// moves must not hold a shutdown.
 const (
 	finalDrainTimeout = 5 * time.Second
 	connDrainTimeout  = 5 * time.Second
@@ -48,60 +51,63 @@ const (
 // is that code (service.ExitCode maps it).
 var ErrRestartForUpdate = update.ErrRestartRequired
 
-// Agent is the resident daemon of one pc.
+// Agent is the resident daemon of one pc. It owns the state every subsystem
+// shares (the connection, the data dir's ledger and outboxes, the effective
+// config and group membership) and is the wiring: Run builds each subsystem
+// in subsystems() with only what that subsystem uses. No subsystem holds the
+// Agent.
 type Agent struct {
-	cfg   Config
-	log   *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// clock takes every timing decision of the agent (intervals, backoff,
+	// jitter sleeps, staleness, the deadline gate). Timestamps that go on the
+	// wire or into the admission ledger are core.Now() (UTC wall time) and
+	// are not decisions: see doc.go.
 	clock core.Clock
-	// rand is uniform in [0,1): command jitter. Injectable for tests.
+	// rand is uniform in [0,1): command and inventory jitter, the update
+	// backoff's jitter.
 	rand func() float64
 
 	tracker *core.Tracker
 	retrier *core.Retrier
-	// nc and js exist once Run has connected; subsystems use them.
-	nc *nats.Conn
-	js jetstream.JetStream
 
-	// ledger holds a record of every request accepted (SPEC-2 §2).
-	ledger  *ledger.Ledger
+	// Opened by New from the data dir.
+	ledger  *ledger.Ledger // a record of every request accepted (SPEC-2 §2)
 	results *outbox.Outbox
 	events  *outbox.Outbox
 	// logRing serves logs.fetch when the agent logs to stdout only.
 	logRing *logRing
+	perf    *selfPerf
 
-	effective *watchable[fleetconfig.Effective]
-	groups    *watchable[[]string]
-	inventory atomic.Pointer[core.HwInventory]
+	// Published by one subsystem, read by others.
+	effective *watchable[fleetconfig.Effective] // configFollower → heartbeat, inventory, update
+	groups    *watchable[[]string]              // groupsFollower → configFollower, intake, replay
+	inventory atomic.Pointer[core.HwInventory]  // inventoryLoop → heartbeat
+	scripts   *scriptActivity                   // executor → updateLoop
 
+	// Set by Run once it has connected.
+	nc            *nats.Conn
+	js            jetstream.JetStream
 	scriptCurrent *gateCache
 	scriptStatus  *gateCache
-
-	// slots bounds the scripts running at once (MaxConcurrent).
-	slots chan struct{}
-	// runMu guards closing; running counts accepted commands until their
-	// result is in the outbox.
-	runMu   sync.Mutex
-	closing bool
-	running sync.WaitGroup
-	runCtx  context.Context
-	stop    context.CancelCauseFunc
-	// hbPerf samples this process's own resource use for heartbeats.
-	hbPerf *selfPerf
-	// scripts counts the script processes running now (activity.go).
-	scripts *scriptActivity
+	exec          *executor
+	stop          context.CancelCauseFunc
 }
 
-// extraSubsystems are added by other files of the package (inventory,
-// self-update) through registerSubsystem in their init.
-var extraSubsystems []func(*Agent) subsystem
+// Option changes how New builds an agent.
+type Option func(*Agent)
 
-// registerSubsystem adds a subsystem built for every Agent when Run starts;
-// by then a.nc, a.js, a.retrier and a.tracker are set.
-func registerSubsystem(fn func(*Agent) subsystem) { extraSubsystems = append(extraSubsystems, fn) }
+// WithClock makes the agent take its timing decisions from clock (default
+// the wall clock); tests pass one that moves only when told.
+func WithClock(clock core.Clock) Option { return func(a *Agent) { a.clock = clock } }
+
+// WithRand makes the agent draw its jitter from rand, uniform in [0,1)
+// (default math/rand/v2).
+func WithRand(rand func() float64) Option { return func(a *Agent) { a.rand = rand } }
 
 // New prepares an agent: it validates cfg and opens the data dir (admission ledger,
 // outboxes). It does not touch the network; Run does.
-func New(cfg Config, log *slog.Logger) (*Agent, error) {
+func New(cfg Config, log *slog.Logger, opts ...Option) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -112,12 +118,15 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		cfg:       cfg,
 		clock:     core.RealClock{},
 		rand:      rand.Float64,
-		tracker:   core.NewTracker(nil),
 		effective: newWatchable(fleetconfig.Default(), func(a, b fleetconfig.Effective) bool { return a == b }),
 		groups:    newWatchable([]string{}, slices.Equal[[]string]),
-		slots:     make(chan struct{}, cfg.MaxConcurrent),
 		scripts:   newScriptActivity(),
 	}
+	for _, o := range opts {
+		o(a)
+	}
+	// The tracker's staleness feeds the gates: a timing decision.
+	a.tracker = core.NewTracker(a.clock.Now)
 	if !cfg.Log.fileEnabled() {
 		// logs.fetch needs recent lines even when nothing goes to a file.
 		a.logRing = newLogRing()
@@ -132,6 +141,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("create data dir %s (agent.data_dir): %w", cfg.DataDir, err)
 	}
 	var err error
+	// Ledger times are persisted and compared across boots: wall time.
 	if a.ledger, err = ledger.Open(filepath.Join(cfg.DataDir, ledgerDir), core.Now); err != nil {
 		return nil, fmt.Errorf("open admission ledger in %s: %w", cfg.DataDir, err)
 	}
@@ -151,8 +161,8 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	// Answer the runs a crash interrupted before intake can take new
 	// commands (SPEC-2 §2: launching → exit 121); pending ones run in Run.
-	a.answerInterrupted()
-	a.hbPerf = newSelfPerf()
+	answerInterrupted(a.ledger, a.results, a.cfg.ID, a.log)
+	a.perf = newSelfPerf(a.clock)
 	return a, nil
 }
 
@@ -209,28 +219,43 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	a.runCtx, a.stop = runCtx, stop
+	a.stop = stop
 	a.log.Info("agent starting", "version", core.AgentVersion(), "nats_url", core.RedactURL(a.cfg.NATSURL),
 		"data_dir", a.cfg.DataDir, "max_concurrent", a.cfg.MaxConcurrent)
 
-	follow := kvFollow{nc: a.nc, tracker: a.tracker, clock: a.clock}
-	follow.log = a.log.With("subsystem", "cache."+core.BucketScriptCurrent)
-	a.scriptCurrent = newGateCache(follow, core.BucketScriptCurrent, follow.log)
-	follow.log = a.log.With("subsystem", "cache."+core.BucketScriptStatus)
-	a.scriptStatus = newGateCache(follow, core.BucketScriptStatus, follow.log)
+	// The gate caches are subsystems and inputs of the command path.
+	a.scriptCurrent = newGateCache(a.follow("cache."+core.BucketScriptCurrent), core.BucketScriptCurrent)
+	a.scriptStatus = newGateCache(a.follow("cache."+core.BucketScriptStatus), core.BucketScriptStatus)
+	a.exec = &executor{
+		pc:            a.cfg.ID,
+		dataDir:       a.cfg.DataDir,
+		log:           a.log,
+		clock:         a.clock,
+		rand:          a.rand,
+		nc:            a.nc,
+		tracker:       a.tracker,
+		scriptCurrent: a.scriptCurrent,
+		scriptStatus:  a.scriptStatus,
+		ledger:        a.ledger,
+		results:       a.results,
+		events:        a.events,
+		scripts:       a.scripts,
+		slots:         make(chan struct{}, a.cfg.MaxConcurrent),
+		runCtx:        runCtx,
+	}
 	// Commands admitted before a restart that never started run now,
 	// re-gated like new ones.
-	a.runPending()
-	subs := a.subsystems()
+	a.exec.runPending()
 	sup := &supervisor{log: a.log, clock: a.clock}
-	sup.runAll(runCtx, subs)
+	sup.runAll(runCtx, a.subsystems())
 
 	// Every subsystem has returned: no new command can be accepted.
-	a.runMu.Lock()
-	a.closing = true
-	a.runMu.Unlock()
-	a.running.Wait()
-	a.finalDrain()
+	a.exec.close()
+	finalDrain(a.nc, a.js, a.results, a.events, a.log)
+	// Fsync what the outboxes' background syncer had not reached, so no
+	// timer of theirs fires after Run returns.
+	_ = a.results.Close()
+	_ = a.events.Close()
 	if err := a.ledger.Close(); err != nil {
 		a.log.Warn("could not sync the admission ledger on shutdown", "error", err)
 	}
@@ -242,93 +267,73 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
+// subsystems is every supervised loop of the agent, each built with only
+// what it uses. Adding one is one entry here and a file of its own.
 func (a *Agent) subsystems() []subsystem {
-	subs := []subsystem{
-		&fleetConfigWatcher{follow: a.follow("config"), pc: a.cfg.ID, log: a.log.With("subsystem", "config"), groups: a.groups, effective: a.effective},
-		&groupsWatcher{follow: a.follow("groups"), pc: a.cfg.ID, log: a.log.With("subsystem", "groups"), groups: a.groups},
+	log := func(name string) *slog.Logger { return a.log.With("subsystem", name) }
+	return []subsystem{
+		// Fleet state the others read: agent_config → a.effective,
+		// agent_groups → a.groups, and the gates' two buckets.
+		&configFollower{follow: a.follow("config"), pc: a.cfg.ID, log: log("config"), groups: a.groups, effective: a.effective},
+		&groupsFollower{follow: a.follow("groups"), pc: a.cfg.ID, log: log("groups"), groups: a.groups},
 		a.scriptCurrent,
 		a.scriptStatus,
-		&intake{a: a, log: a.log.With("subsystem", "intake")},
-		&replay{a: a, log: a.log.With("subsystem", "replay")},
-		&outboxDrainer{name: "outbox.results", box: a.results, pub: resultPublisher(a.js, outbox.JetStreamPublisher(a.js, 30*time.Second), a.log.With("subsystem", "outbox.results")), connected: a.tracker.Connected},
-		&outboxDrainer{name: "outbox.events", box: a.events, pub: outbox.JetStreamPublisher(a.js, 30*time.Second), connected: a.tracker.Connected},
-		&heartbeat{a: a, log: a.log.With("subsystem", "heartbeat")},
-		&responder{a: a, name: "ping", subject: core.SubjectPing(a.cfg.ID), handle: a.handlePing},
-		&responder{a: a, name: "logs", subject: core.SubjectLogsFetch(a.cfg.ID), handle: a.handleLogsFetch},
+
+		// Commands in: both hand every command to the executor.
+		&intake{pc: a.cfg.ID, nc: a.nc, retrier: a.retrier, groups: a.groups, accept: a.exec.acceptCommand, log: log("intake")},
+		&replay{pc: a.cfg.ID, js: a.js, tracker: a.tracker, clock: a.clock, retrier: a.retrier, groups: a.groups,
+			accept: a.exec.acceptCommand, log: log("replay")},
+
+		// Results and events out, from the outboxes on disk.
+		&outboxDrainer{name: "outbox.results", box: a.results, connected: a.tracker.Connected,
+			pub: resultPublisher(a.js, outbox.JetStreamPublisher(a.js, 30*time.Second), log("outbox.results"))},
+		&outboxDrainer{name: "outbox.events", box: a.events, connected: a.tracker.Connected,
+			pub: outbox.JetStreamPublisher(a.js, 30*time.Second)},
+
+		// Presence and requests.
+		&heartbeat{pc: a.cfg.ID, nc: a.nc, js: a.js, connected: a.tracker.Connected, clock: a.clock,
+			effective: a.effective, build: a.heartbeatSource().build, inventory: a.inventory.Load, log: log("heartbeat")},
+		&responder{name: "ping", subject: core.SubjectPing(a.cfg.ID), nc: a.nc, retrier: a.retrier,
+			connected: a.tracker.Connected, clock: a.clock, handle: pingHandler(a.heartbeatSource().build, log("ping"))},
+		&responder{name: "logs", subject: core.SubjectLogsFetch(a.cfg.ID), nc: a.nc, retrier: a.retrier,
+			connected: a.tracker.Connected, clock: a.clock, handle: logsFetchHandler(a.logTail, log("logs"))},
+
+		// Periodic work.
+		&inventoryLoop{pc: a.cfg.ID, col: &inventory.Collector{Log: a.log}, js: a.js, retrier: a.retrier,
+			effective: a.effective, setInventory: a.SetInventory, clock: a.clock, rand: a.rand, log: log("inventory")},
+		&updateLoop{running: core.AgentVersion(), updater: a.selfUpdater(log("update")), watch: a.WatchEffective,
+			restart: a.stopWith, connected: a.tracker.Connected, clock: a.clock, rand: a.rand, scripts: a.scripts, log: log("update")},
 	}
-	for _, fn := range extraSubsystems {
-		subs = append(subs, fn(a))
-	}
-	return subs
 }
 
 // follow is the KV follower for a subsystem named name (kvfollow.go).
 func (a *Agent) follow(name string) kvFollow {
-	return kvFollow{nc: a.nc, tracker: a.tracker, clock: a.clock, log: a.log.With("subsystem", name)}
+	return kvFollow{nc: a.nc, tracker: a.tracker, clock: a.clock, rand: a.rand, log: a.log.With("subsystem", name)}
 }
 
-// outboxDrainer runs one outbox's drain loop as a subsystem.
-// A reconnect ends a pause the outbox took for a broker outage, so results
-// leave as soon as the broker is back.
-type outboxDrainer struct {
-	name string
-	box  *outbox.Outbox
-	pub  outbox.Publisher
-	// connected is the tracker's next-Connected signal.
-	connected func() <-chan struct{}
+// heartbeatSource builds the heartbeats sent by the heartbeat loop and in
+// ping replies.
+func (a *Agent) heartbeatSource() heartbeatSource {
+	return heartbeatSource{pc: a.cfg.ID, perf: a.perf, results: a.results, events: a.events}
 }
 
-var _ subsystem = (*outboxDrainer)(nil)
+// logTail is the last n lines of the agent's log, at most core.MaxLogsReply
+// bytes: the in-memory ring when logging to stdout only, else the current
+// daily file.
+func (a *Agent) logTail(n int) []byte {
+	if a.logRing != nil {
+		return a.logRing.Tail(n, core.MaxLogsReply)
+	}
+	return fileLogTail(a.cfg.Log, n)
+}
 
-func (d *outboxDrainer) Name() string { return d.name }
-func (d *outboxDrainer) Run(ctx context.Context) error {
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		for {
-			select {
-			case <-rctx.Done():
-				return
-			case <-d.connected():
-				d.box.Resume()
-			}
-		}
-	}()
-	err := d.box.Run(rctx, d.pub)
-	if ctx.Err() != nil {
+// selfUpdater is the updater of the installed executable, or nil for an
+// agent with none of its own (ExePath empty: in-process agents).
+func (a *Agent) selfUpdater(log *slog.Logger) selfUpdater {
+	if a.cfg.ExePath == "" {
 		return nil
 	}
-	return err
-}
-
-// finalDrain gives the outboxes one bounded pass after the scripts ended, so
-// results of scripts killed by the shutdown leave now when the broker is up.
-// Whatever is left stays on disk for the next boot.
-func (a *Agent) finalDrain() {
-	if !a.nc.IsConnected() || (a.results.Len() == 0 && a.events.Len() == 0) {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), finalDrainTimeout)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, d := range []struct {
-		box *outbox.Outbox
-		pub outbox.Publisher
-	}{
-		{a.results, resultPublisher(a.js, outbox.JetStreamPublisher(a.js, 2*time.Second), a.log)},
-		{a.events, outbox.JetStreamPublisher(a.js, 2*time.Second)},
-	} {
-		wg.Go(func() { _ = d.box.Run(ctx, d.pub) })
-	}
-	// Run drains at once and then waits for more; stop it once empty.
-	for ctx.Err() == nil && (a.results.Len() > 0 || a.events.Len() > 0) {
-		select {
-		case <-ctx.Done():
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	cancel()
-	wg.Wait()
+	return &update.Updater{JS: a.js, DataDir: a.cfg.DataDir, ExePath: a.cfg.ExePath, Log: log, Rand: a.rand, Clock: a.clock}
 }
 
 // drainConn drains nc within timeout, then closes it regardless.

@@ -35,6 +35,13 @@ type testAgent struct {
 // serves the ring.
 func newTestAgent(t testing.TB, url string, mod ...func(*Config)) *testAgent {
 	t.Helper()
+	return newTestAgentWith(t, url, nil, mod...)
+}
+
+// newTestAgentWith is newTestAgent with options for New (a clock, a random
+// source).
+func newTestAgentWith(t testing.TB, url string, opts []Option, mod ...func(*Config)) *testAgent {
+	t.Helper()
 	cfg := Config{
 		ID:            "pc-" + strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())),
 		NATSURL:       url,
@@ -49,7 +56,7 @@ func newTestAgent(t testing.TB, url string, mod ...func(*Config)) *testAgent {
 		m(&cfg)
 	}
 	logs := &syncBuffer{}
-	a, err := New(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	a, err := New(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -470,7 +477,7 @@ func TestStrictStalenessAndResultWhileBrokerDown(t *testing.T) {
 		c.Staleness = core.Staleness{Mode: core.StalenessStrict, MaxCacheAge: &maxAge}
 	})
 	publishCommand(t, js, core.SubjectCommandsPC(pc), long)
-	natstest.Eventually(t, 10*time.Second, "long command holding the only slot", func() bool { return len(ta.slots) == 1 })
+	natstest.Eventually(t, 10*time.Second, "long command holding the only slot", func() bool { return len(ta.exec.slots) == 1 })
 	publishCommand(t, js, core.SubjectCommandsPC(pc), strict)
 	natstest.Eventually(t, 10*time.Second, "strict command queued", func() bool {
 		return strings.Contains(ta.logs.String(), "request_id="+strict.RequestID)
@@ -793,9 +800,8 @@ func heartbeatIntervals(t testing.TB, beats chan core.Heartbeat, n int, timeout 
 func TestJitterUsesInjectedRandAndClock(t *testing.T) {
 	requireUnix(t)
 	_, nc, js := broker(t)
-	ta := newTestAgent(t, nc.ConnectedUrl())
 	clk := newFakeClock()
-	ta.clock, ta.rand = clk, func() float64 { return 0.5 }
+	ta := newTestAgentWith(t, nc.ConnectedUrl(), []Option{WithClock(clk), WithRand(func() float64 { return 0.5 })})
 	ta.start()
 	ta.waitReady(nc, js)
 	four := uint64(4)

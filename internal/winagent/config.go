@@ -1,8 +1,3 @@
-// Package winagent is the resident agent daemon (`kanade agent`): it takes
-// commands from the broker, runs them, and reports results, heartbeats and
-// its own state. Every subsystem is a small loop run by a supervisor and
-// re-establishes its broker resources on its own, so the agent boots and keeps
-// running with no broker at all (SPEC §6).
 package winagent
 
 import (

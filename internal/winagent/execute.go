@@ -6,50 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
 	"github.com/kanadehq/kanade-go/internal/winagent/runner"
 )
-
-// job is one admitted command on its way to a result. Its kill switch is
-// armed at admission, so kill.<exec_id> stops it while it waits for a run
-// slot, sleeps its jitter or runs.
-type job struct {
-	cmd      *core.Command
-	resultID string
-	kill     <-chan struct{}
-	disarm   func()
-}
-
-// launch starts an admitted command in its own goroutine. Callers hold runMu
-// and have checked that the agent is not closing.
-func (a *Agent) launch(cmd *core.Command, resultID string) {
-	j := job{cmd: cmd, resultID: resultID, disarm: func() {}}
-	kill := make(chan struct{})
-	j.kill = kill
-	if execID := cmd.ExecIDValue(); execID != "" {
-		var once sync.Once
-		sub, err := a.nc.Subscribe(core.SubjectKill(execID), func(*nats.Msg) {
-			once.Do(func() {
-				a.log.Info("kill received", "subsystem", "exec", "request_id", cmd.RequestID, "exec_id", execID)
-				close(kill)
-			})
-		})
-		if err != nil {
-			a.log.Warn("could not subscribe to the kill subject; the run cannot be killed remotely", "subsystem", "exec",
-				"request_id", cmd.RequestID, "subject", core.SubjectKill(execID), "error", err)
-		} else {
-			j.disarm = func() { _ = sub.Unsubscribe() }
-		}
-	}
-	a.running.Add(1)
-	go a.execute(a.runCtx, j)
-}
 
 // execute runs one admitted command to its result (SPEC §6.4–6.6, SPEC-2
 // §2): apply the gates, announce the start when the command has an exec_id,
@@ -59,16 +21,16 @@ func (a *Agent) launch(cmd *core.Command, resultID string) {
 // outbox. Refusals and kills before the start produce synthetic results that
 // go through the outbox the same way. A shutdown before the spawn leaves the
 // record pending: the next boot re-gates and runs it.
-func (a *Agent) execute(ctx context.Context, j job) {
-	defer a.running.Done()
+func (x *executor) execute(ctx context.Context, j job) {
+	defer x.running.Done()
 	defer j.disarm()
 	cmd, resultID := j.cmd, j.resultID
-	log := a.log.With("subsystem", "exec", "request_id", cmd.RequestID, "id", cmd.ID)
+	log := x.log.With("subsystem", "exec", "request_id", cmd.RequestID, "id", cmd.ID)
 	execID := cmd.ExecIDValue()
 	synthetic := func(code int, reason string) {
-		now := core.Now()
-		a.finishResult(log, core.ExecResult{
-			ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: a.cfg.ID,
+		now := core.Now() // wire timestamps
+		x.finishResult(log, core.ExecResult{
+			ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: x.pc,
 			ExitCode: code, Stdout: "", Stderr: reason, StartedAt: now, FinishedAt: now, ManifestID: cmd.ID,
 		})
 	}
@@ -90,7 +52,7 @@ func (a *Agent) execute(ctx context.Context, j job) {
 			case <-gctx.Done():
 			}
 		}()
-		v := evaluateGates(cmd, a.gateInputs(gctx, cmd.ID))
+		v := evaluateGates(cmd, x.gateInputs(gctx, cmd.ID))
 		switch {
 		case isClosed(j.kill):
 			killedBeforeStart()
@@ -109,19 +71,19 @@ func (a *Agent) execute(ctx context.Context, j job) {
 		return
 	}
 	if execID != "" {
-		a.putEvent(log, core.EventStarted{
-			ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: a.cfg.ID,
-			StartedAt: core.Now(), ManifestID: cmd.ID, Version: cmd.Version,
+		x.putEvent(log, core.EventStarted{
+			ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: x.pc,
+			StartedAt: core.Now(), ManifestID: cmd.ID, Version: cmd.Version, // wire timestamp
 		})
 	}
 
 	waited := false
 	if jit := cmd.Jitter(); jit > 0 {
-		d := time.Duration(a.rand() * float64(jit))
+		d := time.Duration(x.rand() * float64(jit))
 		log.Debug("jitter before start", "delay", d.String())
 		waited = true
 		select {
-		case <-a.clock.After(d):
+		case <-x.clock.After(d):
 		case <-j.kill:
 			killedBeforeStart()
 			return
@@ -132,11 +94,11 @@ func (a *Agent) execute(ctx context.Context, j job) {
 	}
 	if !cmd.BypassLocalLimit {
 		select {
-		case a.slots <- struct{}{}:
+		case x.slots <- struct{}{}:
 		default:
 			waited = true
 			select {
-			case a.slots <- struct{}{}:
+			case x.slots <- struct{}{}:
 			case <-j.kill:
 				killedBeforeStart()
 				return
@@ -145,7 +107,7 @@ func (a *Agent) execute(ctx context.Context, j job) {
 				return
 			}
 		}
-		defer func() { <-a.slots }()
+		defer func() { <-x.slots }()
 	}
 	// A revoke, pin or deadline that arrived while it waited still holds.
 	if waited && !gated() {
@@ -160,12 +122,12 @@ func (a *Agent) execute(ctx context.Context, j job) {
 	// the user's session the runner picks a directory that user can read.
 	tempDir := ""
 	if cmd.RunAs == core.RunAsSystem {
-		tempDir = filepath.Join(a.cfg.DataDir, scriptTempDir)
+		tempDir = filepath.Join(x.dataDir, scriptTempDir)
 	}
-	if err := a.ledger.Launching(cmd.RequestID, core.Now()); err != nil {
+	if err := x.ledger.Launching(cmd.RequestID, core.Now()); err != nil { // ledger time: wall
 		log.Error("could not mark the command launching in the admission ledger; a crash during this run would re-run it", "error", err)
 	}
-	a.scripts.begin()
+	x.scripts.begin()
 	res := runner.Run(ctx, runner.Spec{
 		Shell:   cmd.Shell,
 		Script:  cmd.Script,
@@ -175,11 +137,11 @@ func (a *Agent) execute(ctx context.Context, j job) {
 		RunAs:   cmd.RunAs,
 		TempDir: tempDir,
 	}, j.kill)
-	a.scripts.end()
+	x.scripts.end()
 	log.Info("command finished", "exit_code", res.ExitCode, "killed", res.Killed, "timed_out", res.TimedOut,
 		"duration", res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond).String())
-	a.finishResult(log, core.ExecResult{
-		ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: a.cfg.ID,
+	x.finishResult(log, core.ExecResult{
+		ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: x.pc,
 		ExitCode: res.ExitCode, Stdout: res.Stdout, Stderr: res.Stderr,
 		StartedAt: res.StartedAt, FinishedAt: res.FinishedAt, ManifestID: cmd.ID,
 	})
@@ -202,12 +164,12 @@ const gateLoadWait = 30 * time.Second
 // gateInputs reads what the gates need for script id: each cache answers
 // from a value current for this connection or reads it now. Data that never
 // loaded is waited for (bounded) and, if still missing, reported Unloaded.
-func (a *Agent) gateInputs(ctx context.Context, id string) gateInputs {
+func (x *executor) gateInputs(ctx context.Context, id string) gateInputs {
 	lookups := []struct {
 		c   *gateCache
 		got gateLookup
-	}{{c: a.scriptCurrent}, {c: a.scriptStatus}}
-	deadline := a.clock.After(gateLoadWait)
+	}{{c: x.scriptCurrent}, {c: x.scriptStatus}}
+	deadline := x.clock.After(gateLoadWait)
 wait:
 	for {
 		missing := false
@@ -221,15 +183,16 @@ wait:
 			break
 		}
 		select {
-		case <-a.tracker.Connected():
-		case <-a.clock.After(time.Second):
+		case <-x.tracker.Connected():
+		case <-x.clock.After(time.Second):
 		case <-deadline:
 			break wait
 		case <-ctx.Done():
 			break wait
 		}
 	}
-	in := gateInputs{Now: core.Now(), Staleness: a.tracker.Staleness()}
+	// The deadline gate is a timing decision: the injected clock.
+	in := gateInputs{Now: x.clock.Now(), Staleness: x.tracker.Staleness()}
 	for _, l := range lookups {
 		if !l.got.Known {
 			in.Unloaded = append(in.Unloaded, l.c.follow.bucket)
@@ -245,30 +208,33 @@ wait:
 // and then marks the request finished in the admission ledger. If the
 // outbox refused it, the record stays as it was, so the next boot answers
 // (a launching record) or re-runs (a pending one) the request.
-func (a *Agent) finishResult(log *slog.Logger, r core.ExecResult) {
-	if err := a.queueResult(r); err != nil {
+func (x *executor) finishResult(log *slog.Logger, r core.ExecResult) {
+	if err := x.queueResult(r); err != nil {
 		log.Error("could not queue result; the next boot answers the request", "result_id", r.ResultID, "exit_code", r.ExitCode, "error", err)
 		return
 	}
-	if err := a.ledger.Finish(r.RequestID); err != nil {
+	if err := x.ledger.Finish(r.RequestID); err != nil {
 		log.Warn("could not mark the request finished in the admission ledger; the next boot may answer it again (the same result_id, dropped by the stream as a duplicate)", "error", err)
 	}
 }
 
 // queueResult writes r to the results outbox.
-func (a *Agent) queueResult(r core.ExecResult) error {
+func (x *executor) queueResult(r core.ExecResult) error { return queueResult(x.results, r) }
+
+// queueResult writes r to box, the results outbox.
+func queueResult(box *outbox.Outbox, r core.ExecResult) error {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return a.results.Put(outbox.Entry{Subject: core.SubjectResults(r.RequestID), Data: data, MsgID: r.ResultID})
+	return box.Put(outbox.Entry{Subject: core.SubjectResults(r.RequestID), Data: data, MsgID: r.ResultID})
 }
 
 // putEvent writes an EventStarted to the events outbox.
-func (a *Agent) putEvent(log *slog.Logger, e core.EventStarted) {
+func (x *executor) putEvent(log *slog.Logger, e core.EventStarted) {
 	data, err := json.Marshal(e)
 	if err == nil {
-		err = a.events.Put(outbox.Entry{Subject: core.SubjectEventsStarted(e.ExecID, e.PCID), Data: data, MsgID: "started-" + e.ResultID})
+		err = x.events.Put(outbox.Entry{Subject: core.SubjectEventsStarted(e.ExecID, e.PCID), Data: data, MsgID: "started-" + e.ResultID})
 	}
 	if err != nil {
 		log.Error("could not queue started event", "result_id", e.ResultID, "error", err)

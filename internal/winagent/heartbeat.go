@@ -6,14 +6,13 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/shirou/gopsutil/v4/process"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
 )
 
@@ -22,8 +21,21 @@ import (
 // AgentState to agents_state/<pc> on every beat. A reconnect triggers a beat
 // too, so the fleet view recovers as soon as the broker is back.
 type heartbeat struct {
-	a   *Agent
-	log *slog.Logger
+	pc string
+	// nc publishes the heartbeat; while it is not connected no beat goes.
+	nc *nats.Conn
+	// js puts agents_state/<pc>.
+	js jetstream.Publisher
+	// connected is the tracker's next-Connected signal.
+	connected func() <-chan struct{}
+	clock     core.Clock
+	// effective gives heartbeat_interval.
+	effective *watchable[fleetconfig.Effective]
+	// build makes one heartbeat (heartbeatSource.build).
+	build func(withCPU bool) core.Heartbeat
+	// inventory is the latest hardware inventory (nil before the first).
+	inventory func() *core.HwInventory
+	log       *slog.Logger
 
 	kvWarned bool
 }
@@ -33,28 +45,27 @@ var _ subsystem = (*heartbeat)(nil)
 func (h *heartbeat) Name() string { return "heartbeat" }
 
 func (h *heartbeat) Run(ctx context.Context) error {
-	a := h.a
 	h.beat(ctx)
-	eff, effChanged := a.WatchEffective()
+	eff, effChanged := h.effective.Watch()
 	interval := eff.HeartbeatInterval
-	tick := a.clock.After(interval)
+	tick := h.clock.After(interval)
 	for {
-		reconnected := a.tracker.Connected()
+		reconnected := h.connected()
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick:
 			h.beat(ctx)
-			tick = a.clock.After(interval)
+			tick = h.clock.After(interval)
 		case <-reconnected:
 			h.beat(ctx)
-			tick = a.clock.After(interval)
+			tick = h.clock.After(interval)
 		case <-effChanged:
-			eff, effChanged = a.WatchEffective()
+			eff, effChanged = h.effective.Watch()
 			if eff.HeartbeatInterval != interval {
 				h.log.Info("heartbeat interval changed", "from", interval.String(), "to", eff.HeartbeatInterval.String())
 				interval = eff.HeartbeatInterval
-				tick = a.clock.After(interval)
+				tick = h.clock.After(interval)
 			}
 		}
 	}
@@ -64,17 +75,16 @@ func (h *heartbeat) Run(ctx context.Context) error {
 // it does nothing: a heartbeat buffered until reconnect would carry a stale
 // `at`.
 func (h *heartbeat) beat(ctx context.Context) {
-	a := h.a
-	if !a.nc.IsConnected() {
+	if !h.nc.IsConnected() {
 		return
 	}
-	hb := a.newHeartbeat(true)
+	hb := h.build(true)
 	data, err := json.Marshal(hb)
 	if err != nil {
 		h.log.Error("encode heartbeat", "error", err)
 		return
 	}
-	if err := a.nc.Publish(core.SubjectHeartbeat(a.cfg.ID), data); err != nil {
+	if err := h.nc.Publish(core.SubjectHeartbeat(h.pc), data); err != nil {
 		h.log.Debug("publish heartbeat", "error", err)
 	}
 	h.putState(ctx, hb)
@@ -86,16 +96,15 @@ func (h *heartbeat) beat(ctx context.Context) {
 // missing (no stream answers) is warned about once; heartbeats never wait
 // for it, and a bucket created later is written to from the next beat.
 func (h *heartbeat) putState(ctx context.Context, hb core.Heartbeat) {
-	a := h.a
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	st := core.AgentState{Heartbeat: hb, Inventory: a.inventory.Load(), UpdatedAt: core.Now()}
+	st := core.AgentState{Heartbeat: hb, Inventory: h.inventory(), UpdatedAt: core.Now()} // wire timestamp
 	data, err := json.Marshal(st)
 	if err != nil {
 		h.log.Error("encode agent state", "error", err)
 		return
 	}
-	if _, err := a.js.Publish(ctx, core.SubjectKVKey(core.BucketAgentsState, a.cfg.ID), data); err != nil {
+	if _, err := h.js.Publish(ctx, core.SubjectKVKey(core.BucketAgentsState, h.pc), data); err != nil {
 		lvl := slog.LevelDebug
 		if errors.Is(err, jetstream.ErrNoStreamResponse) && !h.kvWarned {
 			lvl, h.kvWarned = slog.LevelWarn, true
@@ -106,32 +115,42 @@ func (h *heartbeat) putState(ctx context.Context, hb core.Heartbeat) {
 	h.kvWarned = false
 }
 
-// newHeartbeat builds a Heartbeat now. withCPU adds agent_cpu_pct (percent
-// of one core since the previous periodic beat) and moves its baseline; ping
+// heartbeatSource builds the Heartbeat that the heartbeat loop publishes and
+// ping replies carry.
+type heartbeatSource struct {
+	pc   string
+	perf *selfPerf
+	// results and events are the outboxes whose set-aside entries are
+	// counted.
+	results, events *outbox.Outbox
+}
+
+// build makes a Heartbeat now. withCPU adds agent_cpu_pct (percent of one
+// core since the previous periodic beat) and moves its baseline; ping
 // replies leave both alone.
-func (a *Agent) newHeartbeat(withCPU bool) core.Heartbeat {
+func (s heartbeatSource) build(withCPU bool) core.Heartbeat {
 	host, _ := os.Hostname()
 	hb := core.Heartbeat{
-		PCID:         a.cfg.ID,
-		At:           core.Now(),
+		PCID:         s.pc,
+		At:           core.Now(), // wire timestamp
 		AgentVersion: core.AgentVersion(),
 		Hostname:     host,
 		OSFamily:     core.OSFamily(),
 	}
-	a.hbPerf.fill(&hb, withCPU)
-	hb.OutboxSetAside = a.outboxSetAside()
+	s.perf.fill(&hb, withCPU)
+	hb.OutboxSetAside = s.setAside()
 	return hb
 }
 
-// outboxSetAside counts the entries each outbox set aside on disk (corrupt
-// or refused for good), nil when there are none. `kanade status` shows them
+// setAside counts the entries each outbox set aside on disk (corrupt or
+// refused for good), nil when there are none. `kanade status` shows them
 // and degrades its verdict while any remain.
-func (a *Agent) outboxSetAside() core.SetAsideCounts {
+func (s heartbeatSource) setAside() core.SetAsideCounts {
 	var c core.SetAsideCounts
 	for _, o := range []struct {
 		name string
 		box  *outbox.Outbox
-	}{{core.OutboxResults, a.results}, {core.OutboxEvents, a.events}} {
+	}{{core.OutboxResults, s.results}, {core.OutboxEvents, s.events}} {
 		if o.box == nil {
 			continue
 		}
@@ -143,135 +162,4 @@ func (a *Agent) outboxSetAside() core.SetAsideCounts {
 		}
 	}
 	return c
-}
-
-// selfPerf samples this process's CPU time, RSS and disk I/O via gopsutil.
-// A source the OS does not offer leaves its field absent.
-type selfPerf struct {
-	mu      sync.Mutex
-	proc    *process.Process
-	lastCPU float64 // seconds of CPU at the last periodic beat
-	lastAt  time.Time
-}
-
-func newSelfPerf() *selfPerf {
-	p, _ := process.NewProcess(int32(os.Getpid()))
-	return &selfPerf{proc: p}
-}
-
-func (s *selfPerf) fill(hb *core.Heartbeat, withCPU bool) {
-	if s == nil || s.proc == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if mem, err := s.proc.MemoryInfo(); err == nil && mem != nil {
-		rss := mem.RSS
-		hb.AgentRSSBytes = &rss
-	}
-	if io, err := s.proc.IOCounters(); err == nil && io != nil {
-		r, w := io.ReadBytes, io.WriteBytes
-		hb.AgentDiskReadBytes, hb.AgentDiskWrittenBytes = &r, &w
-	}
-	if !withCPU {
-		return
-	}
-	t, err := s.proc.Times()
-	if err != nil || t == nil {
-		return
-	}
-	cpu := t.User + t.System
-	now := time.Now()
-	if !s.lastAt.IsZero() {
-		if wall := now.Sub(s.lastAt).Seconds(); wall > 0 {
-			pct := (cpu - s.lastCPU) / wall * 100
-			if pct < 0 {
-				pct = 0
-			}
-			hb.AgentCPUPct = &pct
-		}
-	}
-	s.lastCPU, s.lastAt = cpu, now
-}
-
-// responder answers one request/reply subject (ping, logs.fetch). Core
-// subscriptions are re-sent by nats.go after a reconnect; the loop re-makes
-// the subscription only if it became invalid.
-type responder struct {
-	a       *Agent
-	name    string
-	subject string
-	handle  func(m *nats.Msg)
-}
-
-var _ subsystem = (*responder)(nil)
-
-func (r *responder) Name() string { return r.name }
-
-func (r *responder) Run(ctx context.Context) error {
-	a := r.a
-	for {
-		sub, err := core.WaitForSubscription(ctx, a.retrier, a.nc, r.subject, r.handle, r.name)
-		if err != nil {
-			return nil
-		}
-		for sub.IsValid() {
-			select {
-			case <-ctx.Done():
-				_ = sub.Unsubscribe()
-				return nil
-			case <-a.tracker.Connected():
-			case <-a.clock.After(30 * time.Second):
-			}
-		}
-		if a.retrier.ReopenPause(ctx) != nil {
-			return nil
-		}
-	}
-}
-
-// handlePing replies with a fresh heartbeat (no agent_cpu_pct).
-func (a *Agent) handlePing(m *nats.Msg) {
-	data, err := json.Marshal(a.newHeartbeat(false))
-	if err != nil {
-		return
-	}
-	if err := m.Respond(data); err != nil {
-		a.log.Debug("ping reply", "subsystem", "ping", "error", err)
-	}
-}
-
-// handleLogsFetch replies with the tail of the agent's log: the current
-// daily file, or the in-memory ring when logging to stdout only. The body
-// is {"tail_lines":N} (default 500); anything else gets the default.
-func (a *Agent) handleLogsFetch(m *nats.Msg) {
-	var req core.LogsFetchRequest
-	if len(m.Data) > 0 {
-		if err := json.Unmarshal(m.Data, &req); err != nil {
-			a.log.Debug("logs.fetch body does not decode; using the default line count", "subsystem", "logs", "error", err)
-		}
-	}
-	n := req.TailLines
-	if n <= 0 {
-		n = core.DefaultLogTailLines
-	}
-	body := a.logTail(n)
-	if err := m.Respond(body); err != nil {
-		a.log.Debug("logs.fetch reply", "subsystem", "logs", "error", err)
-	}
-}
-
-// logTail is the last n lines of the agent's log, at most core.MaxLogsReply bytes.
-func (a *Agent) logTail(n int) []byte {
-	if a.logRing != nil {
-		return a.logRing.Tail(n, core.MaxLogsReply)
-	}
-	path, err := ActiveLogFile(a.cfg.Log)
-	if err == nil {
-		var b []byte
-		if b, err = TailFile(path, n, core.MaxLogsReply); err == nil {
-			return b
-		}
-	}
-	return []byte("logs.fetch: " + err.Error() + "\n")
 }

@@ -9,18 +9,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 	"github.com/kanadehq/kanade-go/internal/winagent/inventory"
 )
-
-func init() {
-	registerSubsystem(func(a *Agent) subsystem {
-		log := a.log.With("subsystem", "inventory")
-		return &inventoryLoop{a: a, log: log, col: &inventory.Collector{Log: a.log}}
-	})
-}
 
 // minInventoryInterval floors inventory_interval: a typo such as "1ms" must
 // not turn the agent into a busy loop of WMI queries.
@@ -43,9 +37,19 @@ const inventoryPublishTimeout = 10 * time.Second
 // lost; it is dropped only when inventory is disabled meanwhile. The next
 // collection is timed from the end of the previous one's publishing.
 type inventoryLoop struct {
-	a   *Agent
-	log *slog.Logger
+	pc  string
 	col *inventory.Collector
+	// js publishes the inventory messages, retried through retrier.
+	js      jetstream.Publisher
+	retrier *core.Retrier
+	// effective gives the cadence and inventory_enabled.
+	effective *watchable[fleetconfig.Effective]
+	// setInventory hands the hardware part to the heartbeat's AgentState.
+	setInventory func(*core.HwInventory)
+	clock        core.Clock
+	// rand is uniform in [0,1): the jitter of the next collection.
+	rand func() float64
+	log  *slog.Logger
 }
 
 var _ subsystem = (*inventoryLoop)(nil)
@@ -53,12 +57,11 @@ var _ subsystem = (*inventoryLoop)(nil)
 func (l *inventoryLoop) Name() string { return "inventory" }
 
 func (l *inventoryLoop) Run(ctx context.Context) error {
-	a := l.a
-	eff, changed := a.WatchEffective()
+	eff, changed := l.effective.Watch()
 	var due <-chan time.Time
 	if eff.InventoryEnabled {
 		l.collect(ctx)
-		due = a.clock.After(l.nextDelay(a.Effective()))
+		due = l.clock.After(l.nextDelay(l.effective.Get()))
 	} else {
 		l.log.Info("inventory disabled by agent_config (inventory_enabled=false)")
 	}
@@ -68,10 +71,10 @@ func (l *inventoryLoop) Run(ctx context.Context) error {
 			return nil
 		case <-due:
 			l.collect(ctx)
-			due = a.clock.After(l.nextDelay(a.Effective()))
+			due = l.clock.After(l.nextDelay(l.effective.Get()))
 		case <-changed:
 			prev := eff
-			eff, changed = a.WatchEffective()
+			eff, changed = l.effective.Watch()
 			switch {
 			case prev.InventoryEnabled == eff.InventoryEnabled && prev.InventoryInterval == eff.InventoryInterval && prev.InventoryJitter == eff.InventoryJitter:
 				// Something else changed.
@@ -83,12 +86,12 @@ func (l *inventoryLoop) Run(ctx context.Context) error {
 				// arbitrarily old, so report at once.
 				l.log.Info("inventory enabled by agent_config")
 				l.collect(ctx)
-				due = a.clock.After(l.nextDelay(a.Effective()))
+				due = l.clock.After(l.nextDelay(l.effective.Get()))
 			default:
 				d := l.nextDelay(eff)
 				l.log.Info("inventory cadence changed", "interval", core.FormatDuration(eff.InventoryInterval),
 					"jitter", core.FormatDuration(eff.InventoryJitter), "next_in", d.String())
-				due = a.clock.After(d)
+				due = l.clock.After(d)
 			}
 		}
 	}
@@ -100,23 +103,23 @@ func (l *inventoryLoop) Run(ctx context.Context) error {
 func (l *inventoryLoop) nextDelay(eff fleetconfig.Effective) time.Duration {
 	interval := max(eff.InventoryInterval, minInventoryInterval)
 	j := min(max(eff.InventoryJitter, 0), interval/2)
-	return interval + time.Duration((2*l.a.rand()-1)*float64(j))
+	return interval + time.Duration((2*l.rand()-1)*float64(j))
 }
 
 // collect gathers hw, sw and net, makes hw the AgentState inventory, and
 // publishes the three. It returns when they are acked, when inventory is
 // disabled while they wait for the broker, or when ctx ends.
 func (l *inventoryLoop) collect(ctx context.Context) {
-	a := l.a
-	start := time.Now()
-	hw := l.col.HW(ctx, a.cfg.ID)
-	a.SetInventory(&hw)
-	sw := core.SwInventory{PCID: a.cfg.ID, Software: l.col.SW(ctx), CollectedAt: core.Now()}
-	netInv := core.NetInventory{PCID: a.cfg.ID, Interfaces: l.col.Net(ctx), CollectedAt: core.Now()}
+	start := l.clock.Now()
+	hw := l.col.HW(ctx, l.pc)
+	l.setInventory(&hw)
+	// CollectedAt is a wire timestamp: core.Now().
+	sw := core.SwInventory{PCID: l.pc, Software: l.col.SW(ctx), CollectedAt: core.Now()}
+	netInv := core.NetInventory{PCID: l.pc, Interfaces: l.col.Net(ctx), CollectedAt: core.Now()}
 	if ctx.Err() != nil {
 		return
 	}
-	l.log.Info("inventory collected", "took", time.Since(start).Round(time.Millisecond).String(),
+	l.log.Info("inventory collected", "took", l.clock.Now().Sub(start).Round(time.Millisecond).String(),
 		"os", hw.OSName, "disks", len(hw.Disks), "software", len(sw.Software), "interfaces", len(netInv.Interfaces))
 	for _, m := range []struct {
 		kind string
@@ -142,22 +145,21 @@ var (
 // the broker or the INVENTORY stream is away. It reports false when the rest
 // of this collection should be dropped (ctx ended, inventory disabled).
 func (l *inventoryLoop) publish(ctx context.Context, kind string, v any) bool {
-	a := l.a
-	subject := core.SubjectInventory(a.cfg.ID, kind)
+	subject := core.SubjectInventory(l.pc, kind)
 	data, err := json.Marshal(v)
 	if err != nil {
 		l.log.Error("encode inventory", "kind", kind, "error", err)
 		return true
 	}
 	var giveUp error
-	err = a.retrier.Wait(ctx, "inventory", "stream "+core.StreamInventory+" ("+subject+")", func(ctx context.Context) error {
-		if !a.Effective().InventoryEnabled {
+	err = l.retrier.Wait(ctx, "inventory", "stream "+core.StreamInventory+" ("+subject+")", func(ctx context.Context) error {
+		if !l.effective.Get().InventoryEnabled {
 			giveUp = errInventoryDisabled
 			return nil
 		}
 		pctx, cancel := context.WithTimeout(ctx, inventoryPublishTimeout)
 		defer cancel()
-		_, err := a.js.Publish(pctx, subject, data)
+		_, err := l.js.Publish(pctx, subject, data)
 		if errors.Is(err, nats.ErrMaxPayload) {
 			giveUp = errInventoryTooBig
 			return nil

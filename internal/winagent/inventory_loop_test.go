@@ -215,7 +215,7 @@ func TestInventoryNextDelay(t *testing.T) {
 		{"interval floored", time.Millisecond, 0, 0.3, time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := &inventoryLoop{a: &Agent{rand: func() float64 { return tc.u }}}
+			l := &inventoryLoop{rand: func() float64 { return tc.u }}
 			got := l.nextDelay(fleetconfig.Effective{InventoryInterval: tc.interval, InventoryJitter: tc.jitter})
 			if got != tc.want {
 				t.Fatalf("nextDelay = %s, want %s", got, tc.want)

@@ -137,10 +137,19 @@ type kvFollow struct {
 	nc      *nats.Conn
 	tracker *core.Tracker
 	clock   core.Clock
-	log     *slog.Logger
-	bucket  string
+	// rand draws the retry jitter, uniform in [0,1); nil uses math/rand/v2.
+	rand   func() float64
+	log    *slog.Logger
+	bucket string
 	// patterns are the keys (or key wildcards) whose changes matter.
 	patterns []string
+}
+
+func (f kvFollow) random() float64 {
+	if f.rand != nil {
+		return f.rand()
+	}
+	return rand.Float64()
 }
 
 // kvFollowBuffer is how many changes the subscription holds while a re-read
@@ -172,7 +181,7 @@ func (f kvFollow) run(ctx context.Context, load func(context.Context) error, app
 			select {
 			case <-ctx.Done():
 				return false
-			case <-f.clock.After(core.JitterBand(time.Second, rand.Float64())):
+			case <-f.clock.After(core.JitterBand(time.Second, f.random())):
 			}
 		}
 	}
@@ -207,7 +216,7 @@ func (f kvFollow) run(ctx context.Context, load func(context.Context) error, app
 				case <-ctx.Done():
 					return
 				case <-reconnected:
-				case <-f.clock.After(core.JitterBand(backoff, rand.Float64())):
+				case <-f.clock.After(core.JitterBand(backoff, f.random())):
 				}
 				continue
 			}

@@ -48,22 +48,24 @@ func TestCommandDuringQuickBrokerRestart(t *testing.T) {
 // with (acked) whatever the state.
 func TestAcceptCommandWhileStopping(t *testing.T) {
 	ta := newTestAgent(t, "nats://127.0.0.1:1")
-	ta.runMu.Lock()
-	ta.runCtx = context.Background()
-	ta.closing = true
-	ta.runMu.Unlock()
+	// The executor alone, over the agent's ledger and outboxes, as Run
+	// builds it; close is what Run does once its subsystems stopped.
+	x := &executor{pc: ta.cfg.ID, log: ta.log, clock: ta.clock, rand: ta.rand, tracker: ta.tracker,
+		ledger: ta.ledger, results: ta.results, events: ta.events, scripts: ta.scripts,
+		slots: make(chan struct{}, 1), runCtx: context.Background()}
+	x.close()
 	c := shCommand("echo late")
 	data, err := json.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if handled, _ := ta.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), data); handled {
+	if handled, _ := x.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), data); handled {
 		t.Fatal("a stopping agent took a command")
 	}
 	if _, ok := ta.ledger.Lookup(c.RequestID); ok {
 		t.Fatal("a command that never ran has an admission record: the next boot would skip it")
 	}
-	if handled, _ := ta.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), []byte("{not json")); !handled {
+	if handled, _ := x.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), []byte("{not json")); !handled {
 		t.Fatal("an undecodable command must be acked, not redelivered forever")
 	}
 }

@@ -12,29 +12,6 @@ import (
 	"github.com/kanadehq/kanade-go/internal/winagent/update"
 )
 
-func init() {
-	registerSubsystem(func(a *Agent) subsystem {
-		log := a.log.With("subsystem", "update")
-		l := &updateLoop{
-			log:       log,
-			running:   core.AgentVersion(),
-			watch:     a.WatchEffective,
-			restart:   a.stopWith,
-			connected: a.tracker.Connected,
-			clock:     a.clock,
-			rand:      a.rand,
-			scripts:   a.scripts,
-		}
-		if a.cfg.ExePath != "" {
-			l.updater = &update.Updater{
-				JS: a.js, DataDir: a.cfg.DataDir, ExePath: a.cfg.ExePath,
-				Log: log, Rand: a.rand, Clock: a.clock,
-			}
-		}
-		return l
-	})
-}
-
 // selfUpdater is what the loop needs of update.Updater.
 type selfUpdater interface {
 	Apply(ctx context.Context, target string, jitter time.Duration) error
@@ -57,6 +34,9 @@ var _ selfUpdater = (*update.Updater)(nil)
 // the target (or of its jitter) abandons an attempt still in its jitter wait
 // or download and starts over. A reconnect to the broker cuts a retry
 // backoff short.
+//
+// Its inputs: the effective config (watch), the updater, the scripts still
+// running, and restart, which ends the agent's Run with the given error.
 type updateLoop struct {
 	log *slog.Logger
 	// running is this build's version.

@@ -1,11 +1,6 @@
 package winagent
 
-import (
-	"sync"
-	"time"
-
-	"github.com/kanadehq/kanade-go/internal/core"
-)
+import "sync"
 
 // watchable holds a value and tells watchers when it changes: Watch returns
 // the value with a channel closed at the next change (the tracker's pattern),
@@ -60,38 +55,4 @@ func (w *watchable[T]) Update(fn func(T) T) {
 	w.v = v
 	close(w.ch)
 	w.ch = make(chan struct{})
-}
-
-// reconnects tells a subsystem that the broker link came back after it
-// opened its watch or consumer, so it must re-open them: after a broker
-// restart with an empty store a KV watch or pull consumer silently points at a
-// stream that no longer exists (or was re-created with revisions starting over).
-type reconnects struct {
-	tr     *core.Tracker
-	ch     <-chan struct{}
-	opened time.Time
-}
-
-// armReconnects captures the tracker's next Connected signal; call it before
-// opening resources and call opened once they are open.
-func armReconnects(tr *core.Tracker) *reconnects {
-	return &reconnects{tr: tr, ch: tr.Connected()}
-}
-
-// markOpened records that the resources are open as of now.
-func (r *reconnects) markOpened() { r.opened = time.Now() }
-
-// C is closed at the next Connected event.
-func (r *reconnects) C() <-chan struct{} { return r.ch }
-
-// reopen is called when C fired. It reports whether the resources predate
-// the reconnect; if not (the link came back before they were opened, on the
-// same connection they now use), it re-arms and returns false.
-func (r *reconnects) reopen() bool {
-	last, ok := r.tr.LastConnected()
-	if r.tr.IsConnected() && ok && !r.opened.IsZero() && last.Before(r.opened) {
-		r.ch = r.tr.Connected()
-		return false
-	}
-	return true
 }

@@ -81,12 +81,14 @@ func scopeEqual(a, b core.ConfigScope) bool {
 	return string(ja) == string(jb)
 }
 
-// fleetConfigWatcher follows the agent_config rows that apply to this pc
-// (global, groups.<g> for each of its groups, pcs.<pc>) and publishes the
-// effective config. It reads exactly those keys (kvfollow.go) and follows
+// configFollower is the fleet-config follower (subsystem "config"): it
+// follows the agent_config rows that apply to this pc (global, groups.<g>
+// for each of its groups, pcs.<pc>), resolves them with package fleetconfig
+// and publishes the effective config on its watchable, which the heartbeat,
+// inventory and update loops read. It owns no config model of its own. It reads exactly those keys (kvfollow.go) and follows
 // them on their $KV subjects, so what an agent receives does not grow with
 // the fleet: the rows of other pcs never reach it.
-type fleetConfigWatcher struct {
+type configFollower struct {
 	follow    kvFollow
 	pc        string
 	log       *slog.Logger
@@ -100,15 +102,15 @@ type fleetConfigWatcher struct {
 	announced     bool
 }
 
-var _ subsystem = (*fleetConfigWatcher)(nil)
+var _ subsystem = (*configFollower)(nil)
 
-func (c *fleetConfigWatcher) Name() string { return "config" }
+func (c *configFollower) Name() string { return "config" }
 
 // Run keeps the mirror in step with agent_config: a full re-read of the
 // relevant keys at start, at every reconnect and when membership changes (a
 // re-read that fails replaces nothing), and every change in between. A
 // missing bucket or key is no scope.
-func (c *fleetConfigWatcher) Run(ctx context.Context) error {
+func (c *configFollower) Run(ctx context.Context) error {
 	if c.mirror == nil {
 		c.mirror = newConfigMirror(c.pc)
 	}
@@ -149,7 +151,7 @@ func (c *fleetConfigWatcher) Run(ctx context.Context) error {
 }
 
 // applyTo folds one read or change into m and reports whether it changed.
-func (c *fleetConfigWatcher) applyTo(m *configMirror, key string, v kvValue) bool {
+func (c *configFollower) applyTo(m *configMirror, key string, v kvValue) bool {
 	op := jetstream.KeyValuePut
 	if !v.Present {
 		op = jetstream.KeyValueDelete
@@ -162,7 +164,7 @@ func (c *fleetConfigWatcher) applyTo(m *configMirror, key string, v kvValue) boo
 }
 
 // publish recomputes the effective config and logs what an operator must know.
-func (c *fleetConfigWatcher) publish(groups []string) {
+func (c *configFollower) publish(groups []string) {
 	eff, conflicts := fleetconfig.Resolve(c.mirror.scopes, c.pc, groups)
 	var conflictText []string
 	for _, cf := range conflicts {

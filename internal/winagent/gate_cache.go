@@ -53,9 +53,10 @@ type gateLookup struct {
 
 var _ subsystem = (*gateCache)(nil)
 
-func newGateCache(f kvFollow, bucket string, log *slog.Logger) *gateCache {
+// newGateCache follows bucket through f (its nc, tracker, clock and logger).
+func newGateCache(f kvFollow, bucket string) *gateCache {
 	f.bucket, f.patterns = bucket, []string{">"}
-	return &gateCache{follow: f, log: log, entries: map[string]*gateEntry{}}
+	return &gateCache{follow: f, log: f.log, entries: map[string]*gateEntry{}}
 }
 
 func (c *gateCache) Name() string { return "cache." + c.follow.bucket }

@@ -11,24 +11,24 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-// groupsWatcher follows agent_groups/<pc> and publishes the membership
+// groupsFollower (subsystem "groups") follows agent_groups/<pc> and publishes the membership
 // (sorted, unique) that drives the group command subscriptions, the replay
 // consumer's filter and the group config scopes. It reads the row with a
 // direct get and follows it on its $KV subject (kvfollow.go), so it holds no
 // consumer. A read that fails changes nothing; a value that does not decode
 // keeps the last good membership; a missing row or bucket is no groups.
-type groupsWatcher struct {
+type groupsFollower struct {
 	follow kvFollow
 	pc     string
 	log    *slog.Logger
 	groups *watchable[[]string]
 }
 
-var _ subsystem = (*groupsWatcher)(nil)
+var _ subsystem = (*groupsFollower)(nil)
 
-func (g *groupsWatcher) Name() string { return "groups" }
+func (g *groupsFollower) Name() string { return "groups" }
 
-func (g *groupsWatcher) Run(ctx context.Context) error {
+func (g *groupsFollower) Run(ctx context.Context) error {
 	if !validKVKey(g.pc) {
 		g.log.Error("pc id cannot be a KV key, so group membership cannot be read; the agent serves commands.all and commands.pc only", "pc", g.pc)
 		<-ctx.Done()
@@ -52,7 +52,7 @@ func (g *groupsWatcher) Run(ctx context.Context) error {
 }
 
 // apply folds one read or change of the row into the membership.
-func (g *groupsWatcher) apply(v kvValue) {
+func (g *groupsFollower) apply(v kvValue) {
 	next := []string{}
 	if v.Present {
 		var ag core.AgentGroups
