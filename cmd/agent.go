@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	"github.com/kanadehq/kanade-go/internal/brokerquiet"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/winagent"
 	"github.com/kanadehq/kanade-go/internal/winagent/service"
@@ -118,6 +119,9 @@ live in KV agent_config (see kanade config).`,
 // runAgent loads the configuration, sets up logging and runs the daemon
 // until ctx ends (Ctrl-C, service stop).
 func runAgent(ctx context.Context, opts *AgentOptions) error {
+	// This process runs no broker: end the embedded broker's once-a-second
+	// process sampler, which would otherwise wake an idle agent for nothing.
+	brokerquiet.Stop()
 	cfg, loaded, err := loadAgentConfig(opts.ConfigFile, opts.Getenv, opts.Overrides, opts.IO.OutTTY)
 	if err != nil {
 		return err
