@@ -130,6 +130,43 @@ func runIdle(ctx context.Context, o *options) error {
 	}
 	wg.Wait()
 
+	// Ping round trips, once the CPU window is over (they would count in
+	// it): request/reply on agents.<pc>.ping, which the agent answers with a
+	// fresh heartbeat.
+	var pings []time.Duration
+	for i := range o.runs {
+		id := fmt.Sprintf("bench-idle-%d", i+1)
+		for range 200 {
+			start := time.Now()
+			if _, err := nc.Request(core.SubjectPing(id), nil, 2*time.Second); err != nil {
+				return fmt.Errorf("ping %s: %w", id, err)
+			}
+			pings = append(pings, time.Since(start))
+		}
+	}
+
+	// The floor: the same request/reply to a bare responder on its own
+	// connection, which does nothing but answer.
+	echoNC, _, err := connect(br.URL, "bench-echo")
+	if err != nil {
+		return err
+	}
+	defer echoNC.Close()
+	if _, err := echoNC.Subscribe("bench.echo", func(m *nats.Msg) { _ = m.Respond([]byte("{}")) }); err != nil {
+		return err
+	}
+	if err := echoNC.Flush(); err != nil {
+		return err
+	}
+	var echoes []time.Duration
+	for range 200 * o.runs {
+		start := time.Now()
+		if _, err := nc.Request("bench.echo", nil, 2*time.Second); err != nil {
+			return fmt.Errorf("echo: %w", err)
+		}
+		echoes = append(echoes, time.Since(start))
+	}
+
 	t := newTable()
 	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
 	for _, s := range samples {
@@ -145,6 +182,9 @@ func runIdle(ctx context.Context, o *options) error {
 		t.add(fmt.Sprintf("CPU time over the next %s (schedstat)", window), "ms", ms(s.sched))
 		t.add(fmt.Sprintf("context switches over the next %s", window), "count", float64(s.switches))
 	}
+	t.addDur("ping round trip p50 (200 per agent)", pct(pings, 50))
+	t.addDur("ping round trip p99", pct(pings, 99))
+	t.addDur("bare request/reply p50 (the floor)", pct(echoes, 50))
 	t.note("one `kanade agent` process per run, all at once, default settings (heartbeat 30s), log level info to a file")
 	t.note("CPU from /proc/<pid>/stat utime+stime (10 ms ticks: over %s one tick is %.3f %%); targets: RSS <= 20 MiB, CPU <= 0.2 %%",
 		window, 100*0.01/window.Seconds())

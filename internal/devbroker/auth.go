@@ -224,6 +224,9 @@ func AgentPermissions(pc string) *server.Permissions {
 		// Replies to its JetStream requests, publish acks and object
 		// reads all come to inboxes.
 		"_INBOX.>",
+		// EXEC created anew (setup after a store loss) re-opens its
+		// replay consumer (internal/winagent/replay.go).
+		core.SubjectStreamCreatedAdvisory(core.StreamExec),
 	}
 	// The KV keys it follows (internal/winagent/kvfollow.go): the
 	// agent_config scopes that can apply to it (global, any group's, its

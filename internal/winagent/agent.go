@@ -281,7 +281,7 @@ func (a *Agent) subsystems() []subsystem {
 
 		// Commands in: both hand every command to the executor.
 		&intake{pc: a.cfg.ID, nc: a.nc, retrier: a.retrier, groups: a.groups, accept: a.exec.acceptCommand, log: log("intake")},
-		&replay{pc: a.cfg.ID, js: a.js, tracker: a.tracker, clock: a.clock, retrier: a.retrier, groups: a.groups,
+		&replay{pc: a.cfg.ID, js: a.js, nc: a.nc, retrier: a.retrier, groups: a.groups,
 			accept: a.exec.acceptCommand, log: log("replay")},
 
 		// Results and events out, from the outboxes on disk.

@@ -20,11 +20,10 @@ import (
 // admission is durable; the ledger keeps a command seen on both paths from
 // running twice.
 type replay struct {
-	pc      string
-	js      jetstream.JetStream
-	tracker *core.Tracker
-	// clock is the tracker's: reconnects compares their instants.
-	clock   core.Clock
+	pc string
+	js jetstream.JetStream
+	// nc carries the subscription to EXEC's creation advisory.
+	nc      *nats.Conn
 	retrier *core.Retrier
 	// groups is the membership; the consumer's filter follows it.
 	groups *watchable[[]string]
@@ -54,13 +53,31 @@ func replayConsumerConfig(pc string, groups []string) jetstream.ConsumerConfig {
 // replayPullExpiry is how long one pull request of the replay consumer
 // waits. An idle agent costs the broker one JetStream API request per
 // expiry (plus an idle heartbeat every 30 s, a plain message); commands
-// arrive at once whatever it is, and a reconnect or a deleted consumer ends
-// the pull early.
+// arrive at once whatever it is; a reconnect makes nats.go pull again at
+// once, and a deleted consumer ends the pull.
 const replayPullExpiry = 5 * time.Minute
 
+// A reconnect does not re-open the consumer: it is durable and kept on the
+// broker's disk (replicated in a cluster), and nats.go issues a new pull
+// request as soon as the link is back. Re-creating it would cost every agent
+// two more API requests per broker restart (issue 11: at most four). What
+// does need a re-open is told explicitly: a pull answered "no responders"
+// (the consumer is not on the broker any more: it lost its store), a deleted
+// consumer (EXEC deleted, `jetstream reset`), idle heartbeats that stop, and
+// the broker's advisory that EXEC was created again (`jetstream setup`).
 func (r *replay) Run(ctx context.Context) error {
+	execCreated := make(chan struct{}, 1)
+	adv, err := core.WaitForSubscription(ctx, r.retrier, r.nc, core.SubjectStreamCreatedAdvisory(core.StreamExec), func(*nats.Msg) {
+		select {
+		case execCreated <- struct{}{}:
+		default:
+		}
+	}, r.Name())
+	if err != nil {
+		return nil // ctx ended
+	}
+	defer func() { _ = adv.Unsubscribe() }()
 	for {
-		rc := armReconnects(r.tracker, r.clock)
 		groups, groupsChanged := r.groups.Watch()
 		cfg := replayConsumerConfig(r.pc, groups)
 		var cons jetstream.Consumer
@@ -71,63 +88,73 @@ func (r *replay) Run(ctx context.Context) error {
 		if err != nil {
 			return nil // ctx ended
 		}
-		iter, err := cons.Messages(jetstream.PullMaxMessages(64), jetstream.PullExpiry(replayPullExpiry))
+		// An advisory from before this consumer existed is old news.
+		select {
+		case <-execCreated:
+		default:
+		}
+		broken := make(chan string, 1)
+		breakWith := func(why string) {
+			select {
+			case broken <- why:
+			default:
+			}
+		}
+		cc, err := cons.Consume(r.handle,
+			jetstream.PullMaxMessages(64), jetstream.PullExpiry(replayPullExpiry),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				switch {
+				case errors.Is(err, nats.ErrNoResponders):
+					breakWith("the consumer is not on the broker (pull answered no responders)")
+				case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
+					errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, nats.ErrConnectionClosed):
+					breakWith(err.Error())
+				default:
+					r.log.Debug("replay consumer", "error", err)
+				}
+			}))
 		if err != nil {
-			r.log.Warn("open replay consumer messages, reopening", "error", err)
+			r.log.Warn("start replay consumer, reopening", "error", err)
 			if r.retrier.ReopenPause(ctx) != nil {
 				return nil
 			}
 			continue
 		}
-		rc.markOpened()
 		r.log.Debug("replay consumer ready", "consumer", cfg.Durable, "filter", cfg.FilterSubjects)
 
-		// End the iterator when it must be re-opened: shutdown, a
-		// membership change (new filter), or the broker coming back. On a
-		// re-open it is drained, not stopped: nats.go re-pulls as soon as
-		// the link is back, and a message it already received but Stop
-		// discarded stays unacked on the server for AckWait (30 s) — or is
-		// lost for good when a newer command supersedes it in EXEC first.
-		reason := make(chan string, 1)
-		done := make(chan struct{})
-		go func() {
-			end := iter.Drain
-			defer func() { end() }()
-			for {
-				select {
-				case <-ctx.Done():
-					end = iter.Stop // unacked messages come back next boot
-					reason <- "stopping"
-					return
-				case <-done:
-					return
-				case <-groupsChanged:
-					if g := r.groups.Get(); !slices.Equal(core.CommandFilterSubjects(r.pc, g), cfg.FilterSubjects) {
-						reason <- "group membership changed"
-						return
-					}
+		// Wait for a reason to re-open. On a re-open it is drained, not
+		// stopped: a message it already received but Stop discarded stays
+		// unacked on the server for AckWait (30 s) — or is lost for good
+		// when a newer command supersedes it in EXEC first.
+		var why string
+		for why == "" {
+			select {
+			case <-ctx.Done():
+				cc.Stop() // unacked messages come back next boot
+				why = "stopping"
+			case <-groupsChanged:
+				if g := r.groups.Get(); !slices.Equal(core.CommandFilterSubjects(r.pc, g), cfg.FilterSubjects) {
+					why = "group membership changed"
+					cc.Drain()
+				} else {
 					_, groupsChanged = r.groups.Watch()
-				case <-rc.C():
-					if rc.reopen() {
-						reason <- "broker reconnected"
-						return
-					}
 				}
+			case <-execCreated:
+				why = "stream EXEC created"
+				cc.Drain()
+			case w := <-broken:
+				why = w
+				cc.Stop()
+			case <-cc.Closed():
+				why = "consumer closed"
 			}
-		}()
-		why := r.consume(iter)
-		close(done)
-		iter.Stop()
-		select {
-		case w := <-reason:
-			why = w
-		default:
 		}
+		<-cc.Closed()
 		if ctx.Err() != nil {
 			return nil
 		}
 		r.log.Info("replay consumer re-opening", "reason", why)
-		if why != "group membership changed" {
+		if why != "group membership changed" && why != "stream EXEC created" {
 			if r.retrier.ReopenPause(ctx) != nil {
 				return nil
 			}
@@ -135,43 +162,29 @@ func (r *replay) Run(ctx context.Context) error {
 	}
 }
 
-// consume hands every message to intake until the iterator ends or breaks.
-func (r *replay) consume(iter jetstream.MessagesContext) string {
-	for {
-		msg, err := iter.Next()
-		if err != nil {
-			switch {
-			case errors.Is(err, jetstream.ErrMsgIteratorClosed):
-				return "iterator closed"
-			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
-				errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, nats.ErrConnectionClosed):
-				return err.Error()
-			}
-			r.log.Debug("replay consumer", "error", err)
-			continue
+// handle takes one replayed command to the executor. It is acked once
+// intake has taken it and its ledger record is durable (it never waits for
+// the run): the ledger, not the ack, stops a repeat. One refused because
+// the agent is stopping stays unacked, so the durable consumer hands it over
+// at the next boot.
+func (r *replay) handle(msg jetstream.Msg) {
+	handled, durable := r.accept("replay", msg.Subject(), msg.Data())
+	if !handled {
+		r.log.Debug("agent stopping; replayed command left for the next boot", "subject", msg.Subject())
+		return
+	}
+	select {
+	case <-durable:
+		if err := msg.Ack(); err != nil {
+			r.log.Debug("ack replayed command", "error", err)
 		}
-		// Ack once intake has taken it and its ledger record is durable (it
-		// never waits for the run): the ledger, not the ack, stops a repeat.
-		// One refused because the agent is stopping stays unacked, so the
-		// durable consumer hands it over at the next boot.
-		handled, durable := r.accept("replay", msg.Subject(), msg.Data())
-		if !handled {
-			r.log.Debug("agent stopping; replayed command left for the next boot", "subject", msg.Subject())
-			continue
-		}
-		select {
-		case <-durable:
+	default:
+		go func() {
+			<-durable
 			if err := msg.Ack(); err != nil {
 				r.log.Debug("ack replayed command", "error", err)
 			}
-		default:
-			go func() {
-				<-durable
-				if err := msg.Ack(); err != nil {
-					r.log.Debug("ack replayed command", "error", err)
-				}
-			}()
-		}
+		}()
 	}
 }
 
