@@ -285,7 +285,9 @@ const (
 	ExitKilled = -1
 	// ExitInterrupted: the agent restarted while the script ran; its
 	// outcome is unknown and it is not run again.
-	ExitInterrupted     = 121
+	ExitInterrupted = 121
+	// ExitOSUnsupported: a schedule needs something this OS cannot sense.
+	ExitOSUnsupported   = 122
 	ExitSignatureDenied = 123
 	ExitVersionPin      = 124
 	ExitDeadline        = 125

@@ -237,11 +237,15 @@ func DecodeCommand(b []byte) (*Command, error) {
 
 // ExecResult is published on results.<request_id> (SPEC §4).
 type ExecResult struct {
-	ResultID     string    `json:"result_id"`
-	RequestID    string    `json:"request_id"`
-	ExecID       string    `json:"exec_id,omitempty"`
-	PCID         string    `json:"pc_id"`
-	ExitCode     int       `json:"exit_code"`
+	ResultID  string `json:"result_id"`
+	RequestID string `json:"request_id"`
+	ExecID    string `json:"exec_id,omitempty"`
+	PCID      string `json:"pc_id"`
+	ExitCode  int    `json:"exit_code"`
+	// Skipped (SPEC-2 §1) is always sent: true only for a synthetic result
+	// of a script the agent did not run because of policy or the OS
+	// (SkippedExit); false for everything that ran, however it ended.
+	Skipped      bool      `json:"skipped"`
 	Stdout       string    `json:"stdout"`
 	Stderr       string    `json:"stderr"`
 	StartedAt    time.Time `json:"started_at"`
@@ -249,6 +253,19 @@ type ExecResult struct {
 	ManifestID   string    `json:"manifest_id,omitempty"`
 	StdoutObject string    `json:"stdout_object,omitempty"`
 	StderrObject string    `json:"stderr_object,omitempty"`
+	// ParentResultID is reserved for hooks (SPEC-2 §1).
+	ParentResultID string `json:"parent_result_id,omitempty"`
+}
+
+// SkippedExit reports whether a synthetic result with exit code code is a
+// skip (SPEC-2 §1): 122 (a schedule needs what this OS cannot sense) and
+// 124–127 (the gates). Never 121 or 123, and never a script's own exit code.
+func SkippedExit(code int) bool {
+	switch code {
+	case ExitOSUnsupported, ExitVersionPin, ExitDeadline, ExitRevoked, ExitStaleness:
+		return true
+	}
+	return false
 }
 
 // EventStarted is published on events.started.<exec_id>.<pc> (SPEC §4).

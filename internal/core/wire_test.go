@@ -65,8 +65,8 @@ func readFixtures(t *testing.T) map[string][]byte {
 		}
 		out[e.Name()] = b
 	}
-	if len(out) < 14 {
-		t.Fatalf("testdata holds %d fixtures, want the 14 copied from shared/fixtures", len(out))
+	if len(out) < 15 {
+		t.Fatalf("testdata holds %d fixtures, want the 14 copied from shared/fixtures and the SPEC-2 ones", len(out))
 	}
 	return out
 }
@@ -215,7 +215,17 @@ func checkEncoding(t *testing.T, name, kind string, orig, enc []byte) {
 			}
 		}
 		wantAbsent(t, m, "stderr_object")
-		fallthrough
+		// SPEC-2 §1: skipped is always sent. A 0.38 fixture has no such key
+		// and decodes as false; encoding adds "skipped":false and nothing
+		// else.
+		g, w := generic(t, enc).(map[string]any), generic(t, orig).(map[string]any)
+		if _, inFixture := w["skipped"]; !inFixture {
+			wantRaw(t, m, "skipped", "false")
+			delete(g, "skipped")
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("encoded %s differs from the fixture:\n got %v\nwant %v", name, g, w)
+		}
 	case "event_started", "heartbeat", "hw_inventory", "config_scope", "agent_groups":
 		// These carry no defaults: the encoding is the fixture, field for field.
 		if g, w := generic(t, enc), generic(t, orig); !reflect.DeepEqual(g, w) {
@@ -239,6 +249,9 @@ func checkEncoding(t *testing.T, name, kind string, orig, enc []byte) {
 		wantRaw(t, m, "stdout", `""`)
 		wantRaw(t, m, "stdout_object", `"r-big/stdout"`)
 		wantAbsent(t, m, "exec_id")
+	case "exec_result_skipped.json":
+		wantRaw(t, m, "skipped", "true")
+		wantRaw(t, m, "exit_code", "126")
 	case "exec_result_adhoc.json":
 		wantAbsent(t, m, "exec_id", "stdout_object", "stderr_object")
 		wantRaw(t, m, "finished_at", `"2026-06-01T09:31:02.012Z"`)
@@ -678,5 +691,17 @@ func TestWireTimesUTC(t *testing.T) {
 	// core.Now is the wire clock: UTC.
 	if loc := core.Now().Location(); loc != time.UTC {
 		t.Errorf("core.Now location = %v, want UTC", loc)
+	}
+}
+
+// SPEC-2 §1: skipped is true only for 122 and 124–127.
+func TestSkippedExit(t *testing.T) {
+	for code, want := range map[int]bool{
+		-1: false, 0: false, 1: false, 121: false, 122: true, 123: false,
+		124: true, 125: true, 126: true, 127: true, 128: false,
+	} {
+		if got := core.SkippedExit(code); got != want {
+			t.Errorf("SkippedExit(%d) = %v, want %v", code, got, want)
+		}
 	}
 }

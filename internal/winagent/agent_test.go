@@ -453,6 +453,10 @@ func TestGatesRefuse(t *testing.T) {
 		if tc.want != 0 && (r.Stdout != "" || !strings.HasPrefix(r.Stderr, "skipped: ")) {
 			t.Fatalf("%s: synthetic result = %+v", tc.name, r)
 		}
+		// SPEC-2 §1: skipped is true for a gate's refusal, false for a run.
+		if r.Skipped != (tc.want != 0) {
+			t.Fatalf("%s: skipped = %v for exit %d", tc.name, r.Skipped, r.ExitCode)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(work, "ran")); err == nil {
 		t.Fatal("a refused script ran")

@@ -31,7 +31,7 @@ func (x *executor) execute(ctx context.Context, j job) {
 		now := core.Now() // wire timestamps
 		x.finishResult(log, core.ExecResult{
 			ResultID: resultID, RequestID: cmd.RequestID, ExecID: execID, PCID: x.pc,
-			ExitCode: code, Stdout: "", Stderr: reason, StartedAt: now, FinishedAt: now, ManifestID: cmd.ID,
+			ExitCode: code, Skipped: core.SkippedExit(code), Stdout: "", Stderr: reason, StartedAt: now, FinishedAt: now, ManifestID: cmd.ID,
 		})
 	}
 	killedBeforeStart := func() {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
-	"strings"
 
 	"github.com/kanadehq/kanade-go/internal/core"
 )
@@ -29,7 +28,7 @@ var _ subsystem = (*groupsFollower)(nil)
 func (g *groupsFollower) Name() string { return "groups" }
 
 func (g *groupsFollower) Run(ctx context.Context) error {
-	if !validKVKey(g.pc) {
+	if !core.ValidKVKey(g.pc) {
 		g.log.Error("pc id cannot be a KV key, so group membership cannot be read; the agent serves commands.all and commands.pc only", "pc", g.pc)
 		<-ctx.Done()
 		return nil
@@ -80,20 +79,4 @@ func validGroups(log *slog.Logger, gs []string) []string {
 		out = append(out, g)
 	}
 	return slices.Clip(out)
-}
-
-// validKVKey reports whether s can be a KV key: [-/_=.a-zA-Z0-9], not
-// starting or ending with '.'.
-func validKVKey(s string) bool {
-	if s == "" || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") {
-		return false
-	}
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '/', r == '_', r == '=', r == '.':
-		default:
-			return false
-		}
-	}
-	return true
 }
