@@ -310,14 +310,11 @@ func resolveRelease(file string, b agentBinary, opts *AgentPublishOptions) (goos
 	return goos, goarch, version, notes, nil
 }
 
-// agentReleaseKeys are the keys a release is stored under: the platform key,
-// plus the bare version for windows/amd64 (upstream agents fetch that).
+// agentReleaseKeys are the keys a release is stored under: upstream's key
+// for the platform (which upstream agents fetch) and part 1's
+// <version>-<os>-<arch> (which earlier kanade-go agents fetch).
 func agentReleaseKeys(version, goos, goarch string) []string {
-	keys := []string{core.ReleaseKey(version, goos, goarch)}
-	if goos == "windows" && goarch == "amd64" {
-		keys = append(keys, version)
-	}
-	return keys
+	return core.ReleaseKeys(version, goos, goarch)
 }
 
 func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {

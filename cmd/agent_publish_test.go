@@ -259,8 +259,12 @@ func TestAgentPublishRun(t *testing.T) {
 		t.Fatalf("%v: %s", err, e.out)
 	}
 	if res.Version != "0.39.0" || res.OS != "linux" || res.Arch != "amd64" || res.Size != int64(len(want)) ||
-		strings.Join(res.Keys, ",") != "0.39.0-linux-amd64" || res.SHA256 != hex.EncodeToString(sum[:]) || res.Bucket != "agent_releases" {
+		strings.Join(res.Keys, ",") != "0.39.0-linux-x86_64,0.39.0-linux-amd64" || res.SHA256 != hex.EncodeToString(sum[:]) || res.Bucket != "agent_releases" {
 		t.Errorf("result = %+v", res)
+	}
+	// SPEC-2 §1: upstream's key too, the same bytes.
+	if up, _ := objectBytes(t, e.js, "0.39.0-linux-x86_64"); !bytes.Equal(up, want) {
+		t.Errorf("upstream key 0.39.0-linux-x86_64 holds %d bytes, want the release", len(up))
 	}
 	got, info := objectBytes(t, e.js, "0.39.0-linux-amd64")
 	if !bytes.Equal(got, want) || info.Digest != res.Digest || !strings.HasPrefix(res.Digest, "SHA-256=") {

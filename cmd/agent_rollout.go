@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -121,10 +122,14 @@ func agentReleaseCandidates(version string) []string {
 	keys := []string{}
 	for _, goos := range []string{"windows", "linux", "darwin"} {
 		for _, arch := range []string{"amd64", "arm64"} {
-			keys = append(keys, core.ReleaseKey(version, goos, arch))
+			for _, k := range core.ReleaseKeys(version, goos, arch) {
+				if !slices.Contains(keys, k) {
+					keys = append(keys, k)
+				}
+			}
 		}
 	}
-	return append(keys, version)
+	return keys
 }
 
 // findAgentReleases lists the agent_releases keys that exist for version.

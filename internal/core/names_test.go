@@ -3,6 +3,7 @@ package core_test
 import (
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kanadehq/kanade-go/internal/core"
@@ -194,6 +195,26 @@ func TestSmallContractConstants(t *testing.T) {
 	} {
 		if got := core.RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// SPEC-2 §1: upstream's release keys, looked for first.
+func TestReleaseKeys(t *testing.T) {
+	cases := []struct {
+		goos, goarch string
+		want         string
+	}{
+		{"windows", "amd64", "0.46.0,0.46.0-windows-amd64"},
+		{"windows", "arm64", "0.46.0-windows-arm64"},
+		{"linux", "amd64", "0.46.0-linux-x86_64,0.46.0-linux-amd64"},
+		{"linux", "arm64", "0.46.0-linux-aarch64,0.46.0-linux-arm64"},
+		{"darwin", "arm64", "0.46.0-macos-aarch64,0.46.0-macos-arm64"},
+		{"darwin", "amd64", "0.46.0-macos-amd64"},
+	}
+	for _, c := range cases {
+		if got := strings.Join(core.ReleaseKeys("0.46.0", c.goos, c.goarch), ","); got != c.want {
+			t.Errorf("ReleaseKeys(%s/%s) = %s, want %s", c.goos, c.goarch, got, c.want)
 		}
 	}
 }

@@ -51,6 +51,36 @@ func ReleaseKey(version, goos, goarch string) string {
 	return version + "-" + OSFamilyOf(goos) + "-" + goarch
 }
 
+// UpstreamReleaseKey is the key newest upstream uses for goos/goarch
+// (SPEC-2 §1): the bare <version> for Windows (x86-64),
+// <version>-linux-x86_64, <version>-linux-aarch64 and
+// <version>-macos-aarch64; ok is false for a platform upstream does not
+// publish.
+func UpstreamReleaseKey(version, goos, goarch string) (key string, ok bool) {
+	switch goos + "/" + goarch {
+	case "windows/amd64":
+		return version, true
+	case "linux/amd64":
+		return version + "-linux-x86_64", true
+	case "linux/arm64":
+		return version + "-linux-aarch64", true
+	case "darwin/arm64":
+		return version + "-macos-aarch64", true
+	}
+	return "", false
+}
+
+// ReleaseKeys are the keys of version for goos/goarch, upstream's first
+// (SPEC-2 §1: publish writes it, the agent looks for it first), then part
+// 1's form.
+func ReleaseKeys(version, goos, goarch string) []string {
+	var keys []string
+	if k, ok := UpstreamReleaseKey(version, goos, goarch); ok {
+		keys = append(keys, k)
+	}
+	return append(keys, ReleaseKey(version, goos, goarch))
+}
+
 // ParseLogLevel reads debug, info, warn(ing) or error.
 func ParseLogLevel(s string) (slog.Level, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {

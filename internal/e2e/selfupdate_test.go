@@ -98,7 +98,10 @@ func TestSelfUpdateEndToEnd(t *testing.T) {
 
 	// 2. A release whose bytes were tampered with in the store.
 	op.mustRun("agent", "publish", bins["9.9.4"])
-	tamperRelease(t, js, core.ReleaseKey("9.9.4", "linux", runtime.GOARCH), "9.9.4")
+	// Every key the agent may fetch it from (upstream's first, SPEC-2 §1).
+	for _, key := range core.ReleaseKeys("9.9.4", "linux", runtime.GOARCH) {
+		tamperRelease(t, js, key, "9.9.4")
+	}
 	op.mustRun("agent", "rollout", "9.9.4", "--pc", pc)
 	refusal = run1.waitLog(t, 30*time.Second, "self-update refused; not retrying until the target changes", "9.9.4")
 	if !strings.Contains(refusal["error"].(string), "digest mismatch") {

@@ -151,14 +151,10 @@ func (u *Updater) Observe(target string) {
 }
 
 // Keys returns the agent_releases keys tried for target, in order:
-// <target>-<os>-<arch>, then on windows/amd64 the bare <target> upstream
-// publishes.
+// upstream's key for this platform (the bare <target> on windows/amd64,
+// <target>-linux-x86_64 …), then <target>-<os>-<arch> (SPEC-2 §1).
 func (u *Updater) Keys(target string) []string {
-	keys := []string{core.ReleaseKey(target, u.goos(), u.goarch())}
-	if u.goos() == "windows" && u.goarch() == "amd64" {
-		keys = append(keys, target)
-	}
-	return keys
+	return core.ReleaseKeys(target, u.goos(), u.goarch())
 }
 
 // Apply updates the executable to target: it sleeps a random [0, jitter),

@@ -346,14 +346,14 @@ func TestNotFound(t *testing.T) {
 }
 
 // TestWindowsBareKeyFallback: on windows/amd64 the bare <version> key
-// upstream publishes is used when the suffixed one is missing; other
-// platforms never use it.
+// upstream publishes is looked for first (SPEC-2 §1), then the suffixed one;
+// other platforms never use it.
 func TestWindowsBareKeyFallback(t *testing.T) {
 	f := newFixture(t)
 	f.publish(t, "0.38.1", []byte("upstream windows build"))
 	w := f.updater("windows", "amd64")
 	w.RunVersion = staticVersion("0.38.1")
-	if got := w.Keys("0.38.1"); strings.Join(got, ",") != "0.38.1-windows-amd64,0.38.1" {
+	if got := w.Keys("0.38.1"); strings.Join(got, ",") != "0.38.1,0.38.1-windows-amd64" {
 		t.Errorf("keys = %v", got)
 	}
 	if err := w.Apply(context.Background(), "0.38.1", 0); !errors.Is(err, ErrRestartRequired) {
@@ -370,11 +370,15 @@ func TestWindowsBareKeyFallback(t *testing.T) {
 	if err := l.Apply(context.Background(), "0.38.1", 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("linux: Apply = %v, want ErrNotFound", err)
 	}
-	if got := l.Keys("1.0.0"); len(got) != 1 || got[0] != "1.0.0-linux-arm64" {
+	// SPEC-2 §1: upstream's key first, then part 1's.
+	if got := l.Keys("1.0.0"); len(got) != 2 || got[0] != "1.0.0-linux-aarch64" || got[1] != "1.0.0-linux-arm64" {
 		t.Errorf("linux keys = %v", got)
 	}
-	if got := (&Updater{GOOS: "darwin", GOARCH: "arm64"}).Keys("1.0.0"); got[0] != "1.0.0-macos-arm64" {
+	if got := (&Updater{GOOS: "darwin", GOARCH: "arm64"}).Keys("1.0.0"); len(got) != 2 || got[0] != "1.0.0-macos-aarch64" || got[1] != "1.0.0-macos-arm64" {
 		t.Errorf("darwin keys = %v", got)
+	}
+	if got := (&Updater{GOOS: "darwin", GOARCH: "amd64"}).Keys("1.0.0"); len(got) != 1 || got[0] != "1.0.0-macos-amd64" {
+		t.Errorf("darwin/amd64 keys (no upstream build) = %v", got)
 	}
 }
 
