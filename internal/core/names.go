@@ -93,6 +93,7 @@ const (
 	subjectLogsFetch          = "logs.fetch."
 	subjectKill               = "kill."
 	subjectInventory          = "inventory."
+	subjectObs                = "obs."
 	subjectAuditOperator      = "audit.operator."
 	SubjectInventoryHWSuffix  = "hw"
 	SubjectInventorySWSuffix  = "sw"
@@ -176,6 +177,10 @@ func SubjectKill(execID string) string { return subjectKill + execID }
 
 // SubjectInventory is inventory.<pc>.<kind> with kind hw, sw or net.
 func SubjectInventory(pc, kind string) string { return subjectInventory + pc + "." + kind }
+
+// SubjectObs is obs.<pc>, where an agent's observability events go (stream
+// OBS_EVENTS, SPEC-2 §1).
+func SubjectObs(pc string) string { return subjectObs + pc }
 
 // SubjectAudit is audit.operator.<action>[.<target>].
 func SubjectAudit(action, target string) string {

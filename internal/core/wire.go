@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -268,6 +269,45 @@ func SkippedExit(code int) bool {
 	return false
 }
 
+// ObsEvent is an observability event on obs.<pc> (SPEC-2 §1).
+// EventRecordID is sent as null when empty; Payload is any JSON.
+type ObsEvent struct {
+	PCID          string          `json:"pc_id"`
+	At            time.Time       `json:"at"`
+	Kind          string          `json:"kind"`
+	Source        string          `json:"source"`
+	EventRecordID *string         `json:"event_record_id"`
+	Payload       json.RawMessage `json:"payload"`
+}
+
+// UnmarshalJSON decodes an ObsEvent, keeping its payload compacted so a
+// decoded event encodes to the same bytes however the sender spaced it.
+func (e *ObsEvent) UnmarshalJSON(b []byte) error {
+	type plain ObsEvent
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	if len(p.Payload) > 0 {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, p.Payload); err != nil {
+			return err
+		}
+		p.Payload = buf.Bytes()
+	}
+	*e = ObsEvent(p)
+	return nil
+}
+
+// The observability events the agent emits (SPEC-2 §1).
+const (
+	ObsKindAgentOnline     = "agent_online"
+	ObsSourceStartup       = "agent:startup"
+	ObsKindAgentUpdate     = "agent_update"
+	ObsSourceSelfUpdate    = "agent:self_update"
+	ObsStartupRecordPrefix = "startup_"
+)
+
 // EventStarted is published on events.started.<exec_id>.<pc> (SPEC §4).
 type EventStarted struct {
 	ResultID   string    `json:"result_id"`
@@ -308,6 +348,7 @@ type Heartbeat struct {
 const (
 	OutboxResults = "results"
 	OutboxEvents  = "events"
+	OutboxObs     = "obs"
 )
 
 // SetAsideCounts is Heartbeat.outbox_set_aside: entries set aside per

@@ -19,7 +19,7 @@ import (
 
 // fixtureKind maps a testdata file to the wire type it holds, by name prefix.
 func fixtureKind(name string) string {
-	for _, p := range []string{"command_", "exec_result_", "event_started", "heartbeat", "hw_inventory", "config_scope_", "agent_groups"} {
+	for _, p := range []string{"command_", "exec_result_", "event_started", "heartbeat", "hw_inventory", "config_scope_", "agent_groups", "obs_event"} {
 		if strings.HasPrefix(name, p) {
 			return strings.TrimSuffix(p, "_")
 		}
@@ -44,6 +44,8 @@ func newOf(kind string) any {
 		return new(core.ConfigScope)
 	case "agent_groups":
 		return new(core.AgentGroups)
+	case "obs_event":
+		return new(core.ObsEvent)
 	}
 	return nil
 }
@@ -226,7 +228,7 @@ func checkEncoding(t *testing.T, name, kind string, orig, enc []byte) {
 		if !reflect.DeepEqual(g, w) {
 			t.Errorf("encoded %s differs from the fixture:\n got %v\nwant %v", name, g, w)
 		}
-	case "event_started", "heartbeat", "hw_inventory", "config_scope", "agent_groups":
+	case "event_started", "heartbeat", "hw_inventory", "config_scope", "agent_groups", "obs_event":
 		// These carry no defaults: the encoding is the fixture, field for field.
 		if g, w := generic(t, enc), generic(t, orig); !reflect.DeepEqual(g, w) {
 			t.Errorf("encoded %s differs from the fixture:\n got %v\nwant %v", name, g, w)
@@ -249,6 +251,8 @@ func checkEncoding(t *testing.T, name, kind string, orig, enc []byte) {
 		wantRaw(t, m, "stdout", `""`)
 		wantRaw(t, m, "stdout_object", `"r-big/stdout"`)
 		wantAbsent(t, m, "exec_id")
+	case "obs_event_update.json":
+		wantRaw(t, m, "event_record_id", "null")
 	case "exec_result_skipped.json":
 		wantRaw(t, m, "skipped", "true")
 		wantRaw(t, m, "exit_code", "126")

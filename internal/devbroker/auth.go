@@ -190,6 +190,8 @@ func AgentPermissions(pc string) *server.Permissions {
 		core.SubjectInventory(pc, core.SubjectInventoryHWSuffix),
 		core.SubjectInventory(pc, core.SubjectInventorySWSuffix),
 		core.SubjectInventory(pc, core.SubjectInventoryNetSuffix),
+		// Its observability events (agent_online, agent_update).
+		core.SubjectObs(pc),
 		// Its own agents_state row, put by a publish on the key.
 		kvSubject(core.BucketAgentsState) + pc,
 		// The durable replay consumer on EXEC. Its filter list always has

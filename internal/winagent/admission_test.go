@@ -296,3 +296,52 @@ func TestBootAnswersLaunchingAndRunsPending(t *testing.T) {
 		t.Fatalf("%d unfinished records after a clean stop", n)
 	}
 }
+
+// SPEC-2 §1: agent_online on obs.<pc> once per start (source agent:startup,
+// event_record_id startup_<uuid>, payload agent_version), through the
+// durable obs outbox into OBS_EVENTS.
+func TestObsAgentOnlineEveryStart(t *testing.T) {
+	_, nc, js := broker(t)
+	first := newTestAgent(t, nc.ConnectedUrl()).start()
+	pc, dir := first.cfg.ID, first.dir
+	stored := func() []core.ObsEvent {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := js.Stream(ctx, core.StreamObsEvents)
+		if err != nil {
+			return nil
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return nil
+		}
+		var out []core.ObsEvent
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+			m, err := s.GetMsg(ctx, seq)
+			if err != nil || m.Subject != core.SubjectObs(pc) {
+				continue
+			}
+			var ev core.ObsEvent
+			if json.Unmarshal(m.Data, &ev) == nil {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	natstest.Eventually(t, 15*time.Second, "agent_online stored", func() bool { return len(stored()) == 1 })
+	first.stop()
+	newTestAgent(t, nc.ConnectedUrl(), func(c *Config) { c.ID, c.DataDir = pc, dir }).start()
+	natstest.Eventually(t, 15*time.Second, "a second agent_online after the restart", func() bool { return len(stored()) == 2 })
+	evs := stored()
+	for _, ev := range evs {
+		var p map[string]string
+		_ = json.Unmarshal(ev.Payload, &p)
+		if ev.PCID != pc || ev.Kind != core.ObsKindAgentOnline || ev.Source != core.ObsSourceStartup ||
+			ev.EventRecordID == nil || !strings.HasPrefix(*ev.EventRecordID, "startup_") || p["agent_version"] != core.AgentVersion() || ev.At.IsZero() {
+			t.Fatalf("agent_online = %+v (payload %s)", ev, ev.Payload)
+		}
+	}
+	if *evs[0].EventRecordID == *evs[1].EventRecordID {
+		t.Fatal("two starts share one event_record_id")
+	}
+}

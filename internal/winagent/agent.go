@@ -27,6 +27,7 @@ import (
 const (
 	resultsOutboxDir = "outbox"
 	eventsOutboxDir  = "events-outbox"
+	obsOutboxDir     = "obs-outbox"
 	ledgerDir        = "ledger"
 	scriptTempDir    = "tmp"
 )
@@ -75,6 +76,8 @@ type Agent struct {
 	ledger  *ledger.Ledger // a record of every request accepted (SPEC-2 §2)
 	results *outbox.Outbox
 	events  *outbox.Outbox
+	// obs holds observability events (obs.go).
+	obs *outbox.Outbox
 	// logRing serves logs.fetch when the agent logs to stdout only.
 	logRing *logRing
 	perf    *selfPerf
@@ -158,6 +161,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Agent, error) {
 	}
 	if a.events, err = outbox.Open(filepath.Join(cfg.DataDir, eventsOutboxDir), a.log.With("subsystem", "outbox.events")); err != nil {
 		return nil, fmt.Errorf("open events outbox in %s: %w", cfg.DataDir, err)
+	}
+	if a.obs, err = outbox.Open(filepath.Join(cfg.DataDir, obsOutboxDir), a.log.With("subsystem", "outbox.obs")); err != nil {
+		return nil, fmt.Errorf("open obs outbox in %s: %w", cfg.DataDir, err)
 	}
 	// Answer the runs a crash interrupted before intake can take new
 	// commands (SPEC-2 §2: launching → exit 121); pending ones run in Run.
@@ -246,16 +252,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Commands admitted before a restart that never started run now,
 	// re-gated like new ones.
 	a.exec.runPending()
+	a.obsEmitter().online(core.AgentVersion())
 	sup := &supervisor{log: a.log, clock: a.clock}
 	sup.runAll(runCtx, a.subsystems())
 
 	// Every subsystem has returned: no new command can be accepted.
 	a.exec.close()
-	finalDrain(a.nc, a.js, a.results, a.events, a.log)
+	finalDrain(a.nc, a.js, a.results, a.events, a.obs, a.log)
 	// Fsync what the outboxes' background syncer had not reached, so no
 	// timer of theirs fires after Run returns.
 	_ = a.results.Close()
 	_ = a.events.Close()
+	_ = a.obs.Close()
 	if err := a.ledger.Close(); err != nil {
 		a.log.Warn("could not sync the admission ledger on shutdown", "error", err)
 	}
@@ -289,6 +297,8 @@ func (a *Agent) subsystems() []subsystem {
 			pub: resultPublisher(a.js, outbox.JetStreamPublisher(a.js, 30*time.Second), log("outbox.results"))},
 		&outboxDrainer{name: "outbox.events", box: a.events, connected: a.tracker.Connected,
 			pub: outbox.JetStreamPublisher(a.js, 30*time.Second)},
+		&outboxDrainer{name: "outbox.obs", box: a.obs, connected: a.tracker.Connected,
+			pub: outbox.JetStreamPublisher(a.js, 30*time.Second)},
 
 		// Presence and requests.
 		&heartbeat{pc: a.cfg.ID, nc: a.nc, js: a.js, connected: a.tracker.Connected, clock: a.clock,
@@ -302,8 +312,14 @@ func (a *Agent) subsystems() []subsystem {
 		&inventoryLoop{pc: a.cfg.ID, col: &inventory.Collector{Log: a.log}, js: a.js, retrier: a.retrier,
 			effective: a.effective, setInventory: a.SetInventory, clock: a.clock, rand: a.rand, log: log("inventory")},
 		&updateLoop{running: core.AgentVersion(), updater: a.selfUpdater(log("update")), watch: a.WatchEffective,
-			restart: a.stopWith, connected: a.tracker.Connected, clock: a.clock, rand: a.rand, scripts: a.scripts, log: log("update")},
+			restart: a.stopWith, connected: a.tracker.Connected, clock: a.clock, rand: a.rand, scripts: a.scripts,
+			updated: a.obsEmitter().updated, log: log("update")},
 	}
+}
+
+// obsEmitter queues this agent's observability events.
+func (a *Agent) obsEmitter() obsEmitter {
+	return obsEmitter{pc: a.cfg.ID, box: a.obs, log: a.log.With("subsystem", "obs")}
 }
 
 // follow is the KV follower for a subsystem named name (kvfollow.go).
@@ -314,7 +330,7 @@ func (a *Agent) follow(name string) kvFollow {
 // heartbeatSource builds the heartbeats sent by the heartbeat loop and in
 // ping replies.
 func (a *Agent) heartbeatSource() heartbeatSource {
-	return heartbeatSource{pc: a.cfg.ID, perf: a.perf, results: a.results, events: a.events}
+	return heartbeatSource{pc: a.cfg.ID, perf: a.perf, results: a.results, events: a.events, obs: a.obs}
 }
 
 // logTail is the last n lines of the agent's log, at most core.MaxLogsReply

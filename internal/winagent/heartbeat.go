@@ -122,7 +122,7 @@ type heartbeatSource struct {
 	perf *selfPerf
 	// results and events are the outboxes whose set-aside entries are
 	// counted.
-	results, events *outbox.Outbox
+	results, events, obs *outbox.Outbox
 }
 
 // build makes a Heartbeat now. withCPU adds agent_cpu_pct (percent of one
@@ -150,7 +150,7 @@ func (s heartbeatSource) setAside() core.SetAsideCounts {
 	for _, o := range []struct {
 		name string
 		box  *outbox.Outbox
-	}{{core.OutboxResults, s.results}, {core.OutboxEvents, s.events}} {
+	}{{core.OutboxResults, s.results}, {core.OutboxEvents, s.events}, {core.OutboxObs, s.obs}} {
 		if o.box == nil {
 			continue
 		}

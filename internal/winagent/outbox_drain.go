@@ -55,8 +55,17 @@ func (d *outboxDrainer) Run(ctx context.Context) error {
 // results of scripts killed by the shutdown leave now when the broker is up.
 // Whatever is left stays on disk for the next boot. Its bound is wall time
 // (see finalDrainTimeout).
-func finalDrain(nc *nats.Conn, js jetstream.JetStream, results, events *outbox.Outbox, log *slog.Logger) {
-	if !nc.IsConnected() || (results.Len() == 0 && events.Len() == 0) {
+func finalDrain(nc *nats.Conn, js jetstream.JetStream, results, events, obs *outbox.Outbox, log *slog.Logger) {
+	boxes := []*outbox.Outbox{results, events, obs}
+	waiting := func() bool {
+		for _, b := range boxes {
+			if b.Len() > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	if !nc.IsConnected() || !waiting() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), finalDrainTimeout)
@@ -68,11 +77,12 @@ func finalDrain(nc *nats.Conn, js jetstream.JetStream, results, events *outbox.O
 	}{
 		{results, resultPublisher(js, outbox.JetStreamPublisher(js, 2*time.Second), log)},
 		{events, outbox.JetStreamPublisher(js, 2*time.Second)},
+		{obs, outbox.JetStreamPublisher(js, 2*time.Second)},
 	} {
 		wg.Go(func() { _ = d.box.Run(ctx, d.pub) })
 	}
 	// Run drains at once and then waits for more; stop it once empty.
-	for ctx.Err() == nil && (results.Len() > 0 || events.Len() > 0) {
+	for ctx.Err() == nil && waiting() {
 		select {
 		case <-ctx.Done():
 		case <-time.After(20 * time.Millisecond):

@@ -54,6 +54,9 @@ type updateLoop struct {
 	// scripts counts the running scripts; a restart into a new build
 	// waits for them (at most updateScriptWait). Nil waits for nothing.
 	scripts scriptWaiter
+	// updated queues the agent_update obs event (SPEC-2 §1) once a new
+	// build is installed, before the restart. Nil emits nothing.
+	updated func(from, to string)
 }
 
 var _ subsystem = (*updateLoop)(nil)
@@ -212,6 +215,9 @@ const (
 func (l *updateLoop) finish(ctx context.Context, err error, g updateGoal) updateOutcome {
 	switch {
 	case errors.Is(err, update.ErrRestartRequired):
+		if l.updated != nil {
+			l.updated(l.running, g.target)
+		}
 		l.waitForScripts(ctx, g.target)
 		l.log.Debug("self-update installed; stopping so the new build starts", "target", g.target, "exit_code", core.ExitCodeUpdate)
 		l.restart(ErrRestartForUpdate)

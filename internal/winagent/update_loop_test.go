@@ -441,3 +441,26 @@ func containsAll(s string, subs ...string) bool {
 	}
 	return true
 }
+
+// SPEC-2 §1: an installed self-update queues agent_update {from, to} before
+// the agent restarts into the new build.
+func TestUpdateLoopEmitsAgentUpdate(t *testing.T) {
+	type fromTo struct{ from, to string }
+	got := make(chan fromTo, 2)
+	h := runUpdateLoop(t, func(l *updateLoop) { l.updated = func(from, to string) { got <- fromTo{from, to} } })
+	h.setTarget("1.1.0", 0)
+	h.next("1.1.0").reply <- update.ErrRestartRequired
+	select {
+	case <-h.restarts:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no restart")
+	}
+	select {
+	case ft := <-got:
+		if ft.from != "1.0.0" || ft.to != "1.1.0" {
+			t.Fatalf("agent_update from %q to %q, want 1.0.0 → 1.1.0", ft.from, ft.to)
+		}
+	default:
+		t.Fatal("no agent_update before the restart")
+	}
+}
