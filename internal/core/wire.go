@@ -24,6 +24,10 @@ const (
 type Staleness struct {
 	Mode        string    `json:"mode"`
 	MaxCacheAge *Duration `json:"max_cache_age,omitempty"`
+	// InvalidMaxCacheAge holds a strict max_cache_age that did not parse
+	// (SPEC-2 §1): the command is not dropped; MaxCacheAge reads 0 s and
+	// the staleness gate answers it with 127.
+	InvalidMaxCacheAge string `json:"-"`
 }
 
 // ErrStrictWithoutMaxAge is returned when a strict staleness has no max_cache_age.
@@ -31,22 +35,32 @@ var ErrStrictWithoutMaxAge = errors.New(`staleness mode "strict" needs max_cache
 
 // UnmarshalJSON validates the mode and the strict rule.
 func (s *Staleness) UnmarshalJSON(b []byte) error {
-	type raw Staleness
-	var r raw
+	var r struct {
+		Mode        string          `json:"mode"`
+		MaxCacheAge json.RawMessage `json:"max_cache_age"`
+	}
 	if err := json.Unmarshal(b, &r); err != nil {
 		return err
 	}
+	out := Staleness{Mode: r.Mode}
 	switch r.Mode {
 	case StalenessCached, StalenessUnchecked:
-		r.MaxCacheAge = nil
 	case StalenessStrict:
-		if r.MaxCacheAge == nil {
+		if len(r.MaxCacheAge) == 0 || string(r.MaxCacheAge) == "null" {
 			return ErrStrictWithoutMaxAge
+		}
+		var d Duration
+		if err := json.Unmarshal(r.MaxCacheAge, &d); err != nil {
+			// SPEC-2 §1: answered with 127, not dropped.
+			zero := Duration(0)
+			out.MaxCacheAge, out.InvalidMaxCacheAge = &zero, string(r.MaxCacheAge)
+		} else {
+			out.MaxCacheAge = &d
 		}
 	default:
 		return fmt.Errorf("unknown staleness mode %q (want cached, unchecked or strict)", r.Mode)
 	}
-	*s = Staleness(r)
+	*s = out
 	return nil
 }
 

@@ -335,7 +335,6 @@ func TestCommandDecodeRules(t *testing.T) {
 		{"unknown staleness", with(func(m map[string]any) { m["staleness"] = map[string]any{"mode": "fresh"} }), nil, "fresh"},
 		{"strict without age", with(func(m map[string]any) { m["staleness"] = map[string]any{"mode": "strict"} }), core.ErrStrictWithoutMaxAge, ""},
 		{"strict null age", with(func(m map[string]any) { m["staleness"] = map[string]any{"mode": "strict", "max_cache_age": nil} }), core.ErrStrictWithoutMaxAge, ""},
-		{"strict bad age", with(func(m map[string]any) { m["staleness"] = map[string]any{"mode": "strict", "max_cache_age": "soon"} }), nil, "soon"},
 		{"bad deadline", with(func(m map[string]any) { m["deadline_at"] = "tomorrow" }), nil, ""},
 	}
 	for _, tc := range bad {
@@ -707,5 +706,19 @@ func TestSkippedExit(t *testing.T) {
 		if got := core.SkippedExit(code); got != want {
 			t.Errorf("SkippedExit(%d) = %v, want %v", code, got, want)
 		}
+	}
+}
+
+// SPEC-2 §1: a strict command whose max_cache_age does not parse is not
+// dropped (part 1 rejected it): it decodes with 0 s and the unparsed text,
+// and the staleness gate answers it with 127.
+func TestStrictUnparseableMaxCacheAge(t *testing.T) {
+	c, err := core.DecodeCommand([]byte(`{"id":"x","version":"1","request_id":"r","shell":"sh","script":"true","timeout_secs":5,` +
+		`"staleness":{"mode":"strict","max_cache_age":"soon"}}`))
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if c.Staleness.InvalidMaxCacheAge != `"soon"` || c.Staleness.MaxCacheAge == nil || *c.Staleness.MaxCacheAge != 0 {
+		t.Fatalf("staleness = %+v", c.Staleness)
 	}
 }

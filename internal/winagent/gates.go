@@ -45,6 +45,10 @@ func evaluateGates(cmd *core.Command, in gateInputs) gateVerdict {
 		return gateVerdict{}
 	}
 	st := cmd.Staleness
+	if st.Mode == core.StalenessStrict && st.InvalidMaxCacheAge != "" {
+		return gateVerdict{core.ExitStaleness, fmt.Sprintf(
+			"skipped: staleness policy (mode=strict): max_cache_age %s does not parse; treated as 0s", st.InvalidMaxCacheAge)}
+	}
 	if st.Mode == core.StalenessStrict {
 		var max time.Duration
 		if st.MaxCacheAge != nil {

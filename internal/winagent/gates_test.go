@@ -119,3 +119,17 @@ func FuzzGates(f *testing.F) {
 		}
 	})
 }
+
+// SPEC-2 §1: a strict max_cache_age that did not parse is answered with 127,
+// even while connected (staleness 0).
+func TestGatesStrictUnparseableMaxCacheAge(t *testing.T) {
+	c, err := core.DecodeCommand([]byte(`{"id":"x","version":"1","request_id":"r","shell":"sh","script":"true","timeout_secs":5,` +
+		`"staleness":{"mode":"strict","max_cache_age":"soon"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := evaluateGates(c, gateInputs{Now: time.Now()})
+	if v.Code != core.ExitStaleness || !strings.HasPrefix(v.Reason, "skipped: ") || !strings.Contains(v.Reason, `"soon"`) {
+		t.Fatalf("verdict = %+v, want 127 naming the value", v)
+	}
+}
