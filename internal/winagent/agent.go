@@ -246,7 +246,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		results:       a.results,
 		events:        a.events,
 		scripts:       a.scripts,
-		slots:         make(chan struct{}, a.cfg.MaxConcurrent),
+		slots:         newRunSlots(runSlotLimit(a.effective.Get(), a.cfg.MaxConcurrent)),
 		runCtx:        runCtx,
 	}
 	// Commands admitted before a restart that never started run now,
@@ -307,6 +307,9 @@ func (a *Agent) subsystems() []subsystem {
 			connected: a.tracker.Connected, clock: a.clock, handle: pingHandler(a.heartbeatSource().build, log("ping"))},
 		&responder{name: "logs", subject: core.SubjectLogsFetch(a.cfg.ID), nc: a.nc, retrier: a.retrier,
 			connected: a.tracker.Connected, clock: a.clock, handle: logsFetchHandler(a.logTail, log("logs"))},
+
+		// Run slots follow max_local_concurrent.
+		&slotLimitFollower{slots: a.exec.slots, local: a.cfg.MaxConcurrent, effective: a.effective, log: log("slots")},
 
 		// Periodic work.
 		&inventoryLoop{pc: a.cfg.ID, col: &inventory.Collector{Log: a.log}, js: a.js, retrier: a.retrier,

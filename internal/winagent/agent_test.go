@@ -481,7 +481,7 @@ func TestStrictStalenessAndResultWhileBrokerDown(t *testing.T) {
 		c.Staleness = core.Staleness{Mode: core.StalenessStrict, MaxCacheAge: &maxAge}
 	})
 	publishCommand(t, js, core.SubjectCommandsPC(pc), long)
-	natstest.Eventually(t, 10*time.Second, "long command holding the only slot", func() bool { return len(ta.exec.slots) == 1 })
+	natstest.Eventually(t, 10*time.Second, "long command holding the only slot", func() bool { return ta.exec.slots.inUse() == 1 })
 	publishCommand(t, js, core.SubjectCommandsPC(pc), strict)
 	natstest.Eventually(t, 10*time.Second, "strict command queued", func() bool {
 		return strings.Contains(ta.logs.String(), "request_id="+strict.RequestID)

@@ -93,21 +93,18 @@ func (x *executor) execute(ctx context.Context, j job) {
 		}
 	}
 	if !cmd.BypassLocalLimit {
-		select {
-		case x.slots <- struct{}{}:
-		default:
+		if !x.slots.tryAcquire() {
 			waited = true
-			select {
-			case x.slots <- struct{}{}:
-			case <-j.kill:
-				killedBeforeStart()
-				return
-			case <-ctx.Done():
-				leftPending("run slot")
+			if !x.slots.acquire(j.kill, ctx.Done()) {
+				if isClosed(j.kill) {
+					killedBeforeStart()
+				} else {
+					leftPending("run slot")
+				}
 				return
 			}
 		}
-		defer func() { <-x.slots }()
+		defer x.slots.release()
 	}
 	// A revoke, pin or deadline that arrived while it waited still holds.
 	if waited && !gated() {

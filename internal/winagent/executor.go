@@ -36,8 +36,8 @@ type executor struct {
 	events        *outbox.Outbox
 	// scripts counts the script processes running now (script_activity.go).
 	scripts *scriptActivity
-	// slots bounds the scripts running at once (MaxConcurrent).
-	slots chan struct{}
+	// slots bounds the scripts running at once (run_slots.go).
+	slots *runSlots
 	// runCtx is Run's: its end kills the running scripts.
 	runCtx context.Context
 

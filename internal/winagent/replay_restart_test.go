@@ -52,7 +52,7 @@ func TestAcceptCommandWhileStopping(t *testing.T) {
 	// builds it; close is what Run does once its subsystems stopped.
 	x := &executor{pc: ta.cfg.ID, log: ta.log, clock: ta.clock, rand: ta.rand, tracker: ta.tracker,
 		ledger: ta.ledger, results: ta.results, events: ta.events, scripts: ta.scripts,
-		slots: make(chan struct{}, 1), runCtx: context.Background()}
+		slots: newRunSlots(1), runCtx: context.Background()}
 	x.close()
 	c := shCommand("echo late")
 	data, err := json.Marshal(c)
