@@ -6,8 +6,14 @@
 #   2. cmd         `kanade run <pc> --shell cmd -- echo hello` exits 0 with hello
 #   2b. env        `cmd set` shows no KANADE_* or credential-like variable of
 #                  the agent's, and does show an ordinary one
+#   2c. cmd file   cmd scripts run from a temp .cmd file (docs/windows.md):
+#                  every line runs and `exit /b 4` is the exit code; a quoted
+#                  program path in a directory with a space gets a spaced
+#                  argument; a 20,000-character script runs every line;
+#                  non-ASCII output is decoded from the OEM code page, and
+#                  read as UTF-8 after `chcp 65001`
 #   3. inventory   an inventory message lands on inventory.<pc>.hw (WMI, as far
-#                  as Wine answers it)
+#                  as Wine answers it) with the heartbeat's hostname
 #   4. self-update `kanade agent publish` of a 9.9.2 kanade.exe and `kanade agent
 #                  rollout 9.9.2`: the 9.9.1 agent renames its running exe to
 #                  .old, exits 64, the script (standing in for the service
@@ -182,7 +188,9 @@ bounded 30 "$work/kanade" config set heartbeat_interval=1s target_version_jitter
 (
   while :; do
     rc=0
-    env KANADE_NATS_URL="$url" KANADE_AGENT_ID="$pc" 'KANADE_AGENT_DATA_DIR=C:\kanade-data' KANADE_LOG_LEVEL=debug \
+    # LC_ALL=C.UTF-8: Wine then takes an en-US locale, OEM code page 437,
+    # whatever the host's, so the non-ASCII checks in 2c mean one thing.
+    env LC_ALL=C.UTF-8 KANADE_NATS_URL="$url" KANADE_AGENT_ID="$pc" 'KANADE_AGENT_DATA_DIR=C:\kanade-data' KANADE_LOG_LEVEL=debug \
       SMOKE_API_TOKEN=smoke-secret-value SMOKE_VISIBLE=smoke-visible-value \
       "$WINE" "$work/install/kanade.exe" agent || rc=$?
     echo "== wine-smoke: agent exited with code $rc"
@@ -236,14 +244,74 @@ else
   fail env "skipped: the agent never sent a heartbeat"
 fi
 
-# 3. hardware inventory stored on inventory.<pc>.hw
+# 2c. cmd scripts run from a temp .cmd file. cmd_run NAME SCRIPT runs SCRIPT
+# (read from stdin by kanade run) and sets out (stdout) and rc (exit code).
+cmd_run() {
+  rc=0
+  out=$(printf '%s' "$2" | bounded 90 "$work/kanade" run "$pc" --shell cmd --timeout 60 --wait 75s --server "$url" -- - 2>"$work/$1.err") || rc=$?
+}
+# check_cmd NAME WANT_RC WANT_TEXT...: every WANT_TEXT is a line of stdout.
+check_cmd() {
+  local name=$1 want_rc=$2 text
+  shift 2
+  if [ "$rc" != "$want_rc" ]; then
+    fail "$name" "exit $rc, want $want_rc: stdout: $(head -c 300 <<<"$out"); stderr: $(tail -c 300 "$work/$name.err")"
+    return
+  fi
+  for text in "$@"; do
+    if ! tr -d '\r' <<<"$out" | grep -qxF -- "$text"; then
+      fail "$name" "no line \"$text\" in stdout: $(head -c 300 <<<"$out")"
+      return
+    fi
+  done
+  pass "$name: exit $rc, $(tr -d '\r' <<<"$out" | tr '\n' ' ' | head -c 120)"
+}
+if ((failed == 0)); then
+  cmd_run cmd-lines $'echo l1\necho l2\nexit /b 4\necho never'
+  check_cmd cmd-lines 4 l1 l2
+
+  # Without /S, cmd /C stripped this line's first and last quote: 9009.
+  mkdir -p "$WINEPREFIX/drive_c/Program Files/Kanade Test"
+  printf '@echo off\r\necho arg1=[%%~1]\r\n' >"$WINEPREFIX/drive_c/Program Files/Kanade Test/echoargs.cmd"
+  cmd_run cmd-quoted '"C:\Program Files\Kanade Test\echoargs.cmd" "hello world"'
+  check_cmd cmd-quoted 0 'arg1=[hello world]'
+
+  # Past cmd's 8,191-character command line: every line runs.
+  long=$'set n=0\n'
+  lines=0
+  while ((${#long} < 20000)); do
+    long+=$'set /a n+=1 >nul\n'
+    lines=$((lines + 1))
+  done
+  long+='echo n=%n%'
+  cmd_run cmd-long "$long"
+  check_cmd cmd-long 0 "n=$lines"
+
+  # Written and printed in the OEM code page (437 here).
+  cmd_run cmd-oem 'echo héllo wörld'
+  check_cmd cmd-oem 0 'héllo wörld'
+
+  # Printed after chcp 65001: UTF-8. (Wine's cmd reads the file in the OEM
+  # page whatever chcp says, so the text is set before the chcp line.)
+  cmd_run cmd-chcp $'set "w=grüße"\nchcp 65001 >nul\necho %w%'
+  check_cmd cmd-chcp 0 'grüße'
+else
+  fail cmd-file "skipped after an earlier failure"
+fi
+
+# 3. hardware inventory stored on inventory.<pc>.hw, naming the host as the
+# heartbeat does (the NetBIOS name, docs/windows.md)
 if ! kill -0 "$agent_pid" 2>/dev/null; then
   fail inventory "skipped: the agent process is gone"
 elif inv=$(bounded 60 "$work/natswait" -s "$url" -stream INVENTORY -subject "inventory.$pc.hw" -timeout "$(remaining)s"); then
-  if grep -q "\"pc_id\":\"$pc\"" <<<"$inv"; then
-    pass "inventory.$pc.hw: $inv"
-  else
+  hb_host=$(grep -o '"hostname":"[^"]*"' <<<"$hb" || true)
+  inv_host=$(grep -o '"hostname":"[^"]*"' <<<"$inv" || true)
+  if ! grep -q "\"pc_id\":\"$pc\"" <<<"$inv"; then
     fail inventory "inventory message for another pc: $inv"
+  elif [ -z "$inv_host" ] || [ "$hb_host" != "$inv_host" ]; then
+    fail inventory "heartbeat ${hb_host:-without hostname}, inventory ${inv_host:-without hostname}: want the same name"
+  else
+    pass "inventory.$pc.hw ($inv_host, as the heartbeat): $inv"
   fi
 else
   fail inventory "no message stored on inventory.$pc.hw within 60s"

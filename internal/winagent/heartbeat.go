@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleetconfig"
+	"github.com/kanadehq/kanade-go/internal/winagent/inventory"
 	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
 )
 
@@ -129,7 +129,8 @@ type heartbeatSource struct {
 // core since the previous periodic beat) and moves its baseline; ping
 // replies leave both alone.
 func (s heartbeatSource) build(withCPU bool) core.Heartbeat {
-	host, _ := os.Hostname()
+	// The same name inventory reports (inventory.Hostname has the rule).
+	host, _ := inventory.Hostname()
 	hb := core.Heartbeat{
 		PCID:         s.pc,
 		At:           core.Now(), // wire timestamp

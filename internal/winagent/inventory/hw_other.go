@@ -35,12 +35,16 @@ func platformHWSources() []hwSource {
 	}
 }
 
+// Hostname is the name heartbeats and inventory report for this machine:
+// off Windows, the kernel's host name as os.Hostname returns it.
+func Hostname() (string, error) { return os.Hostname() }
+
 // hostSource fills hostname, os_name ("Debian GNU/Linux 12 (bookworm)",
 // "macOS 14.5"), os_version (the kernel on Linux, the product version on
 // macOS) and os_build (macOS's build, null elsewhere).
 func hostSource(ctx context.Context) (core.HwInventory, error) {
 	var p core.HwInventory
-	p.Hostname, _ = os.Hostname()
+	p.Hostname, _ = Hostname()
 	hi, err := host.InfoWithContext(ctx)
 	if err != nil && hi == nil {
 		return p, err

@@ -28,6 +28,9 @@ type capture struct {
 	tailPos int    // where the next tail byte goes
 	tailLen int
 	total   int64
+	// decode turns kept bytes into text; nil = decodeLossy. Set before
+	// the first Write.
+	decode func([]byte) string
 }
 
 // newCapture returns a capture with a budget of max bytes (DefaultMaxOutput
@@ -96,9 +99,10 @@ func (c *capture) tailBytes() []byte {
 	return append(out, c.tail[:c.tailPos]...)
 }
 
-// String decodes what was kept as UTF-8, invalid bytes replaced. When bytes
-// were dropped, the head and tail are split at character boundaries (so a
-// cut never manufactures a replacement character) and a marker line between
+// String decodes what was kept as UTF-8, invalid bytes replaced (or with
+// c.decode, when set: a cmd script's OEM code page output). When bytes
+// were dropped, the head and tail of UTF-8 output are split at character
+// boundaries (so a cut never manufactures a replacement character) and a marker line between
 // them states exactly how many bytes were omitted and kept.
 func (c *capture) String() string {
 	c.mu.Lock()
@@ -107,17 +111,31 @@ func (c *capture) String() string {
 	if c.total <= int64(len(c.head)+len(tail)) {
 		// Nothing dropped: head and tail are consecutive, so decode them
 		// as one string or a character straddling the seam would break.
-		return decodeLossy(append(append([]byte(nil), c.head...), tail...))
+		return c.text(append(append([]byte(nil), c.head...), tail...))
 	}
-	head := c.head[:trimHeadCut(c.head)]
-	tail = tail[trimTailCut(tail):]
+	head := c.head
+	if c.decode == nil {
+		head = head[:trimHeadCut(head)]
+		tail = tail[trimTailCut(tail):]
+	}
+	// With a decoder the bytes are in some code page, not necessarily
+	// UTF-8: moving the cut to a UTF-8 boundary would drop whole accented
+	// letters, so the cut stays where it fell.
 	omitted := c.total - int64(len(head)) - int64(len(tail))
 	var b strings.Builder
 	b.Grow(len(head) + len(tail) + 128)
-	b.WriteString(decodeLossy(head))
+	b.WriteString(c.text(head))
 	b.WriteString(truncationMarker(omitted, len(head), len(tail), c.total))
-	b.WriteString(decodeLossy(tail))
+	b.WriteString(c.text(tail))
 	return b.String()
+}
+
+// text decodes b with c.decode, or as UTF-8 when there is none.
+func (c *capture) text(b []byte) string {
+	if c.decode != nil {
+		return c.decode(b)
+	}
+	return decodeLossy(b)
 }
 
 // truncationMarker is the line put where bytes were cut out of a stream.

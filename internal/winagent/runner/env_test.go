@@ -80,7 +80,7 @@ func TestMaxScriptIsUpstreamCap(t *testing.T) {
 }
 
 func TestStageSh(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "nested") // created on demand
+	dir := filepath.Join(tempDir(t), "nested") // created on demand
 	script := "echo 'héllo'\nexit 3\n"
 	path, cleanup, err := stageSh(dir, script)
 	if err != nil {

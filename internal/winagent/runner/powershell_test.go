@@ -2,13 +2,14 @@ package runner
 
 import (
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 )
 
 func TestStagePowerShell(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	script := "Write-Output 'héllo'\nexit 3\n"
 	path, cleanup, err := stagePowerShell(dir, script)
 	if err != nil {
@@ -40,7 +41,7 @@ func TestStagePowerShell(t *testing.T) {
 }
 
 func TestStagePowerShellHeaderUsesLauncher(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	script := "<# .SYNOPSIS demo #>\n[CmdletBinding()]\nparam([string]$Name = 'x')\nWrite-Output $Name\n"
 	path, cleanup, err := stagePowerShell(dir, script)
 	if err != nil {
@@ -130,6 +131,10 @@ func TestExpandCwd(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got, err := expandCwd(tt.raw, tt.percent, home, lookup)
+		if strings.HasPrefix(tt.raw, "~") && tt.raw != "~bob" {
+			// "~" joins with filepath.Join: \home\bob\work on Windows.
+			tt.want = filepath.FromSlash(tt.want)
+		}
 		if err != nil || got != tt.want {
 			t.Errorf("expandCwd(%q, %v) = %q, %v; want %q", tt.raw, tt.percent, got, err, tt.want)
 		}

@@ -26,7 +26,7 @@ type Spec struct {
 	Timeout   time.Duration // effective timeout; values under 1s count as 1s
 	ExecID    string        // named in the kill note
 	RunAs     string        // core.RunAsSystem ("" too) | core.RunAsUser | core.RunAsSystemGUI
-	TempDir   string        // where temp .ps1 and .sh files go; "" = the identity's default
+	TempDir   string        // where temp .ps1, .cmd and .sh files go; "" = the identity's default
 	MaxOutput int           // per-stream capture cap in bytes; 0 = DefaultMaxOutput
 }
 
@@ -111,6 +111,7 @@ func Run(ctx context.Context, spec Spec, kill <-chan struct{}) Result {
 		return fail("cannot start %s: %v", c.program, err)
 	}
 	outCap, errCap := newCapture(spec.MaxOutput), newCapture(spec.MaxOutput)
+	outCap.decode, errCap.decode = c.decode, c.decode
 	outDone, errDone := pump(outR, outCap), pump(errR, errCap)
 
 	type exit struct {
@@ -246,12 +247,14 @@ type command struct {
 	args    []string // argv, args[0] is the program to look up
 	cmdLine string   // Windows only: the raw command line, "" = compose from args
 	cwd     string   // "" = inherit
+	// decode turns the shell's output into UTF-8; nil = it is UTF-8
+	// already (invalid bytes replaced).
+	decode func([]byte) string
 }
 
-// buildCommand turns spec into a command (SPEC §6.5). PowerShell and sh
-// scripts are staged to temp files (stage.go), which cleanup removes; cmd
-// keeps `cmd /C`, whose quoting and %-expansion rules differ from a batch
-// file's.
+// buildCommand turns spec into a command (SPEC §6.5). Every script is
+// staged to a temp file (stage.go) that cleanup removes: a .ps1 for
+// PowerShell, a .cmd batch file for cmd, a file /bin/sh reads for sh.
 func buildCommand(spec Spec, id *identity) (command, func(), error) {
 	nothing := func() {}
 	switch spec.Shell {
@@ -266,14 +269,21 @@ func buildCommand(spec Spec, id *identity) (command, func(), error) {
 				"-ExecutionPolicy", "Bypass", "-File", path},
 		}, cleanup, nil
 	case core.ShellCmd:
-		// cmd.exe does its own parsing of everything after /C; quoting
-		// the script as one argv element would add quotes cmd then keeps,
-		// so on Windows the raw command line is passed as is.
+		// A batch file, not `cmd /C <script>` (cmd.go says why). cmd
+		// parses its own command line, so on Windows the raw line is
+		// passed as is: composing it from argv would escape the quotes
+		// cmdLine relies on.
+		cp := oemCodePage()
+		path, cleanup, err := stageCmd(scriptDir(spec.TempDir, id), spec.Script, cp)
+		if err != nil {
+			return command{}, nothing, fmt.Errorf("stage the script for %s: %w", spec.Shell, err)
+		}
 		return command{
 			program: "cmd",
-			args:    []string{"cmd", "/C", spec.Script},
-			cmdLine: "cmd /C " + spec.Script,
-		}, nothing, nil
+			args:    cmdArgs(path),
+			cmdLine: cmdLine(path),
+			decode:  consoleDecoder(cp),
+		}, cleanup, nil
 	case core.ShellSh:
 		path, cleanup, err := stageSh(scriptDir(spec.TempDir, id), spec.Script)
 		if err != nil {
@@ -298,18 +308,31 @@ func resolveCwd(raw string, id *identity) (string, error) {
 	}
 	dir, err := expandCwd(raw, runtime.GOOS == "windows", id.home, id.lookupEnv)
 	if err != nil {
-		return "", fmt.Errorf("cwd %q: %w", raw, err)
+		return "", fmt.Errorf("cwd %s: %w", quotePath(raw), err)
 	}
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return "", fmt.Errorf("cwd %q does not exist", dir)
+		return "", fmt.Errorf("cwd %s does not exist", quotePath(dir))
 	case err != nil:
-		return "", fmt.Errorf("cwd %q: %w", dir, err)
+		return "", fmt.Errorf("cwd %s: %w", quotePath(dir), err)
 	case !fi.IsDir():
-		return "", fmt.Errorf("cwd %q is not a directory", dir)
+		return "", fmt.Errorf("cwd %s is not a directory", quotePath(dir))
 	}
 	return dir, nil
+}
+
+// quotePath puts a path in double quotes as written, so a Windows path
+// reads `"C:\nope"` and not Go's `"C:\\nope"`. A path holding a quote
+// or a character that does not print is Go-quoted instead, so the message
+// stays one unambiguous line.
+func quotePath(p string) string {
+	for _, r := range p {
+		if r == '"' || !strconv.IsPrint(r) {
+			return strconv.Quote(p)
+		}
+	}
+	return `"` + p + `"`
 }
 
 // expandCwd is resolveCwd's pure part.

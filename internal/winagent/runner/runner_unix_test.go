@@ -95,6 +95,18 @@ func TestRunCwd(t *testing.T) {
 	}
 }
 
+// TestRunCwdShownAsWritten: a cwd in an error reads as the operator wrote
+// it; %q doubled every backslash of a Windows path.
+func TestRunCwdShownAsWritten(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), `C:\nope`)
+	spec := sh("true")
+	spec.Cwd = missing
+	res := Run(context.Background(), spec, nil)
+	if want := `cwd "` + missing + `" does not exist`; res.ExitCode != -1 || res.Stderr != want {
+		t.Fatalf("exit %d stderr %q, want -1 %q", res.ExitCode, res.Stderr, want)
+	}
+}
+
 func TestRunUnstartableShell(t *testing.T) {
 	t.Setenv("PATH", t.TempDir()) // no powershell, pwsh or cmd to be found
 	tmp := t.TempDir()

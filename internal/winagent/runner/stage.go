@@ -23,7 +23,7 @@ func checkScriptSize(script string) error {
 
 // stager writes a run's temp script files into one directory and removes
 // every file it wrote on cleanup. It is the one mechanism behind the
-// PowerShell and sh temp files: created exclusively (O_EXCL), owner-only
+// PowerShell, cmd and sh temp files: created exclusively (O_EXCL), owner-only
 // (0600), in Spec.TempDir or the identity's default.
 type stager struct {
 	dir     string
