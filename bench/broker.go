@@ -228,3 +228,24 @@ func monitorJSON(base, path string, v any) error {
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
 }
+
+// startSetUpBroker starts a broker named name, connects an operator to it
+// and creates every kanade resource: the start of most scenarios. stop the
+// broker and close the connection when done.
+func startSetUpBroker(ctx context.Context, o *options, name string) (*brokerProc, *nats.Conn, jetstream.JetStream, error) {
+	br, err := startBroker(ctx, o, name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	nc, js, err := connect(br.URL, "bench-operator")
+	if err != nil {
+		_ = br.stop()
+		return nil, nil, nil, err
+	}
+	if err := setupResources(ctx, js); err != nil {
+		nc.Close()
+		_ = br.stop()
+		return nil, nil, nil, err
+	}
+	return br, nc, js, nil
+}

@@ -26,19 +26,12 @@ func runFleetIdle(ctx context.Context, o *options) error {
 	if o.quick && !o.idleForSet {
 		window = 15 * time.Second
 	}
-	br, err := startBroker(ctx, o, "fleetidle")
+	br, nc, _, err := startSetUpBroker(ctx, o, "fleetidle")
 	if err != nil {
 		return err
 	}
 	defer br.stop()
-	nc, js, err := connect(br.URL, "bench-operator")
-	if err != nil {
-		return err
-	}
 	defer nc.Close()
-	if err := setupResources(ctx, js); err != nil {
-		return err
-	}
 
 	api := &apiCounter{kinds: map[string]int{}}
 	sub, err := nc.Subscribe("$JS.API.>", api.observe)

@@ -27,19 +27,12 @@ func runIdle(ctx context.Context, o *options) error {
 	if o.quick && !o.idleForSet {
 		window = 10 * time.Second
 	}
-	br, err := startBroker(ctx, o, "idle")
+	br, nc, _, err := startSetUpBroker(ctx, o, "idle")
 	if err != nil {
 		return err
 	}
 	defer br.stop()
-	nc, js, err := connect(br.URL, "bench-operator")
-	if err != nil {
-		return err
-	}
 	defer nc.Close()
-	if err := setupResources(ctx, js); err != nil {
-		return err
-	}
 
 	beats := make(chan string, 64)
 	sub, err := nc.Subscribe(core.SubjectHeartbeat("*"), func(m *nats.Msg) {

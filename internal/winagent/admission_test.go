@@ -305,24 +305,10 @@ func TestObsAgentOnlineEveryStart(t *testing.T) {
 	first := newTestAgent(t, nc.ConnectedUrl()).start()
 	pc, dir := first.cfg.ID, first.dir
 	stored := func() []core.ObsEvent {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s, err := js.Stream(ctx, core.StreamObsEvents)
-		if err != nil {
-			return nil
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return nil
-		}
 		var out []core.ObsEvent
-		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-			m, err := s.GetMsg(ctx, seq)
-			if err != nil || m.Subject != core.SubjectObs(pc) {
-				continue
-			}
+		for _, m := range natstest.StreamMessages(t, js, core.StreamObsEvents) {
 			var ev core.ObsEvent
-			if json.Unmarshal(m.Data, &ev) == nil {
+			if m.Subject == core.SubjectObs(pc) && json.Unmarshal(m.Data, &ev) == nil {
 				out = append(out, ev)
 			}
 		}

@@ -152,25 +152,7 @@ func runOutbox(t *testing.T, o *outbox.Outbox, pub outbox.Publisher) {
 // resultsInStream returns every message in RESULTS, in stream order.
 func resultsInStream(t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, core.StreamResults)
-	if err != nil {
-		t.Fatalf("stream: %v", err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatalf("stream info: %v", err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("get msg %d: %v", seq, err)
-		}
-		out = append(out, m)
-	}
-	return out
+	return natstest.StreamMessages(t, js, core.StreamResults)
 }
 
 // The tests below moved here from the outbox package with the policy

@@ -97,25 +97,7 @@ func resultEntry(i int) Entry {
 // resultsStream returns every message in RESULTS, in stream order.
 func resultsStream(t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, core.StreamResults)
-	if err != nil {
-		t.Fatalf("stream: %v", err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatalf("stream info: %v", err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("get msg %d: %v", seq, err)
-		}
-		out = append(out, m)
-	}
-	return out
+	return natstest.StreamMessages(t, js, core.StreamResults)
 }
 
 func assertPublished(t *testing.T, msgs []*jetstream.RawStreamMsg, want []Entry) {
