@@ -212,3 +212,40 @@ func TestQuotePath(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildCommandSh: an ordinary sh script runs inline as SPEC §6.5 says
+// (/bin/sh -c, no file written on the command's path); one longer than a
+// single argument may be runs from a temp file that cleanup removes.
+func TestBuildCommandSh(t *testing.T) {
+	dir := tempDir(t)
+	id, err := newIdentity("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer id.close()
+	short := "echo hi"
+	c, cleanup, err := buildCommand(Spec{Shell: core.ShellSh, Script: short, TempDir: dir}, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup()
+	if strings.Join(c.args, " ") != "/bin/sh -c echo hi" {
+		t.Fatalf("short script: args %q, want /bin/sh -c", c.args)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("a short script wrote %v", entries)
+	}
+	long := strings.Repeat("true\n", shInlineMax/5+1)
+	c, cleanup, err = buildCommand(Spec{Shell: core.ShellSh, Script: long, TempDir: dir}, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || len(c.args) != 2 || c.args[1] != filepath.Join(dir, entries[0].Name()) {
+		t.Fatalf("long script: args %q, staged %v", c.args, entries)
+	}
+	cleanup()
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("cleanup left %v", left)
+	}
+}

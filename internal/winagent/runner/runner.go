@@ -18,6 +18,11 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
+// shInlineMax is the longest sh script passed inline to /bin/sh -c: well
+// under Linux's 128 KiB limit on one argument (MAX_ARG_STRLEN) and macOS's
+// 1 MiB for all arguments and the environment together.
+const shInlineMax = 96 << 10
+
 // Spec is one script to run.
 type Spec struct {
 	Shell     string        // core.ShellPowerShell | core.ShellPwsh | core.ShellCmd | core.ShellSh
@@ -285,6 +290,13 @@ func buildCommand(spec Spec, id *identity) (command, func(), error) {
 			decode:  consoleDecoder(cp),
 		}, cleanup, nil
 	case core.ShellSh:
+		// SPEC §6.5: /bin/sh -c <script>. A script too long for one
+		// argument (Linux caps one at 128 KiB) runs from a temp file
+		// instead, up to MaxScript; the inline form saves the file's
+		// create, write and removal on every ordinary command.
+		if len(spec.Script) <= shInlineMax {
+			return command{program: "/bin/sh", args: []string{"/bin/sh", "-c", spec.Script}}, nothing, nil
+		}
 		path, cleanup, err := stageSh(scriptDir(spec.TempDir, id), spec.Script)
 		if err != nil {
 			return command{}, nothing, fmt.Errorf("stage the script for %s: %w", spec.Shell, err)
