@@ -60,9 +60,11 @@ func NewAgentPublishCmd(f *Factory, runF func(context.Context, *AgentPublishOpti
 	c := &cobra.Command{
 		Use:   "publish FILE",
 		Short: "Upload an agent build to the agent_releases object store",
-		Long: `Upload an agent binary to object store agent_releases under
-<version>-<os>-<arch> (os windows, linux or macos; arch amd64 or arm64), and
-for windows/amd64 also under the bare <version> key upstream agents fetch.
+		Long: `Upload an agent binary to object store agent_releases under upstream's
+key for its platform (the bare <version> for windows/amd64,
+<version>-linux-x86_64, <version>-linux-aarch64, <version>-macos-aarch64),
+which agents look for first, and under <version>-<os>-<arch> (os windows,
+linux or macos; arch amd64 or arm64).
 Nothing changes on the fleet until ` + "`kanade agent rollout`" + ` points a scope at
 the version.
 

@@ -31,6 +31,8 @@ type DevbrokerOptions struct {
 	// Auth is how clients authenticate: none, token (--token, or a token
 	// generated at start) or roles (a user per role, generated passwords).
 	Auth devbroker.AuthMode
+	// WriteContext names the nats context to write for this broker, "" for none.
+	WriteContext string
 }
 
 // devRoleMinAgents is how many agent users `--auth roles` makes at least,
@@ -67,11 +69,19 @@ are logged with --log-level debug; its warnings and errors always are.
   roles   the least-privilege roles of docs/roles/kanade-roles.conf: users
           operator, readonly and agent-dev-pc-1 … agent-dev-pc-N (N = --agents,
           at least 3), with passwords generated at every start and printed on
-          stderr; in-process agents log in as their own agent user`,
+          stderr; in-process agents log in as their own agent user
+
+--write-context NAME saves a nats context for this broker, as the nats CLI
+keeps them (~/.config/nats/context/NAME.json, mode 0600), with its URL and
+the token or the operator user: then ` + "`nats --context NAME …`" + ` and
+` + "`kanade --context NAME …`" + ` reach it with no exports. It is rewritten at every
+start (passwords change); a context of that name that a dev broker did not
+write is left alone. Secrets are written to the file, never printed.`,
 		Example: `  kanade devbroker
   kanade devbroker --listen 127.0.0.1:0 --store /tmp/kanade-dev --no-setup
   kanade devbroker --cluster 3 --token s3cret
-  kanade devbroker --auth roles --agents 2`,
+  kanade devbroker --auth roles --agents 2
+  kanade devbroker --write-context kanade-dev    # then: kanade --context kanade-dev status`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if _, _, err := devbroker.ParseListen(opts.Listen); err != nil {
@@ -94,6 +104,11 @@ are logged with --log-level debug; its warnings and errors always are.
 				return err
 			}
 			opts.Auth = mode
+			if opts.WriteContext != "" {
+				if err := devbroker.ValidContextName(opts.WriteContext); err != nil {
+					return UsageErrorf("invalid --write-context: %v", err)
+				}
+			}
 			if runF != nil {
 				return runF(c.Context(), opts)
 			}
@@ -109,6 +124,7 @@ are logged with --log-level debug; its warnings and errors always are.
 	fl.StringVar(&opts.Token, "token", "", "require this bearer token from clients (they set KANADE_NATS_TOKEN)")
 	fl.IntVar(&opts.Cluster, "cluster", 1, "run an N-node JetStream cluster in this process (resources at R=N)")
 	fl.StringVar(&authFlag, "auth", string(devbroker.AuthNone), "client authentication: none, token or roles (see above)")
+	fl.StringVar(&opts.WriteContext, "write-context", "", "save a nats context `NAME` for this broker (e.g. kanade-dev; see above)")
 	return c
 }
 
@@ -192,12 +208,19 @@ func runDevbroker(ctx context.Context, opts *DevbrokerOptions) error {
 
 	wait, err := startDevAgents(ctx, devAgentsOptions{
 		URL: url, Token: token, Roles: roles, BaseDir: filepath.Join(store, "agents"), N: opts.Agents,
-		Log: log.With("subsystem", "devagents"),
+		// Unscoped: each agent tags its lines pc=… subsystem=… itself, and
+		// a subsystem here would give every line two.
+		Log: log,
 	})
 	if err != nil {
 		return fmt.Errorf("start %d in-process agents (--agents): %w", opts.Agents, err)
 	}
 
+	// The context is written before the export line: whoever waits for
+	// that line may use the context at once.
+	if err := writeDevContext(opts, url, store, token, roles); err != nil {
+		return err
+	}
 	fmt.Fprintf(opts.IO.Out, "export KANADE_NATS_URL=%s\n", url)
 	printDevCredentials(opts, token, roles)
 	fmt.Fprintf(opts.IO.ErrOut, "%s ready at %s; Ctrl-C stops it\n", what, url)
@@ -209,6 +232,31 @@ func runDevbroker(ctx context.Context, opts *DevbrokerOptions) error {
 		return fmt.Errorf("stop in-process agents: %w", err)
 	}
 	// Stopping on a signal is how the dev broker is meant to end.
+	return nil
+}
+
+// writeDevContext saves the --write-context nats context and says how to
+// use it, or says how to ask for one. Nothing secret is printed.
+func writeDevContext(opts *DevbrokerOptions, url, store, token string, roles *devbroker.Roles) error {
+	w := opts.IO.ErrOut
+	if opts.WriteContext == "" {
+		fmt.Fprintln(w, "tip: --write-context kanade-dev saves a nats context for this broker: `nats --context kanade-dev …`, `kanade --context kanade-dev …`")
+		return nil
+	}
+	cs := devbroker.ContextSettings{URL: url, Token: token, Store: store}
+	if roles != nil {
+		cs.User, cs.Password = roles.Operator.User, roles.Operator.Password
+	}
+	path, err := devbroker.WriteNATSContext(opts.WriteContext, cs)
+	if err != nil {
+		hint := "pass --write-context another name"
+		if errors.Is(err, devbroker.ErrContextNotOurs) {
+			hint = fmt.Sprintf("pass --write-context another name, or remove yours first (`nats context rm %s`)", opts.WriteContext)
+		}
+		return WithHint(fmt.Errorf("write nats context %q (--write-context): %w", opts.WriteContext, err), hint)
+	}
+	fmt.Fprintf(w, "wrote nats context %s (%s); use it with `nats --context %s …` and `kanade --context %s …`, or `nats context select %s`\n",
+		opts.WriteContext, path, opts.WriteContext, opts.WriteContext, opts.WriteContext)
 	return nil
 }
 

@@ -77,7 +77,7 @@ func startDevAgents(ctx context.Context, opts devAgentsOptions) (wait func() err
 			}
 		})
 	}
-	log.Info("in-process agents started", "count", opts.N, "data", opts.BaseDir)
+	log.Info("in-process agents started", "subsystem", "devagents", "count", opts.N, "data", opts.BaseDir)
 	return func() error {
 		wg.Wait()
 		return errors.Join(errs...)

@@ -346,3 +346,24 @@ func TestDevbrokerRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDevbrokerAgentLogLines: the in-process agents' lines carry one
+// subsystem each (the dev broker used to add subsystem=devagents before
+// the agent's own).
+func TestDevbrokerAgentLogLines(t *testing.T) {
+	logs := &jsLockedBuffer{}
+	opts := &DevbrokerOptions{Listen: "127.0.0.1:0", Store: t.TempDir(), Cluster: 1, Agents: 1, NoSetup: true}
+	opts.Log = func() *slog.Logger { return slog.New(slog.NewTextHandler(logs, nil)) }
+	_, _, _, stop := runDevbrokerForTest(t, opts)
+	natstest.Eventually(t, 20*time.Second, "an agent line", func() bool {
+		return strings.Contains(logs.String(), "pc=dev-pc-1") && strings.Contains(logs.String(), "subsystem=intake")
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if n := strings.Count(l, "subsystem="); n > 1 {
+			t.Errorf("subsystem %d times: %s", n, l)
+		}
+	}
+}

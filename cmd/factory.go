@@ -4,6 +4,8 @@ package cmd
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -31,6 +33,9 @@ type IOStreams struct {
 	InTTY bool
 	// NoColor is set by NO_COLOR.
 	NoColor bool
+	// Height returns the terminal's height in lines, 0 when unknown; nil
+	// means unknown. Asked at every draw, so a resized window is followed.
+	Height func() int
 }
 
 // Color reports whether Out may be coloured.
@@ -45,6 +50,13 @@ func SystemIO() *IOStreams {
 		ErrTTY:  isTerminal(os.Stderr),
 		InTTY:   isTerminal(os.Stdin),
 		NoColor: noColor,
+		Height: func() int {
+			_, h, err := term.GetSize(int(os.Stdout.Fd()))
+			if err != nil {
+				return 0
+			}
+			return h
+		},
 	}
 }
 
@@ -84,8 +96,25 @@ type CLIConfig struct {
 	Timeout   time.Duration `mapstructure:"timeout"`
 	LogLevel  string        `mapstructure:"log-level"`
 	LogFormat string        `mapstructure:"log-format"`
-	// Token comes from KANADE_NATS_TOKEN only: never a flag, never the file.
+	// Token comes from KANADE_NATS_TOKEN (or a nats context): never a
+	// flag, never the file.
 	Token string `mapstructure:"-"`
+
+	// Context is the nats context in use ("" for none); ContextSelected
+	// says it is the one `nats context select` chose, not --context.
+	Context         string `mapstructure:"-"`
+	ContextSelected bool   `mapstructure:"-"`
+	// ContextNote is a warning about a selected context that was ignored.
+	ContextNote string `mapstructure:"-"`
+	// ServerFrom and AuthFrom name the context the server URL and the
+	// credentials came from, "" when they did not, for error hints.
+	ServerFrom, AuthFrom string `mapstructure:"-"`
+	// The rest come from the nats context only (see core.ConnectOptions).
+	TLSFirst              bool          `mapstructure:"-"`
+	InboxPrefix           string        `mapstructure:"-"`
+	JSDomain, JSAPIPrefix string        `mapstructure:"-"`
+	AuthOptions           []nats.Option `mapstructure:"-"`
+	ExtraOptions          []nats.Option `mapstructure:"-"`
 }
 
 // ConnectOptions turns the CLI config into core connect options for role.
@@ -94,6 +123,8 @@ func (c *CLIConfig) ConnectOptions(role string) core.ConnectOptions {
 		URL: c.Server, Creds: c.Creds, NKey: c.NKey, User: c.User, Password: c.Password,
 		Token: c.Token, TLSCA: c.TLSCA, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
 		Timeout: c.Timeout, Name: core.ConnectionName(role, ""),
+		TLSFirst: c.TLSFirst, InboxPrefix: c.InboxPrefix, JSDomain: c.JSDomain, JSAPIPrefix: c.JSAPIPrefix,
+		AuthOptions: c.AuthOptions, ExtraOptions: c.ExtraOptions,
 	}
 }
 
@@ -118,7 +149,7 @@ func newConnFuncs(cfg func() (*CLIConfig, error), watch *permissionWatch) (func(
 		}
 		conn, err := core.Connect(c.ConnectOptions("operator"))
 		if err != nil {
-			return nil, err
+			return nil, withContextHint(err, c)
 		}
 		nc = conn
 		if watch != nil {
@@ -134,12 +165,11 @@ func newConnFuncs(cfg func() (*CLIConfig, error), watch *permissionWatch) (func(
 		mu.Lock()
 		defer mu.Unlock()
 		if js == nil {
-			cfgv, _ := cfg()
-			timeout := core.DefaultTimeout
-			if cfgv != nil && cfgv.Timeout > 0 {
-				timeout = cfgv.Timeout
+			var co core.ConnectOptions
+			if cfgv, _ := cfg(); cfgv != nil {
+				co = cfgv.ConnectOptions("operator")
 			}
-			js, err = jetstream.New(c, jetstream.WithDefaultTimeout(timeout))
+			js, err = core.NewJetStream(c, co)
 			if err != nil {
 				return nil, err
 			}
@@ -157,4 +187,23 @@ func newConnFuncs(cfg func() (*CLIConfig, error), watch *permissionWatch) (func(
 		}
 	}
 	return conn, jsf, closeFn
+}
+
+// withContextHint says which nats context a failed connection's server or
+// credentials came from: without it the user sees a URL they never typed.
+func withContextHint(err error, c *CLIConfig) error {
+	from := c.ServerFrom
+	what := "the server"
+	if from == "" || (c.AuthFrom != "" && !errors.Is(err, core.ErrBrokerUnreachable)) {
+		from, what = c.AuthFrom, "the credentials"
+	}
+	if from == "" {
+		return err
+	}
+	how := "chosen with --context"
+	if c.ContextSelected {
+		how = "selected with `nats context select`"
+	}
+	return WithHint(err, fmt.Sprintf("%s came from %s, %s: check it with `nats context info %s`, pick another with --context, or override it with --server and the credentials flags",
+		what, from, how, c.Context))
 }

@@ -274,6 +274,9 @@ func checkInvocation(root *cobra.Command, args []string) string {
 			if fl == nil {
 				fl = c.InheritedFlags().Lookup(name)
 			}
+			if fl == nil {
+				fl = c.PersistentFlags().Lookup(name) // `kanade --context x status`
+			}
 		} else if len(name) == 1 {
 			fl = c.Flags().ShorthandLookup(name)
 			if fl == nil {

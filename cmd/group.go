@@ -220,6 +220,11 @@ func groupListRun(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyV
 			return err
 		}
 		for _, g := range scopes.Groups() {
+			// A scope with no field left (`config unset` of the last
+			// one keeps the row) configures nothing.
+			if scopes.Rows[core.ConfigKeyGroup(g)] == (core.ConfigScope{}) {
+				continue
+			}
 			if byName[g] == nil {
 				byName[g] = &GroupInfo{Group: g}
 			}

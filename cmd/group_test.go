@@ -97,18 +97,24 @@ func TestGroupEdits(t *testing.T) {
 	if _, err := env.kv(core.BucketAgentConfig).Put(ctx, core.ConfigKeyGroup("lab"), []byte(`{"inventory_enabled":false}`)); err != nil {
 		t.Fatal(err)
 	}
+	// A scope that holds no fields (what `config unset` of the last one
+	// leaves) is no config: wave1 shows "-", and ghost, with no members
+	// either, is no group at all.
 	if _, err := env.kv(core.BucketAgentConfig).Put(ctx, core.ConfigKeyGroup("wave1"), []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := env.kv(core.BucketAgentConfig).Put(ctx, core.ConfigKeyGroup("ghost"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
 	for tty, want := range map[bool]string{
-		false: "GROUP  MEMBERS  CONFIG\na      2        -\nb      1        -\nlab    0        yes\nwave1  2        yes\nz      1        -\n",
+		false: "GROUP  MEMBERS  CONFIG\na      2        -\nb      1        -\nlab    0        yes\nwave1  2        -\nz      1        -\n",
 		true: `┌───────┬─────────┬────────┐
 │ GROUP │ MEMBERS │ CONFIG │
 ├───────┼─────────┼────────┤
 │ a     │ 2       │ -      │
 │ b     │ 1       │ -      │
 │ lab   │ 0       │ yes    │
-│ wave1 │ 2       │ yes    │
+│ wave1 │ 2       │ -      │
 │ z     │ 1       │ -      │
 └───────┴─────────┴────────┘
 `,

@@ -23,15 +23,10 @@ func NewJetstreamCmd(f *Factory) *cobra.Command {
 		Long: `Set up and inspect the JetStream resources kanade uses: six streams, ten KV
 buckets and four object stores. setup is idempotent; status reports drift;
 delete and reset are dry runs unless --yes is given.`,
-		// cobra.NoArgs, as a usage error (exit 2): `kanade jetstream stup`
-		// must fail, not print help and succeed.
-		Args: func(c *cobra.Command, args []string) error {
-			if err := cobra.NoArgs(c, args); err != nil {
-				return UsageErrorf("%v (see `%s --help`)", err, c.CommandPath())
-			}
-			return nil
-		},
-		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
+		// A word that is no subcommand is a usage error (exit 2):
+		// `kanade jetstream stup` must fail, not print help and succeed.
+		Args: cobra.ArbitraryArgs,
+		RunE: runCommandGroup,
 	}
 	c.AddCommand(
 		NewJetstreamSetupCmd(f, nil),
@@ -47,6 +42,14 @@ delete and reset are dry runs unless --yes is given.`,
 func jetstreamProfileFlags(fs *pflag.FlagSet, profile *string, replicas *int) {
 	fs.StringVar(profile, "profile", string(core.ProfileProduction), "byte caps: production, or dev (every max_bytes divided by 64)")
 	fs.IntVar(replicas, "replicas", 1, "replica count of every resource (the number of nodes of a clustered broker)")
+}
+
+// autoProfileFlag words --profile for the commands that, without it, take
+// the profile the broker matches (planCloserProfile).
+func autoProfileFlag(fs *pflag.FlagSet) {
+	fl := fs.Lookup("profile")
+	fl.Usage = "byte caps: production, or dev (every max_bytes divided by 64); default: the profile the broker's resources match, production when there are none"
+	fl.DefValue = "" // help must not claim "production" is the default
 }
 
 // parseSetupFlags validates --profile and --replicas into core's options.

@@ -17,6 +17,10 @@ import (
 type JetstreamSetupOptions struct {
 	IO        *IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
+	// AutoProfile is set when --profile was not given: keep the profile
+	// the broker's resources match best, by the rule `jetstream status`
+	// and `kanade status` use (production on an empty broker).
+	AutoProfile bool
 
 	Setup  core.SetupOptions
 	DryRun bool
@@ -41,7 +45,10 @@ never recreated. --dry-run prints the plan and changes nothing.
 
 JetStream reserves every max_bytes up front (about 5.3 GiB in all). A broker
 with less room refuses (error 10047): use --profile dev, which keeps every
-name, subject and age and divides the byte caps by 64.`,
+name, subject and age and divides the byte caps by 64. Without --profile,
+setup keeps the profile the broker's resources match best (production on an
+empty broker), the rule ` + "`jetstream status`" + ` and ` + "`kanade status`" + ` use: a dev
+broker is never grown to production caps unless --profile production says so.`,
 		Example: `  kanade jetstream setup --dry-run
   kanade jetstream setup --profile dev
   kanade jetstream setup --replicas 3 --json`,
@@ -52,6 +59,7 @@ name, subject and age and divides the byte caps by 64.`,
 				return err
 			}
 			opts.Setup = so
+			opts.AutoProfile = !c.Flags().Changed("profile")
 			if runF != nil {
 				return runF(c.Context(), opts)
 			}
@@ -59,6 +67,7 @@ name, subject and age and divides the byte caps by 64.`,
 		},
 	}
 	jetstreamProfileFlags(c.Flags(), &profile, &replicas)
+	autoProfileFlag(c.Flags())
 	c.Flags().BoolVar(&opts.DryRun, "dry-run", false, "print the plan (create / update with the field diff / unchanged) and change nothing")
 	c.Flags().BoolVar(&opts.JSON, "json", false, "print the result as JSON")
 	return c
@@ -123,8 +132,18 @@ func runJetstreamSetup(ctx context.Context, opts *JetstreamSetupOptions) error {
 	if err != nil {
 		return err
 	}
+	var plan []core.ResourceState
+	if opts.AutoProfile {
+		opts.Setup, plan = planCloserProfile(ctx, js, opts.Setup)
+		if opts.Setup.Profile == core.ProfileDev {
+			fmt.Fprintln(opts.IO.ErrOut, "profile dev: the broker's resources have the dev byte caps (pass --profile production to grow them)")
+		}
+	}
 	if opts.DryRun {
-		return printSetupPlan(opts.IO, opts.JSON, opts.Setup, core.Plan(ctx, js, opts.Setup))
+		if plan == nil {
+			plan = core.Plan(ctx, js, opts.Setup)
+		}
+		return printSetupPlan(opts.IO, opts.JSON, opts.Setup, plan)
 	}
 	out, err := applySetup(ctx, opts.IO, js, opts.Setup)
 	if opts.JSON {

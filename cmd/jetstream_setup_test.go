@@ -386,3 +386,44 @@ func TestJetstreamSetupRecreate(t *testing.T) {
 		t.Fatalf("EVENTS not kept as it was: %v", err)
 	}
 }
+
+// TestJetstreamSetupKeepsTheBrokersProfile: without --profile, setup (dry
+// run or not) takes the profile the broker matches, as `jetstream status`
+// does: a dev broker is not grown to production caps (it proposed six
+// stream updates while status said all ok).
+func TestJetstreamSetupKeepsTheBrokersProfile(t *testing.T) {
+	_, js := jsTestServer(t)
+	jsSetupDev(t, js)
+	run := func(args ...string) (string, string) {
+		var out, errOut bytes.Buffer
+		f := &Factory{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js)}
+		if err := jsExecArgv(t, NewJetstreamSetupCmd(f, nil), args...); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return out.String(), errOut.String()
+	}
+	out, errOut := run("--dry-run")
+	if !strings.HasSuffix(out, "20 resources: 0 to create, 0 to update, 20 unchanged\n") || strings.Contains(out, "~ update") {
+		t.Fatalf("dry run without --profile on a dev broker:\n%s", out)
+	}
+	if !strings.Contains(errOut, "profile dev") || !strings.Contains(errOut, "--profile production") {
+		t.Fatalf("stderr does not say which profile was kept:\n%s", errOut)
+	}
+	if out, _ = run(); out != "20 resources: 0 created, 0 updated, 20 unchanged\n" {
+		t.Fatalf("setup without --profile on a dev broker: %q", out)
+	}
+	// Status agrees.
+	var sout bytes.Buffer
+	sf := &Factory{IO: TestIO(nil, &sout, &bytes.Buffer{}, false), JetStream: jsFunc(js), Config: func() (*CLIConfig, error) { return &CLIConfig{}, nil }}
+	if err := jsExecArgv(t, NewJetstreamStatusCmd(sf, nil), "--json"); err != nil {
+		t.Fatal(err)
+	}
+	var doc statusJSON
+	if err := json.Unmarshal(sout.Bytes(), &doc); err != nil || doc.Profile != "dev" || !doc.OK {
+		t.Fatalf("status = %+v, %v", doc, err)
+	}
+	// Asking for production still grows them.
+	if out, _ = run("--dry-run", "--profile", "production"); !strings.Contains(out, "~ update    stream RESULTS") {
+		t.Fatalf("--profile production did not propose the production caps:\n%s", out)
+	}
+}

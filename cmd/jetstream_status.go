@@ -68,6 +68,7 @@ Exits 1 when anything is missing, drifted or unknown, so scripts can use it.
 		},
 	}
 	jetstreamProfileFlags(c.Flags(), &profile, &replicas)
+	autoProfileFlag(c.Flags())
 	c.Flags().BoolVar(&opts.JSON, "json", false, "print as JSON")
 	return c
 }

@@ -45,17 +45,13 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 	pf.String("tls-cert", "", "client certificate file for mutual TLS")
 	pf.String("tls-key", "", "client private key file for mutual TLS")
 	pf.Duration("timeout", core.DefaultTimeout, "time limit for connecting and for each broker request")
+	pf.String("context", "", "nats context to connect with (env KANADE_CONTEXT, NATS_CONTEXT; default: the one `nats context select` chose)")
 	pf.String("log-level", "info", "log level: debug, info, warn or error (env KANADE_LOG_LEVEL)")
 	pf.String("log-format", "text", "log format: text or json")
 
-	_ = v.BindEnv("server", "KANADE_NATS_URL", "NATS_URL")
-	_ = v.BindEnv("creds", "KANADE_NATS_CREDS", "NATS_CREDS")
-	_ = v.BindEnv("nkey", "KANADE_NATS_NKEY", "NATS_NKEY")
-	_ = v.BindEnv("user", "KANADE_NATS_USER", "NATS_USER")
-	_ = v.BindEnv("password", "KANADE_NATS_PASSWORD", "NATS_PASSWORD")
-	_ = v.BindEnv("timeout", "KANADE_TIMEOUT")
-	_ = v.BindEnv("log-level", "KANADE_LOG_LEVEL")
-	_ = v.BindEnv("log-format", "KANADE_LOG_FORMAT")
+	for key, names := range envNames {
+		_ = v.BindEnv(append([]string{key}, names...)...)
+	}
 	pf.VisitAll(func(fl *pflag.Flag) { _ = v.BindPFlag(fl.Name, fl) })
 
 	var (
@@ -68,7 +64,7 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 	f.Config = func() (*CLIConfig, error) {
 		if !loaded {
 			loaded = true
-			cfg, cfgErr = loadCLIConfig(v)
+			cfg, cfgErr = loadCLIConfig(v, pf)
 		}
 		return cfg, cfgErr
 	}
@@ -139,14 +135,99 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 		NewCompletionCmd(f),
 		NewVersionCmd(f),
 	)
+	rejectUnknownSubcommands(root)
 	watch.wrap(root)
 	return root
+}
+
+// rejectUnknownSubcommands makes every command that only groups others
+// fail on a word that is none of them. Left alone, cobra prints the group's
+// help and exits 0 for `kanade job validate x.yaml`, so a typo in a script
+// passes silently. Without arguments the group still prints its help. It
+// also makes every argument error a usage error (exit 2), naming the
+// closest subcommands where there are any.
+func rejectUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		rejectUnknownSubcommands(sub)
+	}
+	if c.HasSubCommands() && !c.Runnable() {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = runCommandGroup
+		return
+	}
+	orig := c.Args
+	if orig == nil {
+		return
+	}
+	c.Args = func(c *cobra.Command, args []string) error {
+		err := orig(c, args)
+		switch {
+		case err == nil || isUsage(err):
+			return err
+		case c.HasSubCommands() && len(args) > 0:
+			return unknownCommandError(c, args[0])
+		}
+		return UsageErrorf("%v (see `%s --help`)", err, c.CommandPath())
+	}
+}
+
+// runCommandGroup runs a command that only groups others: help without arguments,
+// a usage error naming the word otherwise.
+func runCommandGroup(c *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return c.Help()
+	}
+	return unknownCommandError(c, args[0])
+}
+
+// unknownCommandError names the word that is no subcommand of c, with the
+// closest ones as the hint.
+func unknownCommandError(c *cobra.Command, arg string) error {
+	err := UsageErrorf("unknown command %q for %q", arg, c.CommandPath())
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2
+	}
+	var names []string
+	for _, s := range c.SuggestionsFor(arg) {
+		names = append(names, "`"+c.CommandPath()+" "+s+"`")
+	}
+	if len(names) > 0 {
+		return WithHint(err, "did you mean "+strings.Join(names, " or ")+"?")
+	}
+	return WithHint(err, fmt.Sprintf("run `%s --help` for the list of commands", c.CommandPath()))
+}
+
+// envNames are the environment variables of each setting, first found wins.
+// The NATS_* names are the nats ecosystem's own.
+var envNames = map[string][]string{
+	"server":     {"KANADE_NATS_URL", "NATS_URL"},
+	"creds":      {"KANADE_NATS_CREDS", "NATS_CREDS"},
+	"nkey":       {"KANADE_NATS_NKEY", "NATS_NKEY"},
+	"user":       {"KANADE_NATS_USER", "NATS_USER"},
+	"password":   {"KANADE_NATS_PASSWORD", "NATS_PASSWORD"},
+	"context":    {"KANADE_CONTEXT", "NATS_CONTEXT"},
+	"timeout":    {"KANADE_TIMEOUT"},
+	"log-level":  {"KANADE_LOG_LEVEL"},
+	"log-format": {"KANADE_LOG_FORMAT"},
 }
 
 // loadCLIConfig reads the optional config file once and unmarshals every
 // setting into the typed config. File: $KANADE_CONFIG, else
 // <user config dir>/kanade/kanade.{yaml,toml,json}; missing is fine.
-func loadCLIConfig(v *viper.Viper) (*CLIConfig, error) {
+//
+// Connection settings are layered, first found wins (docs/configuration.md):
+//
+//  1. flags (--server, --creds, …)
+//  2. environment: KANADE_NATS_*, then the nats ecosystem's NATS_*
+//  3. the nats context: --context NAME (KANADE_CONTEXT, NATS_CONTEXT, the
+//     config file's context key), else the one `nats context select` chose
+//  4. the config file
+//  5. defaults (nats://127.0.0.1:4222)
+//
+// Authentication is taken whole from one layer: a --creds flag drops the
+// context's user and password rather than combining with them. The same
+// holds for the TLS client certificate and its key.
+func loadCLIConfig(v *viper.Viper, flags *pflag.FlagSet) (*CLIConfig, error) {
 	if p := os.Getenv("KANADE_CONFIG"); p != "" {
 		v.SetConfigFile(p)
 	} else if dir, err := os.UserConfigDir(); err == nil {
@@ -187,8 +268,82 @@ func loadCLIConfig(v *viper.Viper) (*CLIConfig, error) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return nil, UsageErrorf("invalid --log-format %q: want text or json", c.LogFormat)
 	}
+	if err := applyNATSContext(&c, v, flags); err != nil {
+		return nil, err
+	}
 	if strings.TrimSpace(c.Server) == "" {
 		c.Server = core.DefaultNATSURL
 	}
 	return &c, nil
+}
+
+// applyNATSContext lays the nats context under what flags and environment
+// set and over the config file (see loadCLIConfig).
+func applyNATSContext(c *CLIConfig, v *viper.Viper, flags *pflag.FlagSet) error {
+	name := strings.TrimSpace(v.GetString("context"))
+	nctx, err := core.LoadNATSContext(name)
+	if err != nil {
+		var ce *core.NATSContextError
+		if name == "" && errors.As(err, &ce) {
+			// A stale `nats context select` must not stop kanade from
+			// working with its own settings; say so when connecting.
+			c.ContextNote = fmt.Sprintf("ignoring the selected nats context: %v (pick another with `nats context select`)", err)
+			return nil
+		}
+		return contextError(err)
+	}
+	if nctx == nil {
+		return nil
+	}
+	// given reports a setting made on the command line or in the
+	// environment: those win over the context.
+	given := func(key string) bool {
+		if fl := flags.Lookup(key); fl != nil && fl.Changed {
+			return true
+		}
+		for _, e := range envNames[key] {
+			if os.Getenv(e) != "" {
+				return true
+			}
+		}
+		return false
+	}
+	c.Context = nctx.Name
+	c.ContextSelected = nctx.Selected
+	if !given("server") && nctx.URL != "" {
+		c.Server, c.ServerFrom = nctx.URL, nctx.String()
+	}
+	authGiven := given("creds") || given("nkey") || given("user") || given("password") || c.Token != ""
+	if !authGiven && nctx.HasAuth() {
+		c.Creds, c.NKey, c.User, c.Password, c.Token = nctx.Creds, nctx.NKey, nctx.User, nctx.Password, nctx.Token
+		c.AuthOptions = nctx.AuthOptions
+		c.AuthFrom = nctx.String()
+	}
+	if !given("tls-ca") && nctx.TLSCA != "" {
+		c.TLSCA = nctx.TLSCA
+	}
+	if !given("tls-cert") && !given("tls-key") && nctx.TLSCert != "" {
+		c.TLSCert, c.TLSKey = nctx.TLSCert, nctx.TLSKey
+	}
+	c.TLSFirst = nctx.TLSFirst
+	c.InboxPrefix = nctx.InboxPrefix
+	c.JSDomain, c.JSAPIPrefix = nctx.JSDomain, nctx.JSAPIPrefix
+	c.ExtraOptions = nctx.ExtraOptions
+	return nil
+}
+
+// contextError words a --context that cannot be used, naming the ones that exist.
+func contextError(err error) error {
+	var ce *core.NATSContextError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	if errors.Is(err, core.ErrNoSuchContext) {
+		known := "there are none yet: add one with `nats context add NAME --server URL`"
+		if len(ce.Known) > 0 {
+			known = "known contexts: " + strings.Join(ce.Known, ", ") + " (`nats context ls`)"
+		}
+		return WithHint(&UsageError{Err: fmt.Errorf("invalid --context: %w", err)}, known)
+	}
+	return WithHint(err, fmt.Sprintf("check it with `nats context info %s`, or pass --server and the credentials flags instead", ce.Name))
 }

@@ -32,6 +32,8 @@ type StatusOptions struct {
 	JSON  bool
 	Watch bool
 	Ping  bool
+	// All lists every agent on a terminal, however many.
+	All bool
 	// OfflineAfter is the online threshold (2 minutes).
 	OfflineAfter time.Duration
 	// PingWait bounds each ping.
@@ -64,6 +66,11 @@ verdict is:
 Exit code: 0 for ok and unknown, 1 for degraded and unreachable, so scripts
 can use it. Drift (a resource that exists with other limits) is shown but
 does not degrade the verdict.
+
+On a terminal, a fleet taller than the screen shows a versions line, then
+the agents that need attention (offline, entries set aside) first, as many
+as fit, and counts the rest; --all lists every agent. Piped output and
+--json always hold every agent.
 
 --ping also asks every known agent (64 at a time) and adds a PING column.
 --watch keeps running: on a terminal the screen is redrawn as heartbeats
@@ -119,6 +126,7 @@ figures, outbox entries set aside, inventory, groups and effective config. Exit 
 	fl.BoolVar(&opts.JSON, "json", false, "print as JSON")
 	fl.BoolVar(&opts.Watch, "watch", false, "keep watching heartbeats until interrupted")
 	fl.BoolVar(&opts.Ping, "ping", false, "ping every known agent")
+	fl.BoolVar(&opts.All, "all", false, "list every agent on a terminal too (a fleet taller than the screen shows those needing attention first)")
 	fl.DurationVar(&opts.OfflineAfter, "offline-after", fleet.DefaultOfflineAfter, "an agent whose last heartbeat is older is offline")
 	fl.DurationVar(&opts.PingWait, "ping-wait", defaultStatusPingWait, "how long each ping waits for its reply")
 	fl.StringVar(&opts.Profile, "profile", "", "compare resources with this setup profile: production or dev (default: the closer one)")
@@ -147,7 +155,7 @@ func runStatus(ctx context.Context, opts *StatusOptions) error {
 	if rep == nil {
 		return err
 	}
-	if werr := writeStatus(opts.IO, rep, opts.JSON, opts.Ping); werr != nil {
+	if werr := writeStatusView(opts.IO, rep, opts.JSON, opts.Ping, opts.All); werr != nil {
 		return werr
 	}
 	if err != nil {

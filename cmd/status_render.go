@@ -3,6 +3,7 @@ package cmd
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -79,6 +80,15 @@ type AgentPing struct {
 
 // writeStatus prints the report: JSON, or the summary lines then the table.
 func writeStatus(io *IOStreams, rep *StatusReport, asJSON, withPing bool) error {
+	return writeStatusView(io, rep, asJSON, withPing, false)
+}
+
+// writeStatusView is writeStatus; all lists every agent on a terminal too,
+// where a fleet taller than the screen otherwise shows the agents that
+// need attention (offline, outbox entries set aside) first, as many as fit,
+// and counts the rest: 200 rows scroll the summary away, and under --watch
+// make every redraw scroll.
+func writeStatusView(io *IOStreams, rep *StatusReport, asJSON, withPing, all bool) error {
 	if asJSON {
 		return writeJSON(io.Out, rep)
 	}
@@ -131,8 +141,101 @@ func writeStatus(io *IOStreams, rep *StatusReport, asJSON, withPing bool) error 
 		}
 		return nil
 	}
+	agents, hidden := rep.Agents, 0
+	if limit := agentRowsThatFit(io); io.OutTTY && !all && len(agents) > limit {
+		rows := [][2]string{{"versions", versionsLine(rep.Agents)}}
+		if err := writeKV(io.Out, rows); err != nil {
+			return err
+		}
+		agents = attentionFirst(agents, limit)
+		hidden = len(rep.Agents) - len(agents)
+	}
 	fmt.Fprintln(io.Out)
-	return writeAgentTable(io, rep.Agents, now, withPing)
+	if err := writeAgentTable(io, agents, now, withPing); err != nil {
+		return err
+	}
+	if hidden > 0 {
+		shown := map[string]bool{}
+		for _, a := range agents {
+			shown[a.PCID] = true
+		}
+		attention := 0
+		for _, a := range rep.Agents {
+			if !shown[a.PCID] && needsAttention(a) {
+				attention++
+			}
+		}
+		what := "online, nothing set aside"
+		if attention > 0 {
+			what = fmt.Sprintf("%d of them offline or with entries set aside", attention)
+		}
+		fmt.Fprintln(io.Out, st.Faint.Render(fmt.Sprintf("… and %d more agents (%s): `kanade status --all` lists all %d", hidden, what, len(rep.Agents))))
+	}
+	return nil
+}
+
+// defaultAgentRows is how many agent rows a terminal of unknown height shows.
+const defaultAgentRows = 20
+
+// statusChromeLines is what the status screen holds besides agent rows:
+// four summary lines, versions, a blank line, the table's borders and
+// header, the "… more" line and the shell prompt.
+const statusChromeLines = 12
+
+// agentRowsThatFit is how many agent rows fit the terminal with the rest
+// of the status screen.
+func agentRowsThatFit(io *IOStreams) int {
+	h := 0
+	if io.Height != nil {
+		h = io.Height()
+	}
+	if h <= 0 {
+		return defaultAgentRows
+	}
+	return max(h-statusChromeLines, 5)
+}
+
+func needsAttention(a AgentRow) bool { return !a.Online || a.OutboxSetAside.Total() > 0 }
+
+// attentionFirst keeps n agents: those that need attention first, then the
+// rest, each in the report's order.
+func attentionFirst(agents []AgentRow, n int) []AgentRow {
+	out := make([]AgentRow, 0, n)
+	for _, pass := range []bool{true, false} {
+		for _, a := range agents {
+			if len(out) == n {
+				return out
+			}
+			if needsAttention(a) == pass {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// versionsLine counts agents per version, most common first:
+// `0.38.2 ×180, 0.38.1 ×20`.
+func versionsLine(agents []AgentRow) string {
+	count := map[string]int{}
+	for _, a := range agents {
+		count[orDash(a.AgentVersion)]++
+	}
+	vs := make([]string, 0, len(count))
+	for v := range count {
+		vs = append(vs, v)
+	}
+	sort.Slice(vs, func(i, j int) bool {
+		if count[vs[i]] != count[vs[j]] {
+			return count[vs[i]] > count[vs[j]]
+		}
+		return vs[i] > vs[j]
+	})
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = fmt.Sprintf("%s ×%d", v, count[v])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func resourceLine(st styles, rep *StatusReport) string {

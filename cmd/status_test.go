@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -423,19 +424,88 @@ func TestStatusWatchRedrawsOnTerminal(t *testing.T) {
 
 	natstest.Eventually(t, 10*time.Second, "the first screen", func() bool {
 		s := env.out.String()
-		return strings.HasPrefix(s, clearScreen) && strings.Contains(s, "│ pc-1 ")
+		return strings.HasPrefix(s, hideCursor+cursorHome) && strings.Contains(s, "│ pc-1 ")
 	})
 	hb, _ := json.Marshal(core.Heartbeat{PCID: "pc-live", At: opT0, AgentVersion: "0.38.2"})
 	pub := natstest.Connect(t, env.srv.URL())
 	natstest.Eventually(t, 10*time.Second, "a redraw with the live agent", func() bool {
 		_ = pub.Publish(core.SubjectHeartbeat("pc-live"), hb)
 		_ = pub.Flush()
-		screens := strings.Split(env.out.String(), clearScreen)
+		screens := strings.Split(env.out.String(), cursorHome)
 		last := screens[len(screens)-1]
 		return len(screens) >= 3 && strings.Contains(last, "│ pc-live ") && strings.Contains(last, "2 of 2 agents online")
 	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("watch ended with %v", err)
+	}
+	// Redrawn in place: never a whole-screen clear (a blank screen between
+	// two frames is the flicker), and the cursor is given back.
+	if out := env.out.String(); strings.Contains(out, "\033[2J") || !strings.HasSuffix(out, showCursor+"\n") {
+		t.Fatalf("watch output clears the screen or leaves the cursor hidden: %q", firstLines(out, 3))
+	}
+}
+
+// TestStatusBigFleetOnTerminal: 200 agents on a 40-line terminal show the
+// summary, the agents needing attention first and a count of the rest;
+// --all and piped output list every one.
+func TestStatusBigFleetOnTerminal(t *testing.T) {
+	var agents []AgentRow
+	now := opT0
+	for i := range 200 {
+		seen := now.Add(-10 * time.Second)
+		online := i%50 != 7 // four offline: pc-007, pc-057, pc-107, pc-157
+		if !online {
+			seen = now.Add(-time.Hour)
+		}
+		v := "0.38.2"
+		if i < 20 {
+			v = "0.38.1"
+		}
+		agents = append(agents, AgentRow{PCID: fmt.Sprintf("pc-%03d", i), Hostname: "h", OSFamily: "linux", AgentVersion: v,
+			State: map[bool]string{true: "online", false: "offline"}[online], Online: online, LastSeen: &seen})
+	}
+	rep := &StatusReport{Verdict: fleet.VerdictOK, CheckedAt: now, Broker: BrokerStatus{URL: "nats://x:4222", Reachable: true, JetStream: true},
+		Fleet: FleetSummary{Known: 200, Online: 196, Offline: 4}, Agents: agents}
+
+	var out bytes.Buffer
+	io := TestIO(nil, &out, &bytes.Buffer{}, true)
+	io.Height = func() int { return 40 }
+	if err := writeStatusView(io, rep, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	screen := out.String()
+	if n := strings.Count(screen, "\n"); n > 40 {
+		t.Fatalf("%d lines on a 40-line terminal:\n%s", n, screen)
+	}
+	for _, w := range []string{"versions", "0.38.2 ×180, 0.38.1 ×20", "│ pc-007 ", "│ pc-157 ", "│ pc-000 ",
+		"… and 172 more agents (online, nothing set aside): `kanade status --all` lists all 200"} {
+		if !strings.Contains(screen, w) {
+			t.Errorf("screen lacks %q:\n%s", w, screen)
+		}
+	}
+	// The offline ones come first.
+	if strings.Index(screen, "pc-157") > strings.Index(screen, "pc-000") {
+		t.Errorf("offline agents not first:\n%s", screen)
+	}
+
+	for _, tc := range []struct {
+		name     string
+		tty, all bool
+	}{{"--all", true, true}, {"piped", false, false}} {
+		out.Reset()
+		io := TestIO(nil, &out, &bytes.Buffer{}, tc.tty)
+		io.Height = func() int { return 40 }
+		if err := writeStatusView(io, rep, false, false, tc.all); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 200 {
+			if !strings.Contains(out.String(), fmt.Sprintf("pc-%03d ", i)) {
+				t.Fatalf("%s: pc-%03d missing", tc.name, i)
+			}
+		}
+		if strings.Contains(out.String(), "more agents") {
+			t.Fatalf("%s: rows hidden", tc.name)
+		}
 	}
 }

@@ -1,7 +1,10 @@
 package cmd
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,8 +21,29 @@ const (
 	watchReplanEach = 30 * time.Second
 )
 
-// clearScreen moves the cursor home and clears the terminal.
-const clearScreen = "\033[H\033[2J"
+// Terminal controls of the --watch screen.
+const (
+	cursorHome = "\033[H"
+	clearToEOL = "\033[K"
+	clearBelow = "\033[J"
+	hideCursor = "\033[?25l"
+	showCursor = "\033[?25h"
+)
+
+// watchFrame turns one rendered screen into a single write that redraws in
+// place: home, every line overwritten and cleared to its end, then the
+// rest of the screen cleared. Clearing the whole screen first (ESC[2J) and
+// then drawing made the terminal show a blank screen between the two:
+// flicker, worse the bigger the fleet.
+func watchFrame(screen string) []byte {
+	var b strings.Builder
+	b.Grow(len(screen) + 64)
+	b.WriteString(cursorHome)
+	b.WriteString(strings.ReplaceAll(strings.TrimSuffix(screen, "\n"), "\n", clearToEOL+"\r\n"))
+	b.WriteString(clearToEOL)
+	b.WriteString(clearBelow)
+	return []byte(b.String())
+}
 
 // runStatusWatch keeps the fleet view live until ctx ends: redrawn in place
 // on a terminal, one JSON agent row per change when piped or with --json.
@@ -70,18 +94,28 @@ func runStatusWatch(ctx context.Context, opts *StatusOptions) error {
 		return nil
 	}
 	redraw := func() error {
-		if _, err := opts.IO.Out.Write([]byte(clearScreen)); err != nil {
+		// Render to memory (stderr notes too: they would land mid-screen),
+		// then draw the frame in one write.
+		var screen bytes.Buffer
+		frameIO := *opts.IO
+		frameIO.Out, frameIO.ErrOut = &screen, &screen
+		if err := writeStatusView(&frameIO, sc.report(), false, opts.Ping, opts.All); err != nil {
 			return err
 		}
-		return writeStatus(opts.IO, sc.report(), false, opts.Ping)
+		_, err := opts.IO.Out.Write(watchFrame(screen.String()))
+		return err
 	}
 
 	if stream {
 		if err := emit(sc.fleet.PCIDs()...); err != nil {
 			return err
 		}
-	} else if err := redraw(); err != nil {
-		return err
+	} else {
+		_, _ = io.WriteString(opts.IO.Out, hideCursor)
+		defer func() { _, _ = io.WriteString(opts.IO.Out, showCursor+"\n") }()
+		if err := redraw(); err != nil {
+			return err
+		}
 	}
 
 	tick := time.NewTicker(watchTick)

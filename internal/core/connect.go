@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // DefaultNATSURL is where kanade looks for a broker when nothing says otherwise.
@@ -32,6 +33,22 @@ type ConnectOptions struct {
 	TLSCert  string
 	TLSKey   string
 	Timeout  time.Duration
+
+	// The rest come from a nats context (see NATSContext).
+
+	// TLSFirst does the TLS handshake before the NATS protocol starts.
+	TLSFirst bool
+	// InboxPrefix replaces _INBOX for replies, for accounts whose
+	// permissions allow replies only under a prefix of their own.
+	InboxPrefix string
+	// JSDomain and JSAPIPrefix say which JetStream to talk to; see
+	// NewJetStream.
+	JSDomain, JSAPIPrefix string
+	// AuthOptions authenticate in a way kanade does not read itself (a
+	// context's op:// or nsc:// reference); they count as one way.
+	AuthOptions []nats.Option
+	// ExtraOptions are passed to nats.go last (a SOCKS proxy dialer).
+	ExtraOptions []nats.Option
 
 	// Name is the client connection name; see ConnectionName.
 	Name string
@@ -146,6 +163,10 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 		opts = append(opts, nats.Token(o.Token))
 		auth++
 	}
+	if len(o.AuthOptions) > 0 {
+		opts = append(opts, o.AuthOptions...)
+		auth++
+	}
 	if auth > 1 {
 		return nil, errors.New("more than one way to authenticate was given: use one of --creds, --nkey, --user/--password or KANADE_NATS_TOKEN")
 	}
@@ -164,8 +185,33 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 		}
 		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
 	}
+	if o.TLSFirst {
+		opts = append(opts, nats.TLSHandshakeFirst())
+	}
+	if o.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
+	opts = append(opts, o.ExtraOptions...)
 	opts = append(opts, o.eventHandlers()...)
 	return opts, nil
+}
+
+// NewJetStream is the JetStream API on nc that o points at: the domain or
+// API prefix of a nats context, else the account's own. Requests time out
+// after o.Timeout.
+func NewJetStream(nc *nats.Conn, o ConnectOptions) (jetstream.JetStream, error) {
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	opt := jetstream.WithDefaultTimeout(timeout)
+	switch {
+	case o.JSDomain != "":
+		return jetstream.NewWithDomain(nc, o.JSDomain, opt)
+	case o.JSAPIPrefix != "":
+		return jetstream.NewWithAPIPrefix(nc, o.JSAPIPrefix, opt)
+	}
+	return jetstream.New(nc, opt)
 }
 
 // eventHandlers feed connection events to the tracker and the log, each

@@ -11,12 +11,11 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// Levels of nats-server's lines beyond slog's four: traces sit below debug,
-// fatal lines above error.
-const (
-	LevelTrace = slog.LevelDebug - 4
-	LevelFatal = slog.LevelError + 4
-)
+// LevelTrace is the level of nats-server's trace lines, below debug. Its
+// fatal lines are logged at error with fatal=true rather than at a level of
+// their own: slog names any level past error "ERROR+4", which reads like a
+// formatting bug, and a filter on level=ERROR would miss them.
+const LevelTrace = slog.LevelDebug - 4
 
 // slogLogger adapts nats-server's printf-style logger into slog, so the
 // embedded server's lines land in the same handler as kanade's own, tagged
@@ -60,8 +59,8 @@ func newServerLogger(log *slog.Logger, quiet *atomic.Bool) (l slogLogger, debug,
 	return slogLogger{log: log, fatal: &lastLine{}, quiet: quiet}, log.Enabled(ctx, slog.LevelDebug), log.Enabled(ctx, LevelTrace)
 }
 
-func (l slogLogger) logf(level slog.Level, format string, v []any) {
-	if level < LevelFatal && level > slog.LevelInfo && l.quiet != nil && l.quiet.Load() {
+func (l slogLogger) logf(level slog.Level, format string, v []any, attrs ...any) {
+	if len(attrs) == 0 && level > slog.LevelInfo && l.quiet != nil && l.quiet.Load() {
 		level = slog.LevelDebug
 	}
 	if !l.log.Enabled(context.Background(), level) {
@@ -69,7 +68,7 @@ func (l slogLogger) logf(level slog.Level, format string, v []any) {
 	}
 	// nats-server's banner indents and pads its lines; slog quotes the
 	// message anyway, so keep it tidy.
-	l.log.Log(context.Background(), level, strings.TrimSpace(fmt.Sprintf(format, v...)))
+	l.log.Log(context.Background(), level, strings.TrimSpace(fmt.Sprintf(format, v...)), attrs...)
 }
 
 // Noticef logs at info: nats-server's notices are its normal lifecycle lines.
@@ -78,11 +77,12 @@ func (l slogLogger) Noticef(format string, v ...any) { l.logf(slog.LevelInfo, fo
 // Warnf logs at warn.
 func (l slogLogger) Warnf(format string, v ...any) { l.logf(slog.LevelWarn, format, v) }
 
-// Fatalf logs at LevelFatal (shown as ERROR+4). It must not exit: the embedded server returns after
-// a fatal line (a port in use, say) and Start reports it as an error.
+// Fatalf logs at error with fatal=true, never demoted while quiet. It
+// must not exit: the embedded server returns after a fatal line (a port in
+// use, say) and Start reports it as an error.
 func (l slogLogger) Fatalf(format string, v ...any) {
 	l.fatal.set(strings.TrimSpace(fmt.Sprintf(format, v...)))
-	l.logf(LevelFatal, format, v)
+	l.logf(slog.LevelError, format, v, "fatal", true)
 }
 
 // Errorf logs at error.

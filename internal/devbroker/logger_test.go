@@ -28,7 +28,7 @@ func TestServerLoggerLevels(t *testing.T) {
 		`level=ERROR msg="route error"`,
 		`level=DEBUG msg="debug line"`,
 		`level=DEBUG-4 msg="trace line"`,
-		`level=ERROR+4 msg="Error listening on port: 127.0.0.1:4222"`,
+		`level=ERROR msg="Error listening on port: 127.0.0.1:4222" fatal=true`,
 	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != len(want) {
@@ -38,6 +38,10 @@ func TestServerLoggerLevels(t *testing.T) {
 		if !strings.Contains(lines[i], w) {
 			t.Errorf("line %d = %q, want %q", i, lines[i], w)
 		}
+	}
+	// slog names a level past error "ERROR+4": a fatal line must not read so.
+	if strings.Contains(buf.String(), "ERROR+") {
+		t.Errorf("a level beyond error was logged:\n%s", buf.String())
 	}
 	if got := l.fatal.get(); got != "Error listening on port: 127.0.0.1:4222" {
 		t.Fatalf("fatal line = %q", got)
@@ -51,7 +55,7 @@ func TestServerLoggerLevels(t *testing.T) {
 	l.Fatalf("fatal")
 	l.Noticef("notice")
 	out := buf.String()
-	if strings.Count(out, "level=DEBUG ") != 2 || !strings.Contains(out, "level=ERROR+4 msg=fatal") || !strings.Contains(out, "level=INFO msg=notice") {
+	if strings.Count(out, "level=DEBUG ") != 2 || !strings.Contains(out, "level=ERROR msg=fatal fatal=true") || !strings.Contains(out, "level=INFO msg=notice") {
 		t.Fatalf("quiet demotion:\n%s", out)
 	}
 }

@@ -477,6 +477,11 @@ func (o *Outbox) drain(ctx context.Context, pub Publisher, list bool) {
 			delete(o.retry, name)
 			o.leftDisk()
 			continue
+		case errors.Is(err, errCorrupt) && o.stillBeingWritten(path):
+			// A file another process is writing in place (not by rename,
+			// as Put does) reads as torn until it is done; the watch
+			// reports its next write, and the periodic pass retries it.
+			continue
 		case errors.Is(err, errCorrupt):
 			delete(o.retry, name)
 			o.setAside(name, err)
@@ -743,6 +748,17 @@ func encodeEntry(e Entry) ([]byte, error) {
 	}
 	b.WriteString("}\n")
 	return b.Bytes(), nil
+}
+
+// writeGrace is how long after its last change an entry that does not
+// decode is taken to be still being written, rather than corrupt.
+const writeGrace = 2 * time.Second
+
+// stillBeingWritten reports whether the file at path changed within
+// writeGrace.
+func (o *Outbox) stillBeingWritten(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && o.now().Sub(st.ModTime()) < writeGrace
 }
 
 func readEntry(path string) (Entry, error) {
