@@ -203,7 +203,7 @@ func runAgentRollout(ctx context.Context, opts *AgentRolloutOptions) error {
 	if res.TargetVersionJitter != nil {
 		payload["target_version_jitter"] = *res.TargetVersionJitter
 	}
-	publishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "rollout", opts.Scope, payload)
+	publishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), core.AuditActionAgentRollout, opts.Scope, payload)
 
 	if opts.JSON {
 		return writeJSON(opts.IO.Out, res)

@@ -90,8 +90,9 @@ func TestAgentRolloutRun(t *testing.T) {
 	if err := json.Unmarshal([]byte(e.kvValue(core.BucketAgentConfig, "groups.canary")), &sc); err != nil || *sc.TargetVersion != "0.39.0" {
 		t.Errorf("ConfigScope decode: %+v %v", sc, err)
 	}
-	evs := e.auditEvents("audit.operator.rollout.groups.canary")
-	if len(evs) != 1 || evs[0].Action != "rollout" || evs[0].Target != "groups.canary" || !strings.Contains(string(evs[0].Payload), `"target_version":"0.39.0"`) {
+	// SPEC-2 §1: upstream's action name.
+	evs := e.auditEvents("audit.operator.agent_rollout.groups.canary")
+	if len(evs) != 1 || evs[0].Action != "agent_rollout" || evs[0].Target == nil || *evs[0].Target != "groups.canary" || !strings.Contains(string(evs[0].Payload), `"target_version":"0.39.0"`) {
 		t.Errorf("audit events = %+v", evs)
 	}
 

@@ -76,10 +76,14 @@ func newAuditEvent(now time.Time, action, target string, payload map[string]any)
 	if err != nil {
 		raw = nil
 	}
+	var t *string
+	if target != "" {
+		t = &target
+	}
 	return core.AuditEvent{
 		Actor:      actor,
 		Action:     action,
-		Target:     target,
+		Target:     t,
 		Payload:    raw,
 		OccurredAt: now.UTC(),
 	}

@@ -2,6 +2,8 @@ package cmd
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,5 +91,14 @@ func TestAuditSubjectTarget(t *testing.T) {
 	ev := newAuditEvent(opT0, "run", "pc-1", map[string]any{"x": 1})
 	if ev.Actor != "ci-bot" || string(ev.Payload) != `{"source":"cli","sub":"ci-bot","x":1}` || !ev.OccurredAt.Equal(opT0) {
 		t.Fatalf("event = %+v payload %s", ev, ev.Payload)
+	}
+	// SPEC-2 §1: target is null, not omitted, when an action has none.
+	b, _ := json.Marshal(newAuditEvent(opT0, "revoke", "", nil))
+	if !strings.Contains(string(b), `"target":null`) {
+		t.Fatalf("audit event without a target: %s, want \"target\":null", b)
+	}
+	b, _ = json.Marshal(ev)
+	if !strings.Contains(string(b), `"target":"pc-1"`) {
+		t.Fatalf("audit event with a target: %s", b)
 	}
 }

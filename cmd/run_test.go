@@ -120,7 +120,7 @@ func TestRunSinglePC(t *testing.T) {
 	}
 	// Each run was audited.
 	evs := env.auditEvents(core.SubjectAudit("run", "pc-1"))
-	if len(evs) != 2 || evs[0].Actor != "tester" || evs[0].Action != "run" || evs[0].Target != "pc-1" {
+	if len(evs) != 2 || evs[0].Actor != "tester" || evs[0].Action != "run" || evs[0].Target == nil || *evs[0].Target != "pc-1" {
 		t.Fatalf("audit events = %+v", evs)
 	}
 	var payload map[string]any
@@ -225,7 +225,7 @@ no answer: pc-c
 	if c := p.received()[0]; c.Shell != core.ShellSh || p.subjects[0] != "commands.group.g" {
 		t.Fatalf("command %+v on %s", c, p.subjects[0])
 	}
-	if evs := env.auditEvents(core.SubjectAudit("run", "group.g")); len(evs) != 2 || evs[0].Target != "group.g" {
+	if evs := env.auditEvents(core.SubjectAudit("run", "group.g")); len(evs) != 2 || evs[0].Target == nil || *evs[0].Target != "group.g" {
 		t.Fatalf("audit = %+v", evs)
 	}
 }

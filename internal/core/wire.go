@@ -512,11 +512,16 @@ const DefaultLogTailLines = 500
 // MaxLogsReply caps a logs.fetch reply; the tail is kept.
 const MaxLogsReply = 800 * 1024
 
+// AuditActionAgentRollout is the audit action of `kanade agent rollout`
+// (SPEC-2 §1).
+const AuditActionAgentRollout = "agent_rollout"
+
 // AuditEvent is published best effort on audit.operator.<action>[.<target>].
 type AuditEvent struct {
-	Actor      string          `json:"actor"`
-	Action     string          `json:"action"`
-	Target     string          `json:"target,omitempty"`
+	Actor  string `json:"actor"`
+	Action string `json:"action"`
+	// Target is null when the action has none (SPEC-2 §1).
+	Target     *string         `json:"target"`
 	Payload    json.RawMessage `json:"payload,omitempty"`
 	OccurredAt time.Time       `json:"occurred_at"`
 }
