@@ -149,7 +149,7 @@ func TestDevbrokerRun(t *testing.T) {
 	}
 	e := errOut.String()
 	for _, want := range []string{"starting dev broker, store ", "✓ created stream RESULTS",
-		"jetstream setup --profile dev: 20 resources: 20 created, 0 updated, 0 unchanged",
+		"jetstream setup --profile dev: 27 resources: 27 created, 0 updated, 0 unchanged",
 		"dev broker ready at " + url} {
 		if !strings.Contains(e, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, e)
@@ -195,7 +195,7 @@ func TestDevbrokerTokenAndRestart(t *testing.T) {
 	// Same store again: the resources are there already.
 	opts = &DevbrokerOptions{Listen: "127.0.0.1:0", Store: store, Cluster: 1, Token: "s3cret"}
 	_, _, errOut, stop = runDevbrokerForTest(t, opts)
-	if !strings.Contains(errOut.String(), "20 resources: 0 created, 0 updated, 20 unchanged") {
+	if !strings.Contains(errOut.String(), "27 resources: 0 created, 0 updated, 27 unchanged") {
 		t.Fatalf("second start did not find its store:\n%s", errOut.String())
 	}
 	if strings.Contains(errOut.String(), "= unchanged") {
@@ -218,7 +218,7 @@ func TestDevbrokerCluster(t *testing.T) {
 			t.Errorf("node %d's URL not printed:\n%s", i+1, errOut.String())
 		}
 	}
-	if !strings.Contains(errOut.String(), "jetstream setup --profile dev --replicas 3: 20 resources: 20 created") {
+	if !strings.Contains(errOut.String(), "jetstream setup --profile dev --replicas 3: 27 resources: 27 created") {
 		t.Fatalf("setup not at R3:\n%s", errOut.String())
 	}
 	_, js := natstest.JetStream(t, url)

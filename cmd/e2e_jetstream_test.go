@@ -238,16 +238,16 @@ func TestE2EJetstream(t *testing.T) {
 
 		// --no-setup: nothing there yet, and status says so with exit 1.
 		r := k.mustRun(t, 1, append(s, "jetstream", "status", "--profile", "dev")...)
-		if strings.Count(r.stdout, "missing") != 20 || !strings.Contains(r.stderr, "20 of 20 resources need attention: 20 missing") {
+		if strings.Count(r.stdout, "missing") != 27 || !strings.Contains(r.stderr, "27 of 27 resources need attention: 27 missing") {
 			t.Fatalf("status before setup:\n%s\n%s", r.stdout, r.stderr)
 		}
 
 		r = k.mustRun(t, 0, append(s, "jetstream", "setup", "--profile", "dev")...)
-		if r.stdout != "20 resources: 20 created, 0 updated, 0 unchanged\n" || r.stderr != jsLines("✓ created", specJetStreamResources) {
+		if r.stdout != "27 resources: 27 created, 0 updated, 0 unchanged\n" || r.stderr != jsLines("✓ created", specJetStreamResources) {
 			t.Fatalf("first setup:\nstdout %q\nstderr:\n%s", r.stdout, r.stderr)
 		}
 		r = k.mustRun(t, 0, append(s, "jetstream", "setup", "--profile", "dev")...)
-		if r.stdout != "20 resources: 0 created, 0 updated, 20 unchanged\n" || r.stderr != jsLines("= unchanged", specJetStreamResources) {
+		if r.stdout != "27 resources: 0 created, 0 updated, 27 unchanged\n" || r.stderr != jsLines("= unchanged", specJetStreamResources) {
 			t.Fatalf("second setup is not idempotent:\nstdout %q\nstderr:\n%s", r.stdout, r.stderr)
 		}
 
@@ -264,26 +264,26 @@ func TestE2EJetstream(t *testing.T) {
 			took = append(took, k.mustRun(t, 0, append(s, "jetstream", "setup", "--profile", "dev")...).took)
 		}
 		slices.Sort(took)
-		t.Logf("jetstream setup (20 unchanged, process start included): min %s median %s max %s",
+		t.Logf("jetstream setup (27 unchanged, process start included): min %s median %s max %s",
 			took[0].Round(time.Millisecond), took[2].Round(time.Millisecond), took[4].Round(time.Millisecond))
 
 		// Drift behind setup's back.
 		_, js := natstest.JetStream(t, url)
 		jsSetStreamMaxAge(t, js, core.StreamResults, time.Hour)
 		r = k.mustRun(t, 0, append(s, "jetstream", "setup", "--profile", "dev", "--dry-run")...)
-		if !strings.Contains(r.stdout, "~ update    stream RESULTS         max_age 1h → 720h\n") ||
-			!strings.HasSuffix(r.stdout, "20 resources: 0 to create, 1 to update, 19 unchanged\n") {
+		if !strings.Contains(r.stdout, "~ update    stream RESULTS           max_age 1h → 720h\n") ||
+			!strings.HasSuffix(r.stdout, "27 resources: 0 to create, 1 to update, 26 unchanged\n") {
 			t.Fatalf("dry run does not show the drift:\n%s", r.stdout)
 		}
 		if got := jsStreamMaxAge(t, js, core.StreamResults); got != time.Hour {
 			t.Fatalf("--dry-run changed max_age to %s", got)
 		}
 		r = k.mustRun(t, 1, append(s, "jetstream", "status", "--profile", "dev")...)
-		if !strings.Contains(r.stdout, "max_age 1h → 720h") || !strings.Contains(r.stderr, "1 of 20 resources need attention: 1 drift") {
+		if !strings.Contains(r.stdout, "max_age 1h → 720h") || !strings.Contains(r.stderr, "1 of 27 resources need attention: 1 drift") {
 			t.Fatalf("status does not show the drift:\n%s\n%s", r.stdout, r.stderr)
 		}
 		r = k.mustRun(t, 0, append(s, "jetstream", "setup", "--profile", "dev")...)
-		if r.stdout != "20 resources: 0 created, 1 updated, 19 unchanged\n" || !strings.Contains(r.stderr, "~ updated stream RESULTS: max_age 1h → 720h\n") {
+		if r.stdout != "27 resources: 0 created, 1 updated, 26 unchanged\n" || !strings.Contains(r.stderr, "~ updated stream RESULTS: max_age 1h → 720h\n") {
 			t.Fatalf("setup did not reconcile:\n%s\n%s", r.stdout, r.stderr)
 		}
 		if got := jsStreamMaxAge(t, js, core.StreamResults); got != 30*specDay {

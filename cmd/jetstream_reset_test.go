@@ -59,10 +59,10 @@ func TestJetstreamReset(t *testing.T) {
 			t.Fatal(err)
 		}
 		lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-		if len(lines) != 21 || lines[0] != "would delete stream INVENTORY (0 messages, 0 B)" ||
+		if len(lines) != 28 || lines[0] != "would delete stream INVENTORY (0 messages, 0 B)" ||
 			lines[1] != "would delete stream RESULTS (1 message, 47 B)" ||
-			lines[12] != "not found    kv jobs (nothing to delete)" ||
-			lines[20] != "then setup would create 20 resources (profile dev, replicas 1)" {
+			lines[18] != "not found    kv jobs (nothing to delete)" ||
+			lines[27] != "then setup would create 27 resources (profile dev, replicas 1)" {
 			t.Fatalf("tty=%v dry run stdout:\n%s", tty, out.String())
 		}
 		if !strings.HasPrefix(errOut.String(), "dry run: nothing was deleted; pass --yes") {
@@ -79,7 +79,7 @@ func TestJetstreamReset(t *testing.T) {
 	if err := runJetstreamReset(ctx, opts); err != nil {
 		t.Fatal(err)
 	}
-	if want := "deleted 19 resources (1 did not exist)\n20 resources: 20 created, 0 updated, 0 unchanged\n"; out.String() != want {
+	if want := "deleted 26 resources (1 did not exist)\n27 resources: 27 created, 0 updated, 0 unchanged\n"; out.String() != want {
 		t.Fatalf("stdout = %q, want %q", out.String(), want)
 	}
 	for _, line := range []string{"deleted   stream RESULTS\n", "not found kv jobs (nothing to delete)\n", "✓ created stream RESULTS\n", "✓ created kv jobs\n"} {
@@ -101,7 +101,7 @@ func TestJetstreamReset(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out.String())
 	}
-	if doc.DryRun || len(doc.Delete.Resources) != 20 || doc.Setup == nil || doc.Setup.Counts != (setupCounts{Total: 20, Create: 20}) {
+	if doc.DryRun || len(doc.Delete.Resources) != 27 || doc.Setup == nil || doc.Setup.Counts != (setupCounts{Total: 27, Create: 27}) {
 		t.Fatalf("doc = %+v", doc)
 	}
 	for _, r := range doc.Delete.Resources {

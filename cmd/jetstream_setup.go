@@ -216,7 +216,7 @@ func setupProgressLine(st styles, r core.SetupResult) string {
 	return "? " + label
 }
 
-// setupSummary is `20 resources: 3 created, 1 updated, 16 unchanged`.
+// setupSummary is `27 resources: 3 created, 1 updated, 23 unchanged`.
 func setupSummary(c setupCounts) string {
 	parts := []string{fmt.Sprintf("%d created", c.Create), fmt.Sprintf("%d updated", c.Update), fmt.Sprintf("%d unchanged", c.Unchanged)}
 	if c.Recreate > 0 {

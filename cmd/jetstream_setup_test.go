@@ -87,7 +87,7 @@ func TestJetstreamSetupOutput(t *testing.T) {
 				return out.String(), errOut.String()
 			}
 			out, errOut := run()
-			if want := "20 resources: 20 created, 0 updated, 0 unchanged\n"; out != want {
+			if want := "27 resources: 27 created, 0 updated, 0 unchanged\n"; out != want {
 				t.Errorf("first run stdout = %q, want %q", out, want)
 			}
 			if want := jsLines("✓ created", specJetStreamResources); errOut != want {
@@ -95,7 +95,7 @@ func TestJetstreamSetupOutput(t *testing.T) {
 			}
 			// Idempotent: the second run changes nothing.
 			out, errOut = run()
-			if want := "20 resources: 0 created, 0 updated, 20 unchanged\n"; out != want {
+			if want := "27 resources: 0 created, 0 updated, 27 unchanged\n"; out != want {
 				t.Errorf("second run stdout = %q, want %q", out, want)
 			}
 			if want := jsLines("= unchanged", specJetStreamResources); errOut != want {
@@ -120,7 +120,7 @@ func TestJetstreamSetupJSON(t *testing.T) {
 	if doc.DryRun || doc.Profile != "dev" || doc.Replicas != 1 {
 		t.Fatalf("header = %+v", doc)
 	}
-	if want := (setupCounts{Total: 20, Create: 20}); doc.Counts != want {
+	if want := (setupCounts{Total: 27, Create: 27}); doc.Counts != want {
 		t.Fatalf("counts = %+v, want %+v", doc.Counts, want)
 	}
 	if len(doc.Resources) != len(specJetStreamResources) {
@@ -172,16 +172,22 @@ func TestJetstreamSetupDryRunDrift(t *testing.T) {
 	}
 
 	const wantPlan = `= unchanged stream INVENTORY
-~ update    stream RESULTS         max_age 1h → 720h
+~ update    stream RESULTS           max_age 1h → 720h
 = unchanged stream EXEC
 = unchanged stream EVENTS
 = unchanged stream AUDIT
 = unchanged stream OBS_EVENTS
+= unchanged stream NOTIFICATIONS
 = unchanged kv script_current
 = unchanged kv script_status
 = unchanged kv agents_state
 = unchanged kv agent_config
 = unchanged kv agent_groups
+= unchanged kv agent_groups_derived
+= unchanged kv agent_meta
+= unchanged kv group_contacts
+= unchanged kv server_settings
+= unchanged kv notifications_read
 = unchanged kv schedules
 + create    kv jobs
 = unchanged kv fleet_config
@@ -191,7 +197,8 @@ func TestJetstreamSetupDryRunDrift(t *testing.T) {
 = unchanged object app_packages
 = unchanged object scripts
 = unchanged object result_output
-20 resources: 1 to create, 1 to update, 18 unchanged
+= unchanged object collections
+27 resources: 1 to create, 1 to update, 25 unchanged
 `
 	for _, tty := range []bool{false, true} {
 		var out, errOut bytes.Buffer
@@ -218,7 +225,7 @@ func TestJetstreamSetupDryRunDrift(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
 		t.Fatal(err)
 	}
-	if !doc.DryRun || doc.Counts != (setupCounts{Total: 20, Create: 1, Update: 1, Unchanged: 18}) {
+	if !doc.DryRun || doc.Counts != (setupCounts{Total: 27, Create: 1, Update: 1, Unchanged: 25}) {
 		t.Fatalf("dry-run JSON = %+v", doc)
 	}
 	res := doc.Resources[1]
@@ -226,8 +233,8 @@ func TestJetstreamSetupDryRunDrift(t *testing.T) {
 		res.Diff[0] != (diffJSON{Field: "max_age", Have: "1h", Want: "720h", InPlace: true}) {
 		t.Fatalf("RESULTS in dry-run JSON = %+v", res)
 	}
-	if doc.Resources[12].Name != "jobs" || doc.Resources[12].Action != "create" {
-		t.Fatalf("jobs in dry-run JSON = %+v", doc.Resources[12])
+	if doc.Resources[18].Name != "jobs" || doc.Resources[18].Action != "create" {
+		t.Fatalf("jobs in dry-run JSON = %+v", doc.Resources[18])
 	}
 
 	// The dry runs changed nothing.
@@ -245,7 +252,7 @@ func TestJetstreamSetupDryRunDrift(t *testing.T) {
 	if err := runJetstreamSetup(context.Background(), opts); err != nil {
 		t.Fatal(err)
 	}
-	if want := "20 resources: 1 created, 1 updated, 18 unchanged\n"; aout.String() != want {
+	if want := "27 resources: 1 created, 1 updated, 25 unchanged\n"; aout.String() != want {
 		t.Errorf("apply stdout = %q", aout.String())
 	}
 	for _, line := range []string{"~ updated stream RESULTS: max_age 1h → 720h\n", "✓ created kv jobs\n", "= unchanged stream INVENTORY\n"} {
@@ -292,7 +299,7 @@ func TestJetstreamSetupInsufficientStorage(t *testing.T) {
 	if err := runJetstreamSetup(context.Background(), opts); err != nil {
 		t.Fatalf("dev profile on 256 MiB: %v", err)
 	}
-	if !strings.HasPrefix(out.String(), "20 resources: ") || strings.Contains(out.String(), "failed") {
+	if !strings.HasPrefix(out.String(), "27 resources: ") || strings.Contains(out.String(), "failed") {
 		t.Fatalf("dev summary = %q", out.String())
 	}
 }
@@ -356,8 +363,8 @@ func TestJetstreamSetupRecreate(t *testing.T) {
 	if err := runJetstreamSetup(ctx, opts); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "! recreate  stream EVENTS          max_age 0s → 168h; max_bytes -1 → 4194304; storage Memory → File (not in place)\n") ||
-		!strings.HasSuffix(out.String(), "20 resources: 19 to create, 0 to update, 0 unchanged, 1 to recreate by hand\n") {
+	if !strings.Contains(out.String(), "! recreate  stream EVENTS            max_age 0s → 168h; max_bytes -1 → 4194304; storage Memory → File (not in place)\n") ||
+		!strings.HasSuffix(out.String(), "27 resources: 26 to create, 0 to update, 0 unchanged, 1 to recreate by hand\n") {
 		t.Fatalf("plan:\n%s", out.String())
 	}
 	if !strings.Contains(errOut.String(), "note: stream EVENTS cannot be changed in place; `kanade jetstream delete stream EVENTS --yes` then setup recreates it") {
@@ -372,7 +379,7 @@ func TestJetstreamSetupRecreate(t *testing.T) {
 	if err := runJetstreamSetup(ctx, opts); err != nil {
 		t.Fatalf("setup failed on an existing resource: %v", err)
 	}
-	if out.String() != "20 resources: 19 created, 0 updated, 0 unchanged, 1 kept with a warning\n" {
+	if out.String() != "27 resources: 26 created, 0 updated, 0 unchanged, 1 kept with a warning\n" {
 		t.Fatalf("stdout = %q", out.String())
 	}
 	for _, want := range []string{"! kept stream EVENTS (", "kanade jetstream delete stream EVENTS --yes", "✓ created stream AUDIT\n",
@@ -403,13 +410,13 @@ func TestJetstreamSetupKeepsTheBrokersProfile(t *testing.T) {
 		return out.String(), errOut.String()
 	}
 	out, errOut := run("--dry-run")
-	if !strings.HasSuffix(out, "20 resources: 0 to create, 0 to update, 20 unchanged\n") || strings.Contains(out, "~ update") {
+	if !strings.HasSuffix(out, "27 resources: 0 to create, 0 to update, 27 unchanged\n") || strings.Contains(out, "~ update") {
 		t.Fatalf("dry run without --profile on a dev broker:\n%s", out)
 	}
 	if !strings.Contains(errOut, "profile dev") || !strings.Contains(errOut, "--profile production") {
 		t.Fatalf("stderr does not say which profile was kept:\n%s", errOut)
 	}
-	if out, _ = run(); out != "20 resources: 0 created, 0 updated, 20 unchanged\n" {
+	if out, _ = run(); out != "27 resources: 0 created, 0 updated, 27 unchanged\n" {
 		t.Fatalf("setup without --profile on a dev broker: %q", out)
 	}
 	// Status agrees.

@@ -53,53 +53,67 @@ func jsStatusDriftFixture(t *testing.T) jetstream.JetStream {
 	return js
 }
 
-const statusDriftTTY = `┌────────┬────────────────┬─────────┬──────────┬───────┬───────────┬───────────────────┐
-│ KIND   │ NAME           │ STATE   │ MESSAGES │ BYTES │ MAX_BYTES │ DRIFT             │
-├────────┼────────────────┼─────────┼──────────┼───────┼───────────┼───────────────────┤
-│ stream │ INVENTORY      │ ok      │ 0        │ 0 B   │ 16 MiB    │ -                 │
-│ stream │ RESULTS        │ drift   │ 0        │ 0 B   │ 32 MiB    │ max_age 1h → 720h │
-│ stream │ EXEC           │ ok      │ 0        │ 0 B   │ 1 MiB     │ -                 │
-│ stream │ EVENTS         │ ok      │ 0        │ 0 B   │ 4 MiB     │ -                 │
-│ stream │ AUDIT          │ ok      │ 1        │ 48 B  │ 8 MiB     │ -                 │
-│ stream │ OBS_EVENTS     │ ok      │ 0        │ 0 B   │ 8 MiB     │ -                 │
-│ kv     │ script_current │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ kv     │ script_status  │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ kv     │ agents_state   │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ kv     │ agent_config   │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ kv     │ agent_groups   │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ kv     │ schedules      │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ kv     │ jobs           │ missing │ -        │ -     │ -         │ -                 │
-│ kv     │ fleet_config   │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ kv     │ jobs_yaml      │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ kv     │ schedules_yaml │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ object │ agent_releases │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ object │ app_packages   │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ object │ scripts        │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
-│ object │ result_output  │ ok      │ 0        │ 0 B   │ 16 MiB    │ -                 │
-└────────┴────────────────┴─────────┴──────────┴───────┴───────────┴───────────────────┘
+const statusDriftTTY = `┌────────┬──────────────────────┬─────────┬──────────┬───────┬───────────┬───────────────────┐
+│ KIND   │ NAME                 │ STATE   │ MESSAGES │ BYTES │ MAX_BYTES │ DRIFT             │
+├────────┼──────────────────────┼─────────┼──────────┼───────┼───────────┼───────────────────┤
+│ stream │ INVENTORY            │ ok      │ 0        │ 0 B   │ 16 MiB    │ -                 │
+│ stream │ RESULTS              │ drift   │ 0        │ 0 B   │ 32 MiB    │ max_age 1h → 720h │
+│ stream │ EXEC                 │ ok      │ 0        │ 0 B   │ 1 MiB     │ -                 │
+│ stream │ EVENTS               │ ok      │ 0        │ 0 B   │ 4 MiB     │ -                 │
+│ stream │ AUDIT                │ ok      │ 1        │ 48 B  │ 8 MiB     │ -                 │
+│ stream │ OBS_EVENTS           │ ok      │ 0        │ 0 B   │ 8 MiB     │ -                 │
+│ stream │ NOTIFICATIONS        │ ok      │ 0        │ 0 B   │ 8 MiB     │ -                 │
+│ kv     │ script_current       │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ script_status        │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ agents_state         │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ agent_config         │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ agent_groups         │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ agent_groups_derived │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ agent_meta           │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ group_contacts       │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ server_settings      │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ notifications_read   │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ schedules            │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ jobs                 │ missing │ -        │ -     │ -         │ -                 │
+│ kv     │ fleet_config         │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ jobs_yaml            │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ kv     │ schedules_yaml       │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ object │ agent_releases       │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ object │ app_packages         │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ object │ scripts              │ ok      │ 0        │ 0 B   │ unlimited │ -                 │
+│ object │ result_output        │ ok      │ 0        │ 0 B   │ 16 MiB    │ -                 │
+│ object │ collections          │ ok      │ 0        │ 0 B   │ 80 MiB    │ -                 │
+└────────┴──────────────────────┴─────────┴──────────┴───────┴───────────┴───────────────────┘
 `
 
-const statusDriftPiped = `KIND    NAME            STATE    MESSAGES  BYTES  MAX_BYTES  DRIFT
-stream  INVENTORY       ok       0         0      16777216   -
-stream  RESULTS         drift    0         0      33554432   max_age 1h → 720h
-stream  EXEC            ok       0         0      1048576    -
-stream  EVENTS          ok       0         0      4194304    -
-stream  AUDIT           ok       1         48     8388608    -
-stream  OBS_EVENTS      ok       0         0      8388608    -
-kv      script_current  ok       0         0      -1         -
-kv      script_status   ok       0         0      -1         -
-kv      agents_state    ok       0         0      -1         -
-kv      agent_config    ok       0         0      -1         -
-kv      agent_groups    ok       0         0      -1         -
-kv      schedules       ok       0         0      -1         -
-kv      jobs            missing  -         -      -          -
-kv      fleet_config    ok       0         0      -1         -
-kv      jobs_yaml       ok       0         0      -1         -
-kv      schedules_yaml  ok       0         0      -1         -
-object  agent_releases  ok       0         0      -1         -
-object  app_packages    ok       0         0      -1         -
-object  scripts         ok       0         0      -1         -
-object  result_output   ok       0         0      16777216   -
+const statusDriftPiped = `KIND    NAME                  STATE    MESSAGES  BYTES  MAX_BYTES  DRIFT
+stream  INVENTORY             ok       0         0      16777216   -
+stream  RESULTS               drift    0         0      33554432   max_age 1h → 720h
+stream  EXEC                  ok       0         0      1048576    -
+stream  EVENTS                ok       0         0      4194304    -
+stream  AUDIT                 ok       1         48     8388608    -
+stream  OBS_EVENTS            ok       0         0      8388608    -
+stream  NOTIFICATIONS         ok       0         0      8388608    -
+kv      script_current        ok       0         0      -1         -
+kv      script_status         ok       0         0      -1         -
+kv      agents_state          ok       0         0      -1         -
+kv      agent_config          ok       0         0      -1         -
+kv      agent_groups          ok       0         0      -1         -
+kv      agent_groups_derived  ok       0         0      -1         -
+kv      agent_meta            ok       0         0      -1         -
+kv      group_contacts        ok       0         0      -1         -
+kv      server_settings       ok       0         0      -1         -
+kv      notifications_read    ok       0         0      -1         -
+kv      schedules             ok       0         0      -1         -
+kv      jobs                  missing  -         -      -          -
+kv      fleet_config          ok       0         0      -1         -
+kv      jobs_yaml             ok       0         0      -1         -
+kv      schedules_yaml        ok       0         0      -1         -
+object  agent_releases        ok       0         0      -1         -
+object  app_packages          ok       0         0      -1         -
+object  scripts               ok       0         0      -1         -
+object  result_output         ok       0         0      16777216   -
+object  collections           ok       0         0      83886080   -
 `
 
 func jsWantSilentExit1(t *testing.T, err error) {
@@ -124,7 +138,7 @@ func TestJetstreamStatusTable(t *testing.T) {
 		if out.String() != tc.want {
 			t.Errorf("tty=%v table =\n%s\nwant\n%s", tc.tty, out.String(), tc.want)
 		}
-		wantErr := "2 of 20 resources need attention: 1 missing, 1 drift\nhint: run `kanade jetstream setup --profile dev` (preview with --dry-run)\n"
+		wantErr := "2 of 27 resources need attention: 1 missing, 1 drift\nhint: run `kanade jetstream setup --profile dev` (preview with --dry-run)\n"
 		if errOut.String() != wantErr {
 			t.Errorf("tty=%v stderr = %q", tc.tty, errOut.String())
 		}
@@ -140,7 +154,7 @@ func TestJetstreamStatusAllOK(t *testing.T) {
 	if err := runJetstreamStatus(context.Background(), opts); err != nil {
 		t.Fatalf("all ok should exit 0: %v", err)
 	}
-	if errOut.String() != "all 20 resources ok\n" {
+	if errOut.String() != "all 27 resources ok\n" {
 		t.Fatalf("stderr = %q", errOut.String())
 	}
 	// The production profile expects bigger caps: every capped resource drifts.
@@ -148,7 +162,7 @@ func TestJetstreamStatusAllOK(t *testing.T) {
 	errOut.Reset()
 	opts.Setup.Profile = core.ProfileProduction
 	jsWantSilentExit1(t, runJetstreamStatus(context.Background(), opts))
-	if !strings.Contains(errOut.String(), "7 of 20 resources need attention: 7 drift") {
+	if !strings.Contains(errOut.String(), "9 of 27 resources need attention: 9 drift") {
 		t.Fatalf("stderr = %q", errOut.String())
 	}
 	// Without --profile, the profile the broker matches best (dev here) is
@@ -239,10 +253,10 @@ func TestJetstreamStatusUnknown(t *testing.T) {
 				}
 			}
 		}
-		if rows != 20 {
+		if rows != 27 {
 			t.Fatalf("tty=%v %d unknown rows:\n%s", tty, rows, out.String())
 		}
-		if !strings.HasPrefix(errOut.String(), "20 of 20 resources need attention: 20 unknown\nerror: look up stream \"INVENTORY\": ") {
+		if !strings.HasPrefix(errOut.String(), "27 of 27 resources need attention: 27 unknown\nerror: look up stream \"INVENTORY\": ") {
 			t.Fatalf("tty=%v stderr = %q", tty, errOut.String())
 		}
 	}
@@ -271,7 +285,7 @@ func TestJetstreamStatusUnreachable(t *testing.T) {
 	if jerr := json.Unmarshal(out.Bytes(), &doc); jerr != nil {
 		t.Fatalf("stdout is not JSON: %v\n%s", jerr, out.String())
 	}
-	if doc.Reachable || doc.OK || !strings.Contains(doc.Error, "broker unreachable") || len(doc.Resources) != 20 {
+	if doc.Reachable || doc.OK || !strings.Contains(doc.Error, "broker unreachable") || len(doc.Resources) != 27 {
 		t.Fatalf("doc = %+v", doc)
 	}
 	for _, r := range doc.Resources {

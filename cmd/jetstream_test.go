@@ -43,11 +43,17 @@ var specJetStreamResources = []specJetStreamResource{
 	{"stream", "EVENTS", "EVENTS", []string{"events.>"}, 7 * specDay, 256 * specMiB, -1},
 	{"stream", "AUDIT", "AUDIT", []string{"audit.>"}, 90 * specDay, 512 * specMiB, -1},
 	{"stream", "OBS_EVENTS", "OBS_EVENTS", []string{"obs.>"}, 90 * specDay, 512 * specMiB, -1},
+	{"stream", "NOTIFICATIONS", "NOTIFICATIONS", []string{"notifications.>"}, 90 * specDay, 512 * specMiB, -1},
 	{"kv", "script_current", "KV_script_current", nil, 0, -1, 5},
 	{"kv", "script_status", "KV_script_status", nil, 0, -1, 5},
 	{"kv", "agents_state", "KV_agents_state", nil, 0, -1, 1},
-	{"kv", "agent_config", "KV_agent_config", nil, 0, -1, 5},
-	{"kv", "agent_groups", "KV_agent_groups", nil, 0, -1, 5},
+	{"kv", "agent_config", "KV_agent_config", nil, 0, -1, 1},
+	{"kv", "agent_groups", "KV_agent_groups", nil, 0, -1, 1},
+	{"kv", "agent_groups_derived", "KV_agent_groups_derived", nil, 0, -1, 1},
+	{"kv", "agent_meta", "KV_agent_meta", nil, 0, -1, 5},
+	{"kv", "group_contacts", "KV_group_contacts", nil, 0, -1, 5},
+	{"kv", "server_settings", "KV_server_settings", nil, 0, -1, 1},
+	{"kv", "notifications_read", "KV_notifications_read", nil, 0, -1, 1},
 	{"kv", "schedules", "KV_schedules", nil, 0, -1, 5},
 	{"kv", "jobs", "KV_jobs", nil, 0, -1, 5},
 	{"kv", "fleet_config", "KV_fleet_config", nil, 0, -1, 1},
@@ -57,6 +63,7 @@ var specJetStreamResources = []specJetStreamResource{
 	{"object", "app_packages", "OBJ_app_packages", nil, 0, -1, -1},
 	{"object", "scripts", "OBJ_scripts", nil, 0, -1, -1},
 	{"object", "result_output", "OBJ_result_output", nil, 30 * specDay, specGiB, -1},
+	{"object", "collections", "OBJ_collections", nil, 30 * specDay, 5 * specGiB, -1},
 }
 
 // maxBytesFor is the spec's cap for a profile: dev divides by 64.

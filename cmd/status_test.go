@@ -140,7 +140,7 @@ func TestStatusFleet(t *testing.T) {
 	if got := lineWith(env.out.String(), "verdict"); got != "verdict    unknown: no agent is known" {
 		t.Fatalf("verdict line %q\n%s", got, env.out.String())
 	}
-	if got := lineWith(env.out.String(), "resources"); got != "resources  20 ok (profile dev)" {
+	if got := lineWith(env.out.String(), "resources"); got != "resources  27 ok (profile dev)" {
 		t.Fatalf("resources line %q", got)
 	}
 	if !strings.Contains(env.errOut.String(), "no agent has reported yet") {
@@ -185,7 +185,7 @@ pc-3  PC-3      macos    0.38.0   offline  2025-06-01T11:57:59Z  -
 		t.Fatal(err)
 	}
 	if rep.Verdict != fleet.VerdictOK || rep.Fleet != (FleetSummary{Known: 3, Online: 2, Offline: 1}) || !rep.Broker.Reachable || !rep.Broker.JetStream ||
-		rep.Broker.ServerVersion == "" || rep.Profile != "dev" || rep.ResourceSummary.OK != 20 || len(rep.Resources) != 20 || rep.Agents[2].State != "offline" || rep.Agents[0].InventoryAt == nil {
+		rep.Broker.ServerVersion == "" || rep.Profile != "dev" || rep.ResourceSummary.OK != 27 || len(rep.Resources) != 27 || rep.Agents[2].State != "offline" || rep.Agents[0].InventoryAt == nil {
 		t.Fatalf("report = %+v", rep)
 	}
 

@@ -14,6 +14,8 @@ const (
 	StreamEvents    = "EVENTS"
 	StreamAudit     = "AUDIT"
 	StreamObsEvents = "OBS_EVENTS"
+	// StreamNotifications holds end-user notifications (SPEC-2 §1).
+	StreamNotifications = "NOTIFICATIONS"
 )
 
 // KV bucket names (SPEC §5).
@@ -28,6 +30,12 @@ const (
 	BucketFleetConfig   = "fleet_config"
 	BucketJobsYAML      = "jobs_yaml"
 	BucketSchedulesYAML = "schedules_yaml"
+	// Newest upstream's buckets (SPEC-2 §1).
+	BucketAgentGroupsDerived = "agent_groups_derived"
+	BucketAgentMeta          = "agent_meta"
+	BucketGroupContacts      = "group_contacts"
+	BucketServerSettings     = "server_settings"
+	BucketNotificationsRead  = "notifications_read"
 )
 
 // Object store names (SPEC §5).
@@ -36,6 +44,8 @@ const (
 	ObjectAppPackages   = "app_packages"
 	ObjectScripts       = "scripts"
 	ObjectResultOutput  = "result_output"
+	// ObjectCollections holds collected file bundles (SPEC-2 §1).
+	ObjectCollections = "collections"
 )
 
 // Values of script_status entries (SPEC §6.4).
@@ -76,28 +86,29 @@ func ParseConfigKey(key string) (kind, name string, ok bool) {
 
 // Subjects (SPEC §3).
 const (
-	SubjectCommandsAll        = "commands.all"
-	SubjectCommandsWildcard   = "commands.>"
-	SubjectResultsWildcard    = "results.>"
-	SubjectInventoryWildcard  = "inventory.>"
-	SubjectEventsWildcard     = "events.>"
-	SubjectAuditWildcard      = "audit.>"
-	SubjectObsWildcard        = "obs.>"
-	SubjectHeartbeatWildcard  = "heartbeat.>"
-	subjectCommandsGroup      = "commands.group."
-	subjectCommandsPC         = "commands.pc."
-	subjectResults            = "results."
-	subjectEventsStarted      = "events.started."
-	subjectHeartbeat          = "heartbeat."
-	subjectAgents             = "agents."
-	subjectLogsFetch          = "logs.fetch."
-	subjectKill               = "kill."
-	subjectInventory          = "inventory."
-	subjectObs                = "obs."
-	subjectAuditOperator      = "audit.operator."
-	SubjectInventoryHWSuffix  = "hw"
-	SubjectInventorySWSuffix  = "sw"
-	SubjectInventoryNetSuffix = "net"
+	SubjectCommandsAll           = "commands.all"
+	SubjectCommandsWildcard      = "commands.>"
+	SubjectResultsWildcard       = "results.>"
+	SubjectInventoryWildcard     = "inventory.>"
+	SubjectEventsWildcard        = "events.>"
+	SubjectAuditWildcard         = "audit.>"
+	SubjectObsWildcard           = "obs.>"
+	SubjectNotificationsWildcard = "notifications.>"
+	SubjectHeartbeatWildcard     = "heartbeat.>"
+	subjectCommandsGroup         = "commands.group."
+	subjectCommandsPC            = "commands.pc."
+	subjectResults               = "results."
+	subjectEventsStarted         = "events.started."
+	subjectHeartbeat             = "heartbeat."
+	subjectAgents                = "agents."
+	subjectLogsFetch             = "logs.fetch."
+	subjectKill                  = "kill."
+	subjectInventory             = "inventory."
+	subjectObs                   = "obs."
+	subjectAuditOperator         = "audit.operator."
+	SubjectInventoryHWSuffix     = "hw"
+	SubjectInventorySWSuffix     = "sw"
+	SubjectInventoryNetSuffix    = "net"
 )
 
 // SubjectCommandsGroup is where commands for group g are published.

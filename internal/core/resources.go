@@ -107,11 +107,19 @@ var canonical = []Resource{
 	{Kind: KindStream, Name: StreamEvents, Subjects: []string{SubjectEventsWildcard}, MaxAge: 7 * day, MaxBytes: 256 * mib},
 	{Kind: KindStream, Name: StreamAudit, Subjects: []string{SubjectAuditWildcard}, MaxAge: 90 * day, MaxBytes: 512 * mib},
 	{Kind: KindStream, Name: StreamObsEvents, Subjects: []string{SubjectObsWildcard}, MaxAge: 90 * day, MaxBytes: 512 * mib},
+	{Kind: KindStream, Name: StreamNotifications, Subjects: []string{SubjectNotificationsWildcard}, MaxAge: 90 * day, MaxBytes: 512 * mib},
 	{Kind: KindKV, Name: BucketScriptCurrent, MaxMsgsPerSubject: 5, MaxBytes: -1},
 	{Kind: KindKV, Name: BucketScriptStatus, MaxMsgsPerSubject: 5, MaxBytes: -1},
 	{Kind: KindKV, Name: BucketAgentsState, MaxMsgsPerSubject: 1, MaxBytes: -1},
-	{Kind: KindKV, Name: BucketAgentConfig, MaxMsgsPerSubject: 5, MaxBytes: -1},
-	{Kind: KindKV, Name: BucketAgentGroups, MaxMsgsPerSubject: 5, MaxBytes: -1},
+	// History 1 (SPEC-2 §1): agents read only the current value, and a
+	// replayed older revision churned subscriptions and rollouts upstream.
+	{Kind: KindKV, Name: BucketAgentConfig, MaxMsgsPerSubject: 1, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketAgentGroups, MaxMsgsPerSubject: 1, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketAgentGroupsDerived, MaxMsgsPerSubject: 1, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketAgentMeta, MaxMsgsPerSubject: 5, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketGroupContacts, MaxMsgsPerSubject: 5, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketServerSettings, MaxMsgsPerSubject: 1, MaxBytes: -1},
+	{Kind: KindKV, Name: BucketNotificationsRead, MaxMsgsPerSubject: 1, MaxBytes: -1},
 	{Kind: KindKV, Name: BucketSchedules, MaxMsgsPerSubject: 5, MaxBytes: -1},
 	{Kind: KindKV, Name: BucketJobs, MaxMsgsPerSubject: 5, MaxBytes: -1},
 	{Kind: KindKV, Name: BucketFleetConfig, MaxMsgsPerSubject: 1, MaxBytes: -1},
@@ -121,6 +129,7 @@ var canonical = []Resource{
 	{Kind: KindObject, Name: ObjectAppPackages, MaxBytes: -1},
 	{Kind: KindObject, Name: ObjectScripts, MaxBytes: -1},
 	{Kind: KindObject, Name: ObjectResultOutput, MaxAge: 30 * day, MaxBytes: gib},
+	{Kind: KindObject, Name: ObjectCollections, MaxAge: 30 * day, MaxBytes: 5 * gib},
 }
 
 // SetupOptions select the profile and replica count of the resource list.

@@ -21,9 +21,10 @@ const (
 	day = 24 * time.Hour
 )
 
-// The resource list of SPEC §5, written out here independently of
-// resources.go so the test compares the code with the contract, not with
-// itself.
+// The resource list of SPEC §5 with SPEC-2 §1's additions (NOTIFICATIONS,
+// five KV buckets, object store collections, history 1 for agent_config and
+// agent_groups), written out here independently of resources.go so the test
+// compares the code with the contract, not with itself.
 var specStreams = []struct {
 	name     string
 	subjects []string
@@ -37,10 +38,12 @@ var specStreams = []struct {
 	{"EVENTS", []string{"events.>"}, 7 * day, 256 * mib, -1},
 	{"AUDIT", []string{"audit.>"}, 90 * day, 512 * mib, -1},
 	{"OBS_EVENTS", []string{"obs.>"}, 90 * day, 512 * mib, -1},
+	{"NOTIFICATIONS", []string{"notifications.>"}, 90 * day, 512 * mib, -1},
 }
 
 var specKV = map[string]int64{
-	"script_current": 5, "script_status": 5, "agents_state": 1, "agent_config": 5, "agent_groups": 5,
+	"script_current": 5, "script_status": 5, "agents_state": 1, "agent_config": 1, "agent_groups": 1,
+	"agent_groups_derived": 1, "agent_meta": 5, "group_contacts": 5, "server_settings": 1, "notifications_read": 1,
 	"schedules": 5, "jobs": 5, "fleet_config": 1, "jobs_yaml": 5, "schedules_yaml": 5,
 }
 
@@ -50,6 +53,7 @@ var specObjects = []struct {
 	maxBytes int64
 }{
 	{"agent_releases", 0, -1}, {"app_packages", 0, -1}, {"scripts", 0, -1}, {"result_output", 30 * day, gib},
+	{"collections", 30 * day, 5 * gib},
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -118,8 +122,8 @@ func setup(t *testing.T, js jetstream.JetStream, opts core.SetupOptions) []core.
 	if err != nil {
 		t.Fatalf("setup %+v: %v", opts, err)
 	}
-	if len(progress) != len(res) || len(res) != 20 {
-		t.Fatalf("setup reported %d progress calls for %d results, want 20", len(progress), len(res))
+	if len(progress) != len(res) || len(res) != 27 {
+		t.Fatalf("setup reported %d progress calls for %d results, want 27", len(progress), len(res))
 	}
 	return res
 }
@@ -145,7 +149,9 @@ func TestResourceList(t *testing.T) {
 	for _, s := range specStreams {
 		want = append(want, "stream "+s.name)
 	}
-	for _, n := range []string{"script_current", "script_status", "agents_state", "agent_config", "agent_groups", "schedules", "jobs", "fleet_config", "jobs_yaml", "schedules_yaml"} {
+	for _, n := range []string{"script_current", "script_status", "agents_state", "agent_config", "agent_groups",
+		"agent_groups_derived", "agent_meta", "group_contacts", "server_settings", "notifications_read",
+		"schedules", "jobs", "fleet_config", "jobs_yaml", "schedules_yaml"} {
 		want = append(want, "kv "+n)
 	}
 	for _, o := range specObjects {
@@ -175,9 +181,10 @@ func TestResourceList(t *testing.T) {
 			t.Errorf("%s replicas %d, want 3", r, r.Replicas)
 		}
 	}
-	// SPEC §5: about 5.3 GiB reserved in production.
-	if g := float64(prodBytes) / float64(gib); g < 5.2 || g > 5.4 {
-		t.Errorf("production reserves %.2f GiB, want about 5.3", g)
+	// SPEC §5's 5.3 GiB plus SPEC-2 §1's NOTIFICATIONS (512 MiB) and
+	// collections (5 GiB): about 10.8 GiB reserved in production.
+	if g := float64(prodBytes) / float64(gib); g < 10.7 || g > 10.9 {
+		t.Errorf("production reserves %.2f GiB, want about 10.8", g)
 	}
 	t.Logf("reserved max_bytes: production %.2f GiB, dev %.1f MiB", float64(prodBytes)/float64(gib), float64(devBytes)/float64(mib))
 
@@ -342,7 +349,7 @@ func TestSetupReconcilesDrift(t *testing.T) {
 
 	// A KV bucket whose history was changed is reconciled too.
 	kcfg := streamConfig(t, js, "KV_"+core.BucketAgentConfig)
-	kcfg.MaxMsgsPerSubject = 1
+	kcfg.MaxMsgsPerSubject = 5
 	if _, err := js.UpdateStream(ctxT(t), kcfg); err != nil {
 		t.Fatal(err)
 	}

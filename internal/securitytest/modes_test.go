@@ -78,7 +78,7 @@ func checkAuthMode(t *testing.T, ac authCase) {
 
 	withClient(t, ac.good, func() {
 		r := runCLI(t, append(slicesClone(ac.good.flags), "jetstream", "setup", "--profile", "dev")...)
-		if r.Code != 0 || !strings.Contains(r.Out+r.Err, "20 resources: 20 created") {
+		if r.Code != 0 || !strings.Contains(r.Out+r.Err, "27 resources: 27 created") {
 			t.Fatalf("jetstream setup through %s: exit %d\n%s%s", ac.name, r.Code, r.Out, r.Err)
 		}
 		r = runCLI(t, append(slicesClone(ac.good.flags), "jetstream", "status", "--json", "--profile", "dev")...)
@@ -88,7 +88,7 @@ func checkAuthMode(t *testing.T, ac authCase) {
 				Exists bool   `json:"exists"`
 			} `json:"resources"`
 		}
-		if r.Code != 0 || json.Unmarshal([]byte(r.Out), &doc) != nil || len(doc.Resources) != 20 || !doc.Resources[0].Exists {
+		if r.Code != 0 || json.Unmarshal([]byte(r.Out), &doc) != nil || len(doc.Resources) != 27 || !doc.Resources[0].Exists {
 			t.Fatalf("jetstream status --json through %s: exit %d\n%s%s", ac.name, r.Code, r.Out, r.Err)
 		}
 	})
