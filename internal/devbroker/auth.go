@@ -342,6 +342,7 @@ func agentKVFollows(pc string) []kvFollowGrant {
 	return []kvFollowGrant{
 		{bucket: core.BucketAgentConfig, keys: []string{core.ConfigKeyGlobal, core.ConfigKeyPC(pc), core.ConfigKeyGroup("*")}},
 		{bucket: core.BucketAgentGroups, keys: []string{pc}},
+		{bucket: core.BucketAgentGroupsDerived, keys: []string{pc}},
 		{bucket: core.BucketScriptCurrent, keys: []string{">"}, wholeBucket: true},
 		{bucket: core.BucketScriptStatus, keys: []string{">"}, wholeBucket: true},
 	}

@@ -331,3 +331,43 @@ func TestObsAgentOnlineEveryStart(t *testing.T) {
 		t.Fatal("two starts share one event_record_id")
 	}
 }
+
+// SPEC-2 §1 / issue 12 item 3: the agent's groups are the union of its
+// agent_groups row and the agent_groups_derived row newest upstream's group
+// materializer writes; a command to a derived group reaches it.
+func TestDerivedGroupsJoinTheMembership(t *testing.T) {
+	requireUnix(t)
+	_, nc, js := broker(t)
+	ta := newTestAgent(t, nc.ConnectedUrl()).start()
+	ta.waitReady(nc, js)
+	pc := ta.cfg.ID
+	kvPut(t, js, core.BucketAgentGroups, pc, core.AgentGroups{Groups: []string{"manual"}})
+	kvPut(t, js, core.BucketAgentGroupsDerived, pc, core.AgentGroups{Groups: []string{"derived", "manual"}})
+	natstest.Eventually(t, 10*time.Second, "union of both rows", func() bool {
+		g := ta.Groups()
+		return len(g) == 2 && g[0] == "derived" && g[1] == "manual"
+	})
+	natstest.Eventually(t, 10*time.Second, "subscribed to the derived group", func() bool {
+		return strings.Contains(ta.logs.String(), "subject="+core.SubjectCommandsGroup("derived"))
+	})
+	c := shCommand("echo derived")
+	w := watchResults(t, nc, c.RequestID)
+	publishCommand(t, js, core.SubjectCommandsGroup("derived"), c)
+	if r := w.next(10 * time.Second); r.ExitCode != 0 || strings.TrimSpace(r.Stdout) != "derived" {
+		t.Fatalf("command to a derived group: %+v", r)
+	}
+	// The derived row going away leaves the manual group.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, core.BucketAgentGroupsDerived)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, pc); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, "derived groups dropped", func() bool {
+		g := ta.Groups()
+		return len(g) == 1 && g[0] == "manual"
+	})
+}

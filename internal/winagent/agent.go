@@ -279,11 +279,14 @@ func (a *Agent) Run(ctx context.Context) error {
 // what it uses. Adding one is one entry here and a file of its own.
 func (a *Agent) subsystems() []subsystem {
 	log := func(name string) *slog.Logger { return a.log.With("subsystem", name) }
+	union := newGroupUnion(a.groups)
 	return []subsystem{
 		// Fleet state the others read: agent_config → a.effective,
 		// agent_groups → a.groups, and the gates' two buckets.
 		&configFollower{follow: a.follow("config"), pc: a.cfg.ID, log: log("config"), groups: a.groups, effective: a.effective},
-		&groupsFollower{follow: a.follow("groups"), pc: a.cfg.ID, log: log("groups"), groups: a.groups},
+		// Membership is the union of the operator's and the derived row.
+		&groupsFollower{follow: a.follow("groups"), bucket: core.BucketAgentGroups, pc: a.cfg.ID, log: log("groups"), union: union},
+		&groupsFollower{follow: a.follow("groups.derived"), bucket: core.BucketAgentGroupsDerived, pc: a.cfg.ID, log: log("groups.derived"), union: union},
 		a.scriptCurrent,
 		a.scriptStatus,
 

@@ -6,26 +6,36 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-// groupsFollower (subsystem "groups") follows agent_groups/<pc> and publishes the membership
-// (sorted, unique) that drives the group command subscriptions, the replay
-// consumer's filter and the group config scopes. It reads the row with a
-// direct get and follows it on its $KV subject (kvfollow.go), so it holds no
-// consumer. A read that fails changes nothing; a value that does not decode
-// keeps the last good membership; a missing row or bucket is no groups.
+// groupsFollower follows one membership row, agent_groups/<pc> (set by
+// operators) or agent_groups_derived/<pc> (written by newest upstream's
+// group materializer, SPEC-2 §1), and hands its groups to a groupUnion,
+// whose sorted union is the membership that drives the group command
+// subscriptions, the replay consumer's filter and the group config scopes.
+// It reads the row with a direct get and follows it on its $KV subject
+// (kvfollow.go), so it holds no consumer. A read that fails changes
+// nothing; a value that does not decode keeps the last good set; a missing
+// row or bucket is no groups (never a wait that blocks the other row).
 type groupsFollower struct {
 	follow kvFollow
+	bucket string
 	pc     string
 	log    *slog.Logger
-	groups *watchable[[]string]
+	union  *groupUnion
 }
 
 var _ subsystem = (*groupsFollower)(nil)
 
-func (g *groupsFollower) Name() string { return "groups" }
+func (g *groupsFollower) Name() string {
+	if g.bucket == core.BucketAgentGroupsDerived {
+		return "groups.derived"
+	}
+	return "groups"
+}
 
 func (g *groupsFollower) Run(ctx context.Context) error {
 	if !core.ValidKVKey(g.pc) {
@@ -34,9 +44,9 @@ func (g *groupsFollower) Run(ctx context.Context) error {
 		return nil
 	}
 	f := g.follow
-	f.bucket, f.patterns = core.BucketAgentGroups, []string{g.pc}
+	f.bucket, f.patterns = g.bucket, []string{g.pc}
 	f.run(ctx, func(ctx context.Context) error {
-		v, err := kvGet(ctx, f.nc, core.BucketAgentGroups, g.pc)
+		v, err := kvGet(ctx, f.nc, g.bucket, g.pc)
 		if err != nil && !errorsIsBucketMissing(err) {
 			return err
 		}
@@ -56,14 +66,43 @@ func (g *groupsFollower) apply(v kvValue) {
 	if v.Present {
 		var ag core.AgentGroups
 		if err := json.Unmarshal(v.Data, &ag); err != nil {
-			g.log.Warn("agent_groups value does not decode; keeping the current membership", "key", g.pc, "error", err)
+			g.log.Warn(g.bucket+" value does not decode; keeping the current membership", "key", g.pc, "error", err)
 			return
 		}
 		next = validGroups(g.log, core.NormalizeGroups(ag.Groups))
 	}
-	if g.groups.Set(next) {
-		g.log.Info("group membership", "groups", next)
+	if all, changed := g.union.set(g.bucket, next); changed {
+		g.log.Info("group membership", "groups", all, "from", g.bucket, "this_row", next)
 	}
+}
+
+// groupUnion is the agent's membership: the sorted union of the groups each
+// row source (bucket) reports.
+type groupUnion struct {
+	mu      sync.Mutex
+	sources map[string][]string
+	out     *watchable[[]string]
+}
+
+func newGroupUnion(out *watchable[[]string]) *groupUnion {
+	return &groupUnion{sources: map[string][]string{}, out: out}
+}
+
+// set records source's groups and publishes the union; changed reports
+// whether the union changed.
+func (u *groupUnion) set(source string, groups []string) (all []string, changed bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.sources[source] = groups
+	var merged []string
+	for _, gs := range u.sources {
+		merged = append(merged, gs...)
+	}
+	all = core.NormalizeGroups(merged)
+	if all == nil {
+		all = []string{}
+	}
+	return all, u.out.Set(all)
 }
 
 func errorsIsBucketMissing(err error) bool { return errors.Is(err, errBucketMissing) }
