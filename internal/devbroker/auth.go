@@ -208,6 +208,11 @@ func AgentPermissions(pc string) *server.Permissions {
 		jsAPI + "DIRECT.GET." + objStream(releases) + "." + objSubject(releases) + "M.*",
 		orderedConsumer(objStream(releases), objSubject(releases)+"C.*"),
 		jsAPI + "CONSUMER.DELETE." + objStream(releases) + ".*",
+		// Catalog scripts (script_object): read like releases.
+		jsAPI + "STREAM.INFO." + objStream(core.ObjectScripts),
+		jsAPI + "DIRECT.GET." + objStream(core.ObjectScripts) + "." + objSubject(core.ObjectScripts) + "M.*",
+		orderedConsumer(objStream(core.ObjectScripts), objSubject(core.ObjectScripts)+"C.*"),
+		jsAPI + "CONSUMER.DELETE." + objStream(core.ObjectScripts) + ".*",
 		// Outputs over 256 KiB: look the name up, then chunks and meta.
 		jsAPI + "STREAM.INFO." + objStream(output),
 		jsAPI + "DIRECT.GET." + objStream(output) + "." + objSubject(output) + "M.*",

@@ -2,6 +2,8 @@ package winagent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -370,4 +372,61 @@ func TestDerivedGroupsJoinTheMembership(t *testing.T) {
 		g := ta.Groups()
 		return len(g) == 1 && g[0] == "manual"
 	})
+}
+
+// SPEC-2 §1 / issue 12 item 1: a command naming a catalog script runs the
+// object's verified bytes, caches them, and never runs an empty script in
+// place of a missing or mismatched object.
+func TestScriptObjectRunsVerifiedCatalogScript(t *testing.T) {
+	requireUnix(t)
+	_, nc, js := broker(t)
+	ta := newTestAgent(t, nc.ConnectedUrl()).start()
+	ta.waitReady(nc, js)
+	pc := ta.cfg.ID
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	store, err := js.ObjectStore(ctx, core.ObjectScripts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("echo from-catalog")
+	if _, err := store.PutBytes(ctx, "inv/1.0.0", body); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	good := hex.EncodeToString(sum[:])
+	run := func(key, digest string) core.ExecResult {
+		t.Helper()
+		c := shCommand("", func(c *core.Command) { c.ScriptObject, c.ScriptObjectSHA256 = key, digest })
+		w := watchResults(t, nc, c.RequestID)
+		publishCommand(t, js, core.SubjectCommandsPC(pc), c)
+		return w.next(15 * time.Second)
+	}
+	if r := run("inv/1.0.0", good); r.ExitCode != 0 || strings.TrimSpace(r.Stdout) != "from-catalog" {
+		t.Fatalf("catalog script: %+v", r)
+	}
+	cached := filepath.Join(ta.dir, scriptCacheDir, good)
+	if b, err := os.ReadFile(cached); err != nil || string(b) != string(body) {
+		t.Fatalf("cache %s: %q %v", cached, b, err)
+	}
+	// A damaged cache file is not run: it is fetched again.
+	if err := os.WriteFile(cached, []byte("echo tampered"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := run("inv/1.0.0", good); strings.TrimSpace(r.Stdout) != "from-catalog" {
+		t.Fatalf("after the cache was damaged: %+v", r)
+	}
+	// The cache is content-addressed (SPEC-2 §1: script_cache/<sha256>), so a
+	// missing object is tried with a digest the cache does not hold.
+	other := sha256.Sum256([]byte("echo other"))
+	for _, tc := range []struct{ key, digest, want string }{
+		{"inv/9.9.9", hex.EncodeToString(other[:]), "no such object"},
+		{"inv/1.0.0", strings.Repeat("0", 64), "digest mismatch"},
+		{"inv/1.0.0", "not-a-digest", "is not a SHA-256"},
+	} {
+		r := run(tc.key, tc.digest)
+		if r.ExitCode != core.ExitKilled || r.Skipped || !strings.Contains(r.Stderr, tc.key) || !strings.Contains(r.Stderr, tc.want) || r.Stdout != "" {
+			t.Fatalf("%s/%s: %+v, want exit -1 naming the key and %q", tc.key, tc.digest, r, tc.want)
+		}
+	}
 }

@@ -247,6 +247,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		events:        a.events,
 		scripts:       a.scripts,
 		slots:         newRunSlots(runSlotLimit(a.effective.Get(), a.cfg.MaxConcurrent)),
+		source:        scriptSource{js: a.js, cacheDir: filepath.Join(a.cfg.DataDir, scriptCacheDir)},
 		runCtx:        runCtx,
 	}
 	// Commands admitted before a restart that never started run now,

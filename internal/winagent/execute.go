@@ -121,13 +121,21 @@ func (x *executor) execute(ctx context.Context, j job) {
 	if cmd.RunAs == core.RunAsSystem {
 		tempDir = filepath.Join(x.dataDir, scriptTempDir)
 	}
+	// A catalog script is fetched (or read from the cache) and verified
+	// now; anything wrong ends the run here, never with an empty script.
+	script, err := x.source.resolve(ctx, cmd)
+	if err != nil {
+		log.Warn("script not run", "error", err)
+		synthetic(core.ExitKilled, err.Error())
+		return
+	}
 	if err := x.ledger.Launching(cmd.RequestID, core.Now()); err != nil { // ledger time: wall
 		log.Error("could not mark the command launching in the admission ledger; a crash during this run would re-run it", "error", err)
 	}
 	x.scripts.begin()
 	res := runner.Run(ctx, runner.Spec{
 		Shell:   cmd.Shell,
-		Script:  cmd.Script,
+		Script:  script,
 		Cwd:     cmd.Cwd,
 		Timeout: cmd.Timeout(),
 		ExecID:  execID,

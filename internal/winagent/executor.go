@@ -38,6 +38,8 @@ type executor struct {
 	scripts *scriptActivity
 	// slots bounds the scripts running at once (run_slots.go).
 	slots *runSlots
+	// source resolves a command's script (script_object.go).
+	source scriptSource
 	// runCtx is Run's: its end kills the running scripts.
 	runCtx context.Context
 
