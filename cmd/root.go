@@ -120,9 +120,10 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 		NewPingCmd(f, nil),
 		NewStatusCmd(f, nil),
 
-		// Fleet configuration.
+		// Fleet configuration and the scripts catalog.
 		NewConfigCmd(f, nil),
 		NewGroupCmd(f, nil),
+		NewScriptCmd(f, nil),
 
 		// The agent daemon and its management verbs.
 		NewAgentCmd(f, nil),

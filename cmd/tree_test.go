@@ -46,6 +46,10 @@ var expectedCommands = []string{
 	"kanade ping",
 	"kanade revoke",
 	"kanade run",
+	"kanade script",
+	"kanade script delete",
+	"kanade script list",
+	"kanade script publish",
 	"kanade status",
 	"kanade unrevoke",
 	"kanade version",
@@ -112,7 +116,7 @@ func TestRootWiring(t *testing.T) {
 	}{
 		{root, []string{
 			"agent", "completion", "config", "devbroker", "group", "jetstream",
-			"kill", "ping", "revoke", "run", "status", "unrevoke", "version",
+			"kill", "ping", "revoke", "run", "script", "status", "unrevoke", "version",
 		}},
 		{findCommand(t, root, "agent"), []string{
 			"current", "install", "logs", "publish", "rollout", "start", "stop", "uninstall",
