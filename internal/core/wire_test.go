@@ -201,6 +201,15 @@ func checkEncoding(t *testing.T, name, kind string, orig, enc []byte) {
 			if g, w := generic(t, enc), generic(t, orig); !reflect.DeepEqual(g, w) {
 				t.Errorf("encoded full command differs from the fixture:\n got %v\nwant %v", g, w)
 			}
+		case "command_script_object.json":
+			// SPEC-2 §1: a catalog script; script is "".
+			wantRaw(t, m, "script", `""`)
+			wantRaw(t, m, "script_object", `"disk-cleanup/1.2.0"`)
+			wantRaw(t, m, "script_object_sha256", `"9f2d1c7a5b3e4f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"`)
+			wantRaw(t, m, "bypass_local_limit", "true")
+			if g, w := generic(t, enc), generic(t, orig); !reflect.DeepEqual(g, w) {
+				t.Errorf("encoded script_object command differs from the fixture:\n got %v\nwant %v", g, w)
+			}
 		case "command_legacy_job_id.json":
 			wantRaw(t, m, "exec_id", `"legacy-exec-7"`)
 			wantRaw(t, m, "jitter_secs", "null")
