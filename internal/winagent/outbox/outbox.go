@@ -755,10 +755,11 @@ func encodeEntry(e Entry) ([]byte, error) {
 const writeGrace = 2 * time.Second
 
 // stillBeingWritten reports whether the file at path changed within
-// writeGrace.
+// writeGrace. File times are wall-clock, so this compares with the wall
+// clock, not the outbox's injectable one.
 func (o *Outbox) stillBeingWritten(path string) bool {
 	st, err := os.Stat(path)
-	return err == nil && o.now().Sub(st.ModTime()) < writeGrace
+	return err == nil && time.Since(st.ModTime()) < writeGrace
 }
 
 func readEntry(path string) (Entry, error) {
