@@ -148,9 +148,6 @@ type Outbox struct {
 	// failing; pauseLevel counts the pauses in a row (the backoff step).
 	pauseUntil time.Time
 	pauseLevel int
-	// relist asks the next pass to list the directory (Resume, or a file
-	// that appeared in it).
-	relist bool
 	// watching is set while a file-system watch reports new files.
 	watching atomic.Bool
 }
@@ -279,7 +276,6 @@ func (o *Outbox) Put(e Entry) error {
 	return nil
 }
 
-// signal wakes the drainer.
 // Resume ends a pause for a broker outage and starts a pass over every
 // entry at once: the caller knows the broker is back (the connection
 // tracker's Connected event), so waiting out the pause would only delay
@@ -288,11 +284,12 @@ func (o *Outbox) Resume() {
 	o.mu.Lock()
 	o.pauseUntil = time.Time{}
 	o.pauseLevel = 0
-	o.relist = true
+	o.mustList = true
 	o.mu.Unlock()
 	o.signal()
 }
 
+// signal wakes the drainer.
 func (o *Outbox) signal() {
 	select {
 	case o.wake <- struct{}{}:
@@ -353,7 +350,7 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 		o.drain(ctx, pub, list)
 		var wait <-chan time.Time
 		switch {
-		case o.Len() > 0:
+		case o.waiting():
 			tick.Reset(RetryInterval)
 			wait = tick.C
 		case !o.watching.Load():
@@ -365,9 +362,7 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 			o.Flush()
 			return nil
 		case <-o.wake:
-			o.mu.Lock()
-			list, o.relist = o.relist, false
-			o.mu.Unlock()
+			list = false // passNames lists anyway when mustList is set
 		case <-wait:
 			list = true
 		}
@@ -378,6 +373,28 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 			}
 		}
 	}
+}
+
+// appeared asks for a listing pass because an entry file named name ("" for
+// unknown) appeared. The outbox's own Put of a fresh entry is already known
+// to the drainer, so it costs no listing.
+func (o *Outbox) appeared(name string) {
+	o.mu.Lock()
+	if name != "" && o.fresh[name] != nil {
+		o.mu.Unlock()
+		return
+	}
+	o.mustList = true
+	o.mu.Unlock()
+	o.signal()
+}
+
+// waiting reports, from what the drainer knows without listing the
+// directory, whether any entry is still pending.
+func (o *Outbox) waiting() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.fresh) > 0 || o.onDisk > 0 || o.mustList
 }
 
 // watchDir watches the outbox directory for entries that appear in it,
@@ -407,11 +424,8 @@ func (o *Outbox) watchDir(ctx context.Context) (stop func()) {
 				if !ok {
 					return
 				}
-				if strings.HasSuffix(ev.Name, entryExt) && ev.Has(fsnotify.Create|fsnotify.Rename|fsnotify.Write) {
-					o.mu.Lock()
-					o.relist = true
-					o.mu.Unlock()
-					o.signal()
+				if strings.HasSuffix(ev.Name, entryExt) && ev.Has(fsnotify.Create|fsnotify.Write) {
+					o.appeared(filepath.Base(ev.Name))
 				}
 			case err, ok := <-w.Errors:
 				if !ok {
@@ -419,10 +433,7 @@ func (o *Outbox) watchDir(ctx context.Context) (stop func()) {
 				}
 				// An overflowed queue may have dropped an event: list.
 				o.log.Debug("outbox watch", "error", err)
-				o.mu.Lock()
-				o.relist = true
-				o.mu.Unlock()
-				o.signal()
+				o.appeared("")
 			}
 		}
 	}()
