@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -155,7 +154,7 @@ func publishScript(ctx context.Context, store jetstream.ObjectStore, opts *Scrip
 	key := opts.Name + "/" + opts.Version
 	if info, err := store.GetInfo(ctx, key); err == nil {
 		// A version is immutable: commands already name its digest.
-		if old := scriptDigest(info); old != "" && old == sha256Hex(b) {
+		if old := scriptDigest(info); old != "" && old == core.ScriptSHA256(b) {
 			return writeScriptInfo(opts, ScriptInfo{Key: key, SHA256: old, Size: info.Size}, "unchanged")
 		}
 		return UsageErrorf("%s already holds other bytes: publish a new --version (commands name the old digest)", key)
@@ -166,7 +165,7 @@ func publishScript(ctx context.Context, store jetstream.ObjectStore, opts *Scrip
 	if err != nil {
 		return fmt.Errorf("upload %s/%s: %w", core.ObjectScripts, key, err)
 	}
-	return writeScriptInfo(opts, ScriptInfo{Key: key, SHA256: sha256Hex(b), Size: info.Size}, "published")
+	return writeScriptInfo(opts, ScriptInfo{Key: key, SHA256: core.ScriptSHA256(b), Size: info.Size}, "published")
 }
 
 func writeScriptInfo(opts *ScriptOptions, s ScriptInfo, what string) error {
@@ -239,10 +238,6 @@ func scriptDigest(i *jetstream.ObjectInfo) string {
 	return hex.EncodeToString(b)
 }
 
-func sha256Hex(b []byte) string {
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
-}
 
 // base64URLDecode reads the object store's base64url digest, padded or not.
 func base64URLDecode(s string) ([]byte, error) {

@@ -2,6 +2,8 @@ package core
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -239,6 +241,13 @@ func (c Command) MarshalJSON() ([]byte, error) {
 		p.DeadlineAt = &t
 	}
 	return json.Marshal(p)
+}
+
+// ScriptSHA256 is the script_object_sha256 of script bytes b: lowercase hex
+// of their SHA-256 (SPEC-2 §1).
+func ScriptSHA256(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // DecodeCommand decodes an untrusted Command payload.

@@ -3,8 +3,6 @@ package winagent
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -49,12 +47,13 @@ func (s scriptSource) resolve(ctx context.Context, cmd *core.Command) (string, e
 	}
 	key := cmd.ScriptObject
 	want := strings.ToLower(strings.TrimSpace(cmd.ScriptObjectSHA256))
-	if len(want) != sha256.Size*2 || strings.Trim(want, "0123456789abcdef") != "" {
+	if len(want) != 64 || // hex of a 32-byte SHA-256
+		strings.Trim(want, "0123456789abcdef") != "" {
 		return "", fmt.Errorf("script_object %q: script_object_sha256 %q is not a SHA-256 in hex; not run", key, cmd.ScriptObjectSHA256)
 	}
 	cached := filepath.Join(s.cacheDir, want)
 	if b, err := os.ReadFile(cached); err == nil {
-		if digest(b) == want {
+		if core.ScriptSHA256(b) == want {
 			return string(b), nil
 		}
 		_ = os.Remove(cached) // damaged: fetch it again
@@ -64,8 +63,8 @@ func (s scriptSource) resolve(ctx context.Context, cmd *core.Command) (string, e
 		return "", err
 	}
 	switch {
-	case digest(b) != want:
-		return "", fmt.Errorf("script_object %q: digest mismatch (object has sha256 %s, command says %s); not run", key, digest(b), want)
+	case core.ScriptSHA256(b) != want:
+		return "", fmt.Errorf("script_object %q: digest mismatch (object has sha256 %s, command says %s); not run", key, core.ScriptSHA256(b), want)
 	case !utf8.Valid(b):
 		return "", fmt.Errorf("script_object %q: the script is not UTF-8; not run", key)
 	}
@@ -110,9 +109,4 @@ func (s scriptSource) fetch(ctx context.Context, key string) ([]byte, error) {
 		return nil, fmt.Errorf("script_object %q: the script is over the 4 MiB (%d bytes) limit; not run", key, runner.MaxScript)
 	}
 	return buf.Bytes(), nil
-}
-
-func digest(b []byte) string {
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }
