@@ -559,16 +559,7 @@ func TestOverflowGoesToObjectStore(t *testing.T) {
 	if r.Stdout != "" || r.StdoutObject != key || r.StderrObject != "" || strings.TrimSpace(r.Stderr) != "small" {
 		t.Fatalf("overflow result = stdout %d bytes, stdout_object %q, stderr %q", len(r.Stdout), r.StdoutObject, r.Stderr)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	obs, err := js.ObjectStore(ctx, core.ObjectResultOutput)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := obs.GetBytes(ctx, key)
-	if err != nil {
-		t.Fatalf("get %s: %v", key, err)
-	}
+	body := resultOutput(t, js, key)
 	if len(body) != 300000 || strings.Trim(string(body), "a") != "" {
 		t.Fatalf("object is %d bytes", len(body))
 	}
@@ -904,4 +895,20 @@ func TestGatesHoldAtBoot(t *testing.T) {
 			t.Fatalf("%s: the script ran", f)
 		}
 	}
+}
+
+// resultOutput reads object key of store result_output.
+func resultOutput(t testing.TB, js jetstream.JetStream, key string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	obs, err := js.ObjectStore(ctx, core.ObjectResultOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := obs.GetBytes(ctx, key)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	return body
 }

@@ -49,16 +49,7 @@ func TestEscapedOutputGoesToObjectStore(t *testing.T) {
 		t.Fatalf("escaped result: exit %d, stdout %d bytes inline, stdout_object %q; want the output in %s",
 			r.ExitCode, len(r.Stdout), r.StdoutObject, key)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	obs, err := js.ObjectStore(ctx, core.ObjectResultOutput)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := obs.GetBytes(ctx, key)
-	if err != nil {
-		t.Fatalf("get %s: %v", key, err)
-	}
+	body := resultOutput(t, js, key)
 	if len(body) != 250000 || strings.Trim(string(body), "<") != "" {
 		t.Fatalf("object %s is %d bytes, want 250000 '<'", key, len(body))
 	}
