@@ -238,7 +238,6 @@ func scriptDigest(i *jetstream.ObjectInfo) string {
 	return hex.EncodeToString(b)
 }
 
-
 // base64URLDecode reads the object store's base64url digest, padded or not.
 func base64URLDecode(s string) ([]byte, error) {
 	if b, err := base64.URLEncoding.DecodeString(s); err == nil {

@@ -1,11 +1,11 @@
 package core
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 
@@ -83,42 +83,33 @@ func (e *NATSContextError) Unwrap() error { return e.Err }
 // selected when name is "". With no name and nothing selected it returns
 // (nil, nil): there is no context to use.
 func LoadNATSContext(name string) (*NATSContext, error) {
-	ctx := context.Background()
-	backend := natscontext.NewDefaultFileBackend()
-	reg := natscontext.NewRegistry(backend)
 	selected := false
 	if name == "" {
-		n, err := reg.Selected(ctx)
-		if errors.Is(err, natscontext.ErrNoneSelected) || (err == nil && n == "") {
+		if name = natscontext.SelectedContext(); name == "" {
 			return nil, nil
 		}
-		if err != nil {
-			return nil, fmt.Errorf("read the selected nats context: %w", err)
-		}
-		name, selected = n, true
+		selected = true
 	}
-	c, err := reg.Load(ctx, name)
-	if err != nil {
-		known, _ := reg.List(ctx)
+	if !natscontext.IsKnown(name) {
+		known := natscontext.KnownContexts()
 		slices.Sort(known)
-		if errors.Is(err, natscontext.ErrNotFound) {
-			err = ErrNoSuchContext
-		}
-		return nil, &NATSContextError{Name: name, Known: known, Err: err}
+		return nil, &NATSContextError{Name: name, Known: known, Err: ErrNoSuchContext}
 	}
-	out, err := fromNATSContext(c)
-	if err == nil {
-		// Load fills in nats.go's default URL for a context without one,
-		// which must not hide a kanade config file's server.
-		var raw struct {
-			URL string `json:"url"`
-		}
-		if b, lerr := backend.Load(ctx, name); lerr == nil && json.Unmarshal(b, &raw) == nil && raw.URL == "" && c.NscURL() == "" {
-			out.URL = ""
-		}
-	}
+	c, err := natscontext.New(name, true)
 	if err != nil {
 		return nil, &NATSContextError{Name: name, Err: err}
+	}
+	out, err := fromNATSContext(c)
+	if err != nil {
+		return nil, &NATSContextError{Name: name, Err: err}
+	}
+	// Loading fills in nats.go's default URL for a context without one,
+	// which must not hide a kanade config file's server.
+	var raw struct {
+		URL string `json:"url"`
+	}
+	if b, lerr := os.ReadFile(c.Path()); lerr == nil && json.Unmarshal(b, &raw) == nil && raw.URL == "" && c.NscURL() == "" {
+		out.URL = ""
 	}
 	out.Selected = selected
 	return out, nil
@@ -141,10 +132,19 @@ func fromNATSContext(c *natscontext.Context) (*NATSContext, error) {
 	} else {
 		// Only the auth settings go into this context, so the options
 		// it builds are exactly its way to authenticate.
+		if !credsPlain || !nkeyPlain {
+			return nil, fmt.Errorf("resolve its credentials: creds and nkey must be file paths (or file://PATH)")
+		}
+		user, uerr := resolveSecret(c.User())
+		password, perr := resolveSecret(c.Password())
+		token, terr := resolveSecret(c.Token())
+		if err := errors.Join(uerr, perr, terr); err != nil {
+			return nil, fmt.Errorf("resolve its credentials: %w", err)
+		}
 		auth, err := natscontext.New(c.Name, false,
-			natscontext.WithCreds(c.Creds()), natscontext.WithNKey(c.NKey()),
-			natscontext.WithUser(c.User()), natscontext.WithPassword(c.Password()),
-			natscontext.WithToken(c.Token()),
+			natscontext.WithCreds(creds), natscontext.WithNKey(nkey),
+			natscontext.WithUser(user), natscontext.WithPassword(password),
+			natscontext.WithToken(token),
 			natscontext.WithUserJWT(c.UserJWT()), natscontext.WithUserSeed(c.UserSeed()))
 		if err == nil {
 			out.AuthOptions, err = auth.NATSOptions()
@@ -178,6 +178,36 @@ func fromNATSContext(c *natscontext.Context) (*NATSContext, error) {
 		}
 	}
 	return out, nil
+}
+
+// resolveSecret resolves a user, password or token written as a reference:
+// env://NAME is read from the environment here. Why not natscontext: the
+// jsm.go release that resolves references itself (v0.5) requires the real
+// antithesis SDK in place of nats-server's no-op build, which added 9 MiB of
+// resident memory to every `kanade agent` process (measured with
+// `go run ./bench idle`); v0.4.1 reads the files and leaves references to
+// the caller. Other schemes (op://, nsc://, data:) are refused by name.
+func resolveSecret(s string) (string, error) {
+	if !isReference(s) {
+		return s, nil
+	}
+	u, _ := url.Parse(s)
+	switch strings.ToLower(u.Scheme) {
+	case "env":
+		name := strings.TrimPrefix(strings.TrimPrefix(s, u.Scheme+"://"), u.Scheme+":")
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			return "", fmt.Errorf("%s: environment variable %s is not set", s, name)
+		}
+		return v, nil
+	case "file":
+		b, err := os.ReadFile(strings.TrimPrefix(s, u.Scheme+"://"))
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return "", fmt.Errorf("%s:// references are not supported here; use env://NAME, file://PATH or the value itself", u.Scheme)
 }
 
 // referenceSchemes are the schemes natscontext resolves secrets from.

@@ -1,7 +1,6 @@
 package devbroker
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -28,7 +27,10 @@ type ContextSettings struct {
 }
 
 // ValidContextName checks name is one the nats CLI accepts for a context.
-func ValidContextName(name string) error { return natscontext.ValidateName(name) }
+func ValidContextName(name string) error {
+	_, err := natscontext.ContextPath(name)
+	return err
+}
 
 // WriteNATSContext saves the nats context name (in the nats CLI's store:
 // $XDG_CONFIG_HOME/nats/context, else ~/.config/nats/context, mode 0600)
@@ -37,19 +39,17 @@ func ValidContextName(name string) error { return natscontext.ValidateName(name)
 // dev broker wrote (passwords change at every start) and refuses any
 // other with ErrContextNotOurs. It does not select the context.
 func WriteNATSContext(name string, s ContextSettings) (string, error) {
-	if err := natscontext.ValidateName(name); err != nil {
+	path, err := natscontext.ContextPath(name)
+	if err != nil {
 		return "", err
 	}
-	ctx := context.Background()
-	backend := natscontext.NewDefaultFileBackend()
-	reg := natscontext.NewRegistry(backend)
-	if reg.Known(ctx, name) {
-		old, err := reg.Load(ctx, name)
+	if natscontext.IsKnown(name) {
+		old, err := natscontext.New(name, true)
 		if err != nil {
 			return "", fmt.Errorf("read the existing nats context %q: %w", name, err)
 		}
 		if !strings.HasPrefix(old.Description(), contextDescription) {
-			return "", fmt.Errorf("%w: %s", ErrContextNotOurs, backend.Path(name))
+			return "", fmt.Errorf("%w: %s", ErrContextNotOurs, path)
 		}
 	}
 	desc := contextDescription
@@ -62,8 +62,8 @@ func WriteNATSContext(name string, s ContextSettings) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := reg.Save(ctx, c, name); err != nil {
+	if err := c.Save(name); err != nil {
 		return "", fmt.Errorf("write nats context %q: %w", name, err)
 	}
-	return backend.Path(name), nil
+	return path, nil
 }
