@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/brokerquiet"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/winagent"
@@ -37,7 +38,7 @@ const (
 
 // AgentOptions are the inputs of `kanade agent`.
 type AgentOptions struct {
-	IO *IOStreams
+	IO *cmdutil.IOStreams
 	// ConfigFile is --config; "" means KANADE_AGENT_CONFIG, then the
 	// platform's default path, then no file.
 	ConfigFile string
@@ -58,7 +59,7 @@ type AgentOptions struct {
 }
 
 // NewAgentCmd is `kanade agent`: the resident daemon, plus its management verbs.
-func NewAgentCmd(f *Factory, runF func(context.Context, *AgentOptions) error) *cobra.Command {
+func NewAgentCmd(f *cmdutil.Factory, runF func(context.Context, *AgentOptions) error) *cobra.Command {
 	opts := &AgentOptions{IO: f.IO, Getenv: os.Getenv, Executable: os.Executable,
 		IsService: service.IsServiceProcess, RunService: service.RunService}
 	c := &cobra.Command{
@@ -178,11 +179,11 @@ func agentExit(err error, log *slog.Logger) error {
 		return nil
 	case core.ExitCodeUpdate:
 		log.Info("exiting for the service manager to start the new build", "exit_code", code)
-		return &ExitError{Code: code}
-	case ExitFailure:
+		return &cmdutil.ExitError{Code: code}
+	case cmdutil.ExitFailure:
 		return err
 	default:
-		return &ExitError{Code: code, Err: err}
+		return &cmdutil.ExitError{Code: code, Err: err}
 	}
 }
 
@@ -311,7 +312,7 @@ func loadAgentConfig(file string, getenv func(string) string, overrides map[stri
 // applyAgentFile reads one TOML or YAML file into cfg.
 func applyAgentFile(cfg *winagent.Config, load *agentConfigLoad, file string, raw []byte, formatSet *bool) error {
 	if bytes.Contains(raw, []byte("{{")) {
-		return WithHint(fmt.Errorf("agent config %s uses {{ }} templates, which kanade does not render", file),
+		return cmdutil.WithHint(fmt.Errorf("agent config %s uses {{ }} templates, which kanade does not render", file),
 			"replace each template with its value; agent.id defaults to the hostname and KANADE_AGENT_ID overrides it")
 	}
 	v := viper.New()

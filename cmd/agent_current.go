@@ -10,12 +10,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // AgentCurrentOptions are the inputs of `kanade agent current`.
 type AgentCurrentOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 	JSON      bool
 }
@@ -41,7 +42,7 @@ type AgentCurrentResult struct {
 }
 
 // NewAgentCurrentCmd is `kanade agent current`.
-func NewAgentCurrentCmd(f *Factory, runF func(context.Context, *AgentCurrentOptions) error) *cobra.Command {
+func NewAgentCurrentCmd(f *cmdutil.Factory, runF func(context.Context, *AgentCurrentOptions) error) *cobra.Command {
 	opts := &AgentCurrentOptions{IO: f.IO, JetStream: f.JetStream}
 	c := &cobra.Command{
 		Use:   "current",
@@ -70,7 +71,7 @@ func runAgentCurrent(ctx context.Context, opts *AgentCurrentOptions) error {
 	}
 	kv, err := js.KeyValue(ctx, core.BucketAgentConfig)
 	if err != nil {
-		return WithHint(fmt.Errorf("open KV %q: %w", core.BucketAgentConfig, err), "run `kanade jetstream setup` first")
+		return cmdutil.WithHint(fmt.Errorf("open KV %q: %w", core.BucketAgentConfig, err), "run `kanade jetstream setup` first")
 	}
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {
@@ -116,7 +117,7 @@ func runAgentCurrent(ctx context.Context, opts *AgentCurrentOptions) error {
 	})
 
 	if opts.JSON {
-		return writeJSON(opts.IO.Out, res)
+		return cmdutil.WriteJSON(opts.IO.Out, res)
 	}
 	rows := [][]string{}
 	hasGlobal := false
@@ -127,7 +128,7 @@ func runAgentCurrent(ctx context.Context, opts *AgentCurrentOptions) error {
 	if !hasGlobal {
 		rows = append([][]string{{core.ConfigKeyGlobal, "(unset)", "-"}}, rows...)
 	}
-	return printTable(opts.IO, []string{"SCOPE", "TARGET VERSION", "JITTER"}, rows)
+	return cmdutil.PrintTable(opts.IO, []string{"SCOPE", "TARGET VERSION", "JITTER"}, rows)
 }
 
 func derefOr(p *string, def string) string {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 	"github.com/kanadehq/kanade-go/internal/winagent"
@@ -69,7 +70,7 @@ func agentTestOptions(t *testing.T) (*AgentOptions, *lockedBuffer) {
 		t.Fatal(err)
 	}
 	return &AgentOptions{
-		IO:         &IOStreams{In: strings.NewReader(""), Out: out, ErrOut: out},
+		IO:         &cmdutil.IOStreams{In: strings.NewReader(""), Out: out, ErrOut: out},
 		Getenv:     envOf(env),
 		Executable: os.Executable,
 	}, out

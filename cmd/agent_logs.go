@@ -10,14 +10,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // AgentLogsOptions are the inputs of `kanade agent logs`.
 type AgentLogsOptions struct {
-	IO     *IOStreams
+	IO     *cmdutil.IOStreams
 	Conn   func(context.Context) (*nats.Conn, error)
-	Config func() (*CLIConfig, error)
+	Config func() (*cmdutil.CLIConfig, error)
 
 	PC   string
 	Tail int
@@ -26,7 +27,7 @@ type AgentLogsOptions struct {
 }
 
 // NewAgentLogsCmd is `kanade agent logs PC`.
-func NewAgentLogsCmd(f *Factory, runF func(context.Context, *AgentLogsOptions) error) *cobra.Command {
+func NewAgentLogsCmd(f *cmdutil.Factory, runF func(context.Context, *AgentLogsOptions) error) *cobra.Command {
 	opts := &AgentLogsOptions{IO: f.IO, Conn: f.Conn, Config: f.Config}
 	c := &cobra.Command{
 		Use:               "logs PC",
@@ -40,13 +41,13 @@ them as they are. The agent sends at most 800 KiB, from the end.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.PC = args[0]
 			if !core.ValidToken(opts.PC) {
-				return UsageErrorf("invalid pc id %q: no dots, wildcards or spaces", opts.PC)
+				return cmdutil.UsageErrorf("invalid pc id %q: no dots, wildcards or spaces", opts.PC)
 			}
 			if opts.Tail < 1 {
-				return UsageErrorf("invalid --tail %d: must be at least 1", opts.Tail)
+				return cmdutil.UsageErrorf("invalid --tail %d: must be at least 1", opts.Tail)
 			}
 			if opts.Wait < 0 {
-				return UsageErrorf("invalid --wait %s: must be positive", opts.Wait)
+				return cmdutil.UsageErrorf("invalid --wait %s: must be positive", opts.Wait)
 			}
 			if runF != nil {
 				return runF(c.Context(), opts)
@@ -80,9 +81,9 @@ func runAgentLogs(ctx context.Context, opts *AgentLogsOptions) error {
 	msg, err := nc.RequestWithContext(rctx, subject, body)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return WithHint(fmt.Errorf("fetch logs of %s: nobody listens on %s", opts.PC, subject), pcHint)
+		return cmdutil.WithHint(fmt.Errorf("fetch logs of %s: nobody listens on %s", opts.PC, subject), cmdutil.PCHint)
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-		return WithHint(fmt.Errorf("fetch logs of %s: no reply on %s within %s", opts.PC, subject, wait), "the agent may be busy or its log large: retry with --wait 30s")
+		return cmdutil.WithHint(fmt.Errorf("fetch logs of %s: no reply on %s within %s", opts.PC, subject, wait), "the agent may be busy or its log large: retry with --wait 30s")
 	case err != nil:
 		return fmt.Errorf("fetch logs of %s: %w", opts.PC, err)
 	}

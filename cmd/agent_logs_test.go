@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 )
@@ -51,7 +52,7 @@ func TestAgentLogsRun(t *testing.T) {
 	}
 	nc.Flush()
 
-	f := &Factory{IO: e.io(false), Conn: e.connF()}
+	f := &cmdutil.Factory{IO: e.io(false), Conn: e.connF()}
 	if err := opExec(NewAgentLogsCmd(f, nil), "--tail", "3", "PC-1"); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func TestAgentLogsRun(t *testing.T) {
 	}
 
 	// Nobody serves pc-1 (case matters): the hint says so.
-	f = &Factory{IO: e.io(false), Conn: e.connF()}
+	f = &cmdutil.Factory{IO: e.io(false), Conn: e.connF()}
 	err := opExec(NewAgentLogsCmd(f, nil), "pc-1")
 	wantHint(t, err, "case-sensitive")
 	if !strings.Contains(err.Error(), "logs.fetch.pc-1") {
@@ -76,7 +77,7 @@ func TestAgentLogsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc.Flush()
-	f = &Factory{IO: e.io(false), Conn: e.connF()}
+	f = &cmdutil.Factory{IO: e.io(false), Conn: e.connF()}
 	t0 := time.Now()
 	err = opExec(NewAgentLogsCmd(f, nil), "--wait", "200ms", "PC-SLOW")
 	wantHint(t, err, "--wait")

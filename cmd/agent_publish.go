@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/winagent/update"
 )
@@ -30,7 +31,7 @@ const versionLDFlag = kanadeModule + "/internal/core.Version="
 
 // AgentPublishOptions are the inputs of `kanade agent publish`.
 type AgentPublishOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 
 	File    string
@@ -55,7 +56,7 @@ type AgentPublishResult struct {
 }
 
 // NewAgentPublishCmd is `kanade agent publish FILE`.
-func NewAgentPublishCmd(f *Factory, runF func(context.Context, *AgentPublishOptions) error) *cobra.Command {
+func NewAgentPublishCmd(f *cmdutil.Factory, runF func(context.Context, *AgentPublishOptions) error) *cobra.Command {
 	opts := &AgentPublishOptions{IO: f.IO, JetStream: f.JetStream}
 	c := &cobra.Command{
 		Use:   "publish FILE",
@@ -83,18 +84,18 @@ Prints the keys, the size and the SHA-256 digest agents verify.`,
 			opts.File = args[0]
 			if opts.Version != "" {
 				if err := core.ValidReleaseVersion(opts.Version); err != nil {
-					return UsageErrorf("invalid --version: %v", err)
+					return cmdutil.UsageErrorf("invalid --version: %v", err)
 				}
 			}
 			if opts.OS != "" {
 				goos, ok := releaseGOOS(opts.OS)
 				if !ok {
-					return UsageErrorf("invalid --os %q: want windows, linux or macos", opts.OS)
+					return cmdutil.UsageErrorf("invalid --os %q: want windows, linux or macos", opts.OS)
 				}
 				opts.OS = goos
 			}
 			if opts.Arch != "" && !releaseArch(opts.Arch) {
-				return UsageErrorf("invalid --arch %q: want amd64 or arm64", opts.Arch)
+				return cmdutil.UsageErrorf("invalid --arch %q: want amd64 or arm64", opts.Arch)
 			}
 			if runF != nil {
 				return runF(c.Context(), opts)
@@ -270,44 +271,44 @@ func resolveRelease(file string, b agentBinary, opts *AgentPublishOptions) (goos
 	goos, goarch = b.GOOS, b.GOARCH
 	if opts.OS != "" {
 		if goos != "" && goos != opts.OS {
-			return "", "", "", nil, UsageErrorf("%s is a %s binary but --os says %s", file, core.OSFamilyOf(goos), core.OSFamilyOf(opts.OS))
+			return "", "", "", nil, cmdutil.UsageErrorf("%s is a %s binary but --os says %s", file, core.OSFamilyOf(goos), core.OSFamilyOf(opts.OS))
 		}
 		goos = opts.OS
 	}
 	if opts.Arch != "" {
 		if goarch != "" && goarch != opts.Arch {
-			return "", "", "", nil, UsageErrorf("%s is an %s binary but --arch says %s", file, goarch, opts.Arch)
+			return "", "", "", nil, cmdutil.UsageErrorf("%s is an %s binary but --arch says %s", file, goarch, opts.Arch)
 		}
 		goarch = opts.Arch
 	}
 	if goos == "" || goarch == "" {
-		return "", "", "", nil, UsageErrorf("cannot tell the platform of %s: pass --os and --arch", file)
+		return "", "", "", nil, cmdutil.UsageErrorf("cannot tell the platform of %s: pass --os and --arch", file)
 	}
 	if _, ok := releaseGOOS(core.OSFamilyOf(goos)); !ok || !releaseArch(goarch) {
-		return "", "", "", nil, UsageErrorf("%s is a %s/%s binary: agents run on windows, linux or macos, amd64 or arm64", file, goos, goarch)
+		return "", "", "", nil, cmdutil.UsageErrorf("%s is a %s/%s binary: agents run on windows, linux or macos, amd64 or arm64", file, goos, goarch)
 	}
 
 	version = opts.Version
 	switch {
 	case b.Kanade && !b.VersionKnown && version == "":
-		return "", "", "", nil, UsageErrorf("cannot tell the version of %s (a -trimpath build for another platform hides it): pass --version", file)
+		return "", "", "", nil, cmdutil.UsageErrorf("cannot tell the version of %s (a -trimpath build for another platform hides it): pass --version", file)
 	case b.Kanade && !b.VersionKnown:
 		notes = append(notes, fmt.Sprintf("note: cannot check that %s reports %s; agents will refuse it if it does not", file, version))
 	case b.Kanade && b.Version == "" && version == "":
-		return "", "", "", nil, UsageErrorf("%s carries no version (it reports %s): build it with -ldflags \"-X %s<version>\"", file, core.DevVersion, versionLDFlag)
+		return "", "", "", nil, cmdutil.UsageErrorf("%s carries no version (it reports %s): build it with -ldflags \"-X %s<version>\"", file, core.DevVersion, versionLDFlag)
 	case b.Kanade && b.Version == "":
-		return "", "", "", nil, UsageErrorf("%s reports version %s, not %s: agents refuse a build whose version is not the rollout target; stamp it with -ldflags \"-X %s%s\"", file, core.DevVersion, version, versionLDFlag, version)
+		return "", "", "", nil, cmdutil.UsageErrorf("%s reports version %s, not %s: agents refuse a build whose version is not the rollout target; stamp it with -ldflags \"-X %s%s\"", file, core.DevVersion, version, versionLDFlag, version)
 	case b.Kanade && version != "" && version != b.Version:
-		return "", "", "", nil, UsageErrorf("%s reports version %s but --version says %s: agents refuse a build whose version is not the rollout target", file, b.Version, version)
+		return "", "", "", nil, cmdutil.UsageErrorf("%s reports version %s but --version says %s: agents refuse a build whose version is not the rollout target", file, b.Version, version)
 	case b.Kanade:
 		version = b.Version
 	case version == "":
-		return "", "", "", nil, UsageErrorf("cannot read a version from %s (not a kanade Go build): pass --version", file)
+		return "", "", "", nil, cmdutil.UsageErrorf("cannot read a version from %s (not a kanade Go build): pass --version", file)
 	case b.Module != "":
 		notes = append(notes, fmt.Sprintf("note: %s is a Go program of module %s, not kanade; publishing it as %s anyway", file, b.Module, version))
 	}
 	if err := core.ValidReleaseVersion(version); err != nil {
-		return "", "", "", nil, UsageErrorf("cannot publish %s: %v", file, err)
+		return "", "", "", nil, cmdutil.UsageErrorf("cannot publish %s: %v", file, err)
 	}
 	return goos, goarch, version, notes, nil
 }
@@ -325,11 +326,11 @@ func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {
 		return fmt.Errorf("read agent binary: %w", err)
 	}
 	if !fi.Mode().IsRegular() || fi.Size() == 0 {
-		return UsageErrorf("%s is not a non-empty file", opts.File)
+		return cmdutil.UsageErrorf("%s is not a non-empty file", opts.File)
 	}
 	bin, err := inspectAgentBinary(ctx, opts.File)
 	if err != nil {
-		return &UsageError{Err: err}
+		return &cmdutil.UsageError{Err: err}
 	}
 	goos, goarch, version, notes, err := resolveRelease(opts.File, bin, opts)
 	if err != nil {
@@ -345,7 +346,7 @@ func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {
 	}
 	store, err := js.ObjectStore(ctx, core.ObjectAgentReleases)
 	if err != nil {
-		return WithHint(fmt.Errorf("open object store %q: %w", core.ObjectAgentReleases, err), "run `kanade jetstream setup` first")
+		return cmdutil.WithHint(fmt.Errorf("open object store %q: %w", core.ObjectAgentReleases, err), "run `kanade jetstream setup` first")
 	}
 
 	res := AgentPublishResult{
@@ -367,7 +368,7 @@ func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {
 	}
 
 	if opts.JSON {
-		return writeJSON(opts.IO.Out, res)
+		return cmdutil.WriteJSON(opts.IO.Out, res)
 	}
 	rows := [][2]string{
 		{"version", res.Version},
@@ -388,7 +389,7 @@ func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {
 
 // putAgentRelease uploads file under key, with progress on ErrOut, and
 // returns the stored info and the hex SHA-256 of what was read.
-func putAgentRelease(ctx context.Context, store jetstream.ObjectStore, ios *IOStreams, file, key string, r AgentPublishResult) (*jetstream.ObjectInfo, string, error) {
+func putAgentRelease(ctx context.Context, store jetstream.ObjectStore, ios *cmdutil.IOStreams, file, key string, r AgentPublishResult) (*jetstream.ObjectInfo, string, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, "", fmt.Errorf("read agent binary: %w", err)

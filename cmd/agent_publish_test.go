@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 )
@@ -222,7 +223,7 @@ func TestResolveRelease(t *testing.T) {
 
 // publishEnv runs `kanade agent publish` against the env's broker.
 func publishRun(e *opEnv, tty bool, args ...string) error {
-	f := &Factory{IO: e.io(tty), JetStream: e.jsF(), Now: e.nowF()}
+	f := &cmdutil.Factory{IO: e.io(tty), JetStream: e.jsF(), Now: e.nowF()}
 	return opExec(NewAgentPublishCmd(f, nil), args...)
 }
 
@@ -312,7 +313,7 @@ func TestAgentPublishNoStore(t *testing.T) {
 	srv := natstest.Run(t)
 	_, js := natstest.JetStream(t, srv.URL())
 	var out, errOut bytes.Buffer
-	f := &Factory{IO: TestIO(nil, &out, &errOut, false), JetStream: func(context.Context) (jetstream.JetStream, error) { return js, nil }}
+	f := &cmdutil.Factory{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: func(context.Context) (jetstream.JetStream, error) { return js, nil }}
 	err := opExec(NewAgentPublishCmd(f, nil), buildTinyAgent(t, "linux", "amd64", "0.39.0", false))
 	wantHint(t, err, "kanade jetstream setup")
 }

@@ -11,12 +11,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // AgentRolloutOptions are the inputs of `kanade agent rollout`.
 type AgentRolloutOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 	Now       func() time.Time
 
@@ -42,7 +43,7 @@ type AgentRolloutResult struct {
 }
 
 // NewAgentRolloutCmd is `kanade agent rollout V (--global | --group G | --pc P)`.
-func NewAgentRolloutCmd(f *Factory, runF func(context.Context, *AgentRolloutOptions) error) *cobra.Command {
+func NewAgentRolloutCmd(f *cmdutil.Factory, runF func(context.Context, *AgentRolloutOptions) error) *cobra.Command {
 	opts := &AgentRolloutOptions{IO: f.IO, JetStream: f.JetStream, Now: f.Now}
 	var (
 		global    bool
@@ -69,7 +70,7 @@ The scope is updated with a compare-and-swap, keeping its other settings.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.Version = args[0]
 			if err := core.ValidReleaseVersion(opts.Version); err != nil {
-				return UsageErrorf("invalid version: %v", err)
+				return cmdutil.UsageErrorf("invalid version: %v", err)
 			}
 			n := 0
 			if global {
@@ -79,24 +80,24 @@ The scope is updated with a compare-and-swap, keeping its other settings.`,
 			if c.Flags().Changed("group") {
 				n++
 				if !core.ValidToken(group) {
-					return UsageErrorf("invalid --group %q: no dots, wildcards or spaces", group)
+					return cmdutil.UsageErrorf("invalid --group %q: no dots, wildcards or spaces", group)
 				}
 				opts.Scope = core.ConfigKeyGroup(group)
 			}
 			if c.Flags().Changed("pc") {
 				n++
 				if !core.ValidToken(pc) {
-					return UsageErrorf("invalid --pc %q: no dots, wildcards or spaces", pc)
+					return cmdutil.UsageErrorf("invalid --pc %q: no dots, wildcards or spaces", pc)
 				}
 				opts.Scope = core.ConfigKeyPC(pc)
 			}
 			if n != 1 {
-				return UsageErrorf("pick exactly one scope: --global, --group G or --pc P")
+				return cmdutil.UsageErrorf("pick exactly one scope: --global, --group G or --pc P")
 			}
 			if c.Flags().Changed("jitter") {
 				d, err := core.ParseDuration(jitter)
 				if err != nil || d < 0 {
-					return UsageErrorf("invalid --jitter %q: want a duration like 30m or 1h", jitter)
+					return cmdutil.UsageErrorf("invalid --jitter %q: want a duration like 30m or 1h", jitter)
 				}
 				opts.Jitter = &d
 			}
@@ -160,9 +161,9 @@ func runAgentRollout(ctx context.Context, opts *AgentRolloutOptions) error {
 	releases, err := findAgentReleases(ctx, js, opts.Version)
 	switch {
 	case err != nil && !opts.Force:
-		return WithHint(err, "run `kanade jetstream setup` first, or pass --force")
+		return cmdutil.WithHint(err, "run `kanade jetstream setup` first, or pass --force")
 	case err == nil && len(releases) == 0 && !opts.Force:
-		return WithHint(fmt.Errorf("no release of %s in %s", opts.Version, core.ObjectAgentReleases),
+		return cmdutil.WithHint(fmt.Errorf("no release of %s in %s", opts.Version, core.ObjectAgentReleases),
 			fmt.Sprintf("publish it first: kanade agent publish FILE --version %s (or pass --force)", opts.Version))
 	case err != nil:
 		fmt.Fprintf(opts.IO.ErrOut, "warning: %v (continuing: --force)\n", err)
@@ -173,10 +174,10 @@ func runAgentRollout(ctx context.Context, opts *AgentRolloutOptions) error {
 
 	kv, err := js.KeyValue(ctx, core.BucketAgentConfig)
 	if err != nil {
-		return WithHint(fmt.Errorf("open KV %q: %w", core.BucketAgentConfig, err), "run `kanade jetstream setup` first")
+		return cmdutil.WithHint(fmt.Errorf("open KV %q: %w", core.BucketAgentConfig, err), "run `kanade jetstream setup` first")
 	}
 	res := AgentRolloutResult{Scope: opts.Scope, TargetVersion: opts.Version, Releases: releases}
-	rev, _, err := casUpdate(ctx, kv, opts.Scope, func(obj map[string]json.RawMessage) (bool, error) {
+	rev, _, err := cmdutil.CASUpdate(ctx, kv, opts.Scope, func(obj map[string]json.RawMessage) (bool, error) {
 		v, _ := json.Marshal(opts.Version)
 		obj["target_version"] = v
 		if opts.Jitter != nil {
@@ -203,10 +204,10 @@ func runAgentRollout(ctx context.Context, opts *AgentRolloutOptions) error {
 	if res.TargetVersionJitter != nil {
 		payload["target_version_jitter"] = *res.TargetVersionJitter
 	}
-	publishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), core.AuditActionAgentRollout, opts.Scope, payload)
+	cmdutil.PublishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), core.AuditActionAgentRollout, opts.Scope, payload)
 
 	if opts.JSON {
-		return writeJSON(opts.IO.Out, res)
+		return cmdutil.WriteJSON(opts.IO.Out, res)
 	}
 	jitter := "default (10m)"
 	if res.TargetVersionJitter != nil {

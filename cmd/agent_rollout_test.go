@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -46,7 +47,7 @@ func TestAgentRolloutArgv(t *testing.T) {
 }
 
 func rolloutRun(e *opEnv, args ...string) error {
-	f := &Factory{IO: e.io(false), JetStream: e.jsF(), Now: e.nowF()}
+	f := &cmdutil.Factory{IO: e.io(false), JetStream: e.jsF(), Now: e.nowF()}
 	return opExec(NewAgentRolloutCmd(f, nil), args...)
 }
 
@@ -134,7 +135,7 @@ func TestAgentCurrent(t *testing.T) {
 	}
 	run := func(tty bool, args ...string) {
 		t.Helper()
-		f := &Factory{IO: e.io(tty), JetStream: e.jsF(), Now: e.nowF()}
+		f := &cmdutil.Factory{IO: e.io(tty), JetStream: e.jsF(), Now: e.nowF()}
 		if err := opExec(NewAgentCurrentCmd(f, nil), args...); err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +171,7 @@ func TestAgentCurrent(t *testing.T) {
 
 	// An empty bucket still answers, with the global target unset.
 	e2 := newOpEnv(t)
-	f := &Factory{IO: e2.io(false), JetStream: e2.jsF()}
+	f := &cmdutil.Factory{IO: e2.io(false), JetStream: e2.jsF()}
 	if err := opExec(NewAgentCurrentCmd(f, nil), "--json"); err != nil {
 		t.Fatal(err)
 	}

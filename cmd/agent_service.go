@@ -11,12 +11,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/winagent/service"
 )
 
 // AgentServiceOptions are the inputs of `kanade agent install|uninstall|start|stop`.
 type AgentServiceOptions struct {
-	IO  *IOStreams
+	IO  *cmdutil.IOStreams
 	Log func() *slog.Logger
 	// Executable returns the binary to register (os.Executable, symlinks
 	// resolved).
@@ -49,7 +50,7 @@ root-only) or the registry value HKLM\SOFTWARE\kanade\agent\NatsToken
 }
 
 // NewAgentServiceCmd is one of `kanade agent install|uninstall|start|stop`.
-func NewAgentServiceCmd(f *Factory, action string, runF func(context.Context, *AgentServiceOptions) error) *cobra.Command {
+func NewAgentServiceCmd(f *cmdutil.Factory, action string, runF func(context.Context, *AgentServiceOptions) error) *cobra.Command {
 	opts := &AgentServiceOptions{IO: f.IO, Log: f.Log, Executable: agentExecutable, Action: action}
 	help := agentServiceHelp[action]
 	c := &cobra.Command{
@@ -61,10 +62,10 @@ func NewAgentServiceCmd(f *Factory, action string, runF func(context.Context, *A
 			if opts.ConfigPath != "" {
 				abs, err := filepath.Abs(opts.ConfigPath)
 				if err != nil {
-					return UsageErrorf("invalid --config %q: %v", opts.ConfigPath, err)
+					return cmdutil.UsageErrorf("invalid --config %q: %v", opts.ConfigPath, err)
 				}
 				if fi, err := os.Stat(abs); err != nil || fi.IsDir() {
-					return UsageErrorf("invalid --config %q: not a readable file", opts.ConfigPath)
+					return cmdutil.UsageErrorf("invalid --config %q: not a readable file", opts.ConfigPath)
 				}
 				opts.ConfigPath = abs
 			}
@@ -119,16 +120,16 @@ func runAgentService(_ context.Context, opts *AgentServiceOptions) error {
 	}
 	switch {
 	case errors.Is(err, service.ErrNotInstalled) && opts.Action != "install":
-		return WithHint(err, "install it first: kanade agent install")
+		return cmdutil.WithHint(err, "install it first: kanade agent install")
 	case errors.Is(err, os.ErrPermission):
 		if runtime.GOOS == "windows" {
-			return WithHint(err, "run it from an elevated (Administrator) prompt")
+			return cmdutil.WithHint(err, "run it from an elevated (Administrator) prompt")
 		}
-		return WithHint(err, "run it as root (sudo)")
+		return cmdutil.WithHint(err, "run it as root (sudo)")
 	case err != nil:
 		return err
 	}
-	st := opts.IO.errStyles()
+	st := opts.IO.ErrStyles()
 	switch opts.Action {
 	case "install":
 		where := service.SystemdUnitPath

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 )
 
 func TestAgentServiceArgv(t *testing.T) {
@@ -49,7 +51,7 @@ func TestAgentServiceWithoutSystemd(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	var out, errOut strings.Builder
 	f := opArgvFactory()
-	f.IO = TestIO(nil, &out, &errOut, false)
+	f.IO = cmdutil.TestIO(nil, &out, &errOut, false)
 	err := opExec(NewAgentServiceCmd(f, "install", nil))
 	if err == nil || !strings.Contains(err.Error(), "systemctl not found") {
 		t.Fatalf("install = %v", err)

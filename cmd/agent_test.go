@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/winagent"
 )
@@ -161,7 +162,7 @@ func TestLoadAgentConfigNoFileUsesDefaults(t *testing.T) {
 
 func TestAgentCmdFlags(t *testing.T) {
 	var got *AgentOptions
-	f := &Factory{IO: TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false)}
+	f := &cmdutil.Factory{IO: cmdutil.TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false)}
 	root := NewRootCmd(f)
 	for _, c := range root.Commands() {
 		if c.Name() == "agent" {

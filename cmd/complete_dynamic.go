@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -22,7 +23,7 @@ const completionTimeout = 2 * time.Second
 // in agents_state. Attach it to commands whose first argument is a PC:
 //
 //	c.ValidArgsFunction = completePCs(f)
-func completePCs(f *Factory) cobra.CompletionFunc {
+func completePCs(f *cmdutil.Factory) cobra.CompletionFunc {
 	return func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
@@ -38,7 +39,7 @@ func completePCs(f *Factory) cobra.CompletionFunc {
 // agents_state, whatever positional arguments came before:
 //
 //	c.RegisterFlagCompletionFunc("pc", completePCFlag(f))
-func completePCFlag(f *Factory) cobra.CompletionFunc {
+func completePCFlag(f *cmdutil.Factory) cobra.CompletionFunc {
 	return func(c *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		return completePCs(f)(c, nil, toComplete)
 	}
@@ -46,7 +47,7 @@ func completePCFlag(f *Factory) cobra.CompletionFunc {
 
 // completePCThenGroups completes `PC G...` argument lists (kanade group add,
 // rm, set): a pc id first, then group names.
-func completePCThenGroups(f *Factory) cobra.CompletionFunc {
+func completePCThenGroups(f *cmdutil.Factory) cobra.CompletionFunc {
 	return func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		if len(args) == 0 {
 			return completePCs(f)(c, args, toComplete)
@@ -58,7 +59,7 @@ func completePCThenGroups(f *Factory) cobra.CompletionFunc {
 // completeGroups completes group names: every group some PC belongs to in
 // agent_groups. For a --group flag: c.RegisterFlagCompletionFunc("group",
 // completeGroups(f)); for a G argument: c.ValidArgsFunction = completeGroups(f).
-func completeGroups(f *Factory) cobra.CompletionFunc {
+func completeGroups(f *cmdutil.Factory) cobra.CompletionFunc {
 	return func(c *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		groups := completionQuery(c.Context(), f, knownGroups)
 		return filterCompletions(groups, toComplete), cobra.ShellCompDirectiveNoFileComp
@@ -70,7 +71,7 @@ func completeGroups(f *Factory) cobra.CompletionFunc {
 // It dials its own short-lived connection rather than f.Conn: the shared
 // one holds a lock for the whole --timeout (5s by default) while dialling,
 // and the root's post-run would wait for it.
-func completionQuery(parent context.Context, f *Factory, q func(context.Context, jetstream.JetStream) ([]string, error)) []string {
+func completionQuery(parent context.Context, f *cmdutil.Factory, q func(context.Context, jetstream.JetStream) ([]string, error)) []string {
 	if f.Config == nil {
 		return nil
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 )
 
@@ -19,7 +20,7 @@ import (
 func completeArgv(t *testing.T, argv ...string) []string {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	f := &Factory{IO: TestIO(&bytes.Buffer{}, &out, &errOut, false)}
+	f := &cmdutil.Factory{IO: cmdutil.TestIO(&bytes.Buffer{}, &out, &errOut, false)}
 	root := NewRootCmd(f)
 	probe := &cobra.Command{
 		Use:               "probe [PC]",
@@ -44,7 +45,7 @@ func completeArgv(t *testing.T, argv ...string) []string {
 		RunE:              func(*cobra.Command, []string) error { return nil },
 	}
 	root.AddCommand(probe, membership)
-	// __complete writes to cobra's own streams, not the Factory's.
+	// __complete writes to cobra's own streams, not the cmdutil.Factory's.
 	root.SetOut(&out)
 	root.SetErr(&errOut)
 	root.SetArgs(append([]string{cobra.ShellCompRequestCmd}, argv...))

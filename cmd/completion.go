@@ -1,11 +1,12 @@
 package cmd
 
 import (
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/spf13/cobra"
 )
 
 // NewCompletionCmd writes a shell completion script.
-func NewCompletionCmd(f *Factory) *cobra.Command {
+func NewCompletionCmd(f *cmdutil.Factory) *cobra.Command {
 	return &cobra.Command{
 		Use:   "completion bash|zsh|fish|powershell",
 		Short: "Generate a shell completion script",

@@ -3,6 +3,7 @@ package cmd
 import (
 	"io"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/spf13/cobra"
 )
 
@@ -18,5 +19,5 @@ func writeCompletion(root *cobra.Command, shell string, w io.Writer) error {
 	case "powershell":
 		return root.GenPowerShellCompletionWithDesc(w)
 	}
-	return UsageErrorf("unknown shell %q (want bash, zsh, fish or powershell)", shell)
+	return cmdutil.UsageErrorf("unknown shell %q (want bash, zsh, fish or powershell)", shell)
 }

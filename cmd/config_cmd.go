@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
 	"github.com/kanadehq/kanade-go/internal/fleetconfig"
@@ -29,7 +30,7 @@ const (
 
 // ConfigOptions are the inputs of the `kanade config` verbs.
 type ConfigOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 	Now       func() time.Time
 
@@ -189,7 +190,7 @@ func effectiveFor(scopes *fleet.Scopes, pc string, groups []string) *ConfigEffec
 }
 
 // NewConfigCmd is `kanade config`.
-func NewConfigCmd(f *Factory, runF func(context.Context, *ConfigOptions) error) *cobra.Command {
+func NewConfigCmd(f *cmdutil.Factory, runF func(context.Context, *ConfigOptions) error) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "config",
 		Short: "Read and change the layered agent configuration",
@@ -272,7 +273,7 @@ stored value as is.`,
 			}
 			for _, a := range args {
 				if !fleetconfig.IsField(a) && !fleetconfig.IsTolerated(a) {
-					return &UsageError{Err: &fleetconfig.ErrUnknownField{Field: a}}
+					return &cmdutil.UsageError{Err: &fleetconfig.ErrUnknownField{Field: a}}
 				}
 			}
 			unsetOpts.Unset = args
@@ -309,7 +310,7 @@ durations (they fall back to the built-in default).`,
 		RunE: func(c *cobra.Command, args []string) error {
 			effOpts.Target = args[0]
 			if !core.ValidToken(effOpts.Target) {
-				return UsageErrorf("invalid pc id %q: no dots, wildcards or spaces", effOpts.Target)
+				return cmdutil.UsageErrorf("invalid pc id %q: no dots, wildcards or spaces", effOpts.Target)
 			}
 			return run(c, effOpts)
 		},
@@ -322,13 +323,13 @@ durations (they fall back to the built-in default).`,
 
 func validateScope(o *ConfigOptions) error {
 	if o.Group != "" && o.PC != "" {
-		return UsageErrorf("give at most one scope: --group or --pc (none means global)")
+		return cmdutil.UsageErrorf("give at most one scope: --group or --pc (none means global)")
 	}
 	if o.Group != "" && (!core.ValidToken(o.Group) || !validKVKey(o.Group)) {
-		return UsageErrorf("invalid --group %q: use letters, digits, '-', '_'", o.Group)
+		return cmdutil.UsageErrorf("invalid --group %q: use letters, digits, '-', '_'", o.Group)
 	}
 	if o.PC != "" && (!core.ValidToken(o.PC) || !validKVKey(o.PC)) {
-		return UsageErrorf("invalid --pc %q: use letters, digits, '-', '_'", o.PC)
+		return cmdutil.UsageErrorf("invalid --pc %q: use letters, digits, '-', '_'", o.PC)
 	}
 	return nil
 }
@@ -339,14 +340,14 @@ func parseConfigSets(args []string) (map[string]json.RawMessage, error) {
 	for _, a := range args {
 		field, value, ok := strings.Cut(a, "=")
 		if !ok || field == "" {
-			return nil, UsageErrorf("expected FIELD=VALUE, got %q", a)
+			return nil, cmdutil.UsageErrorf("expected FIELD=VALUE, got %q", a)
 		}
 		if _, dup := out[field]; dup {
-			return nil, UsageErrorf("%s is given twice", field)
+			return nil, cmdutil.UsageErrorf("%s is given twice", field)
 		}
 		raw, err := fleetconfig.ParseFieldValue(field, value)
 		if err != nil {
-			return nil, &UsageError{Err: err}
+			return nil, &cmdutil.UsageError{Err: err}
 		}
 		out[field] = raw
 	}
@@ -393,7 +394,7 @@ func configGetRun(ctx context.Context, kv jetstream.KeyValue, opts *ConfigOption
 		}
 	}
 	if opts.JSON {
-		return writeJSON(opts.IO.Out, res)
+		return cmdutil.WriteJSON(opts.IO.Out, res)
 	}
 	if len(res.Scope) == 0 {
 		fmt.Fprintf(opts.IO.ErrOut, "%s: nothing set\n", key)
@@ -436,7 +437,7 @@ func rawValue(raw json.RawMessage) string {
 
 func configEditRun(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, opts *ConfigOptions) error {
 	key := opts.ScopeKey()
-	rev, changed, err := casUpdate(ctx, kv, key, func(obj map[string]json.RawMessage) (bool, error) {
+	rev, changed, err := cmdutil.CASUpdate(ctx, kv, key, func(obj map[string]json.RawMessage) (bool, error) {
 		changed := false
 		for f, v := range opts.Set {
 			if old, ok := obj[f]; !ok || string(old) != string(v) {
@@ -465,12 +466,12 @@ func configEditRun(ctx context.Context, js jetstream.JetStream, kv jetstream.Key
 		parts = append(parts, f)
 		fields[f] = nil
 	}
-	st := opts.IO.errStyles()
+	st := opts.IO.ErrStyles()
 	if !changed {
 		fmt.Fprintf(opts.IO.ErrOut, "%s already as asked (%s); nothing written\n", key, strings.Join(parts, " "))
 		return nil
 	}
-	publishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "config_"+opts.Op, key, map[string]any{"key": key, "fields": fields, "revision": rev})
+	cmdutil.PublishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "config_"+opts.Op, key, map[string]any{"key": key, "fields": fields, "revision": rev})
 	fmt.Fprintf(opts.IO.ErrOut, "%s %s %s on %s (revision %d)\n", st.OK.Render("✓"), opts.Op, strings.Join(parts, " "), key, rev)
 	return nil
 }
@@ -493,8 +494,8 @@ func configClearRun(ctx context.Context, js jetstream.JetStream, kv jetstream.Ke
 	if err := kv.Delete(ctx, key); err != nil {
 		return fmt.Errorf("delete %s/%s: %w", core.BucketAgentConfig, key, err)
 	}
-	publishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "config_clear", key, map[string]any{"key": key})
-	st := opts.IO.errStyles()
+	cmdutil.PublishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "config_clear", key, map[string]any{"key": key})
+	st := opts.IO.ErrStyles()
 	fmt.Fprintf(opts.IO.ErrOut, "%s cleared %s\n", st.OK.Render("✓"), key)
 	return nil
 }
@@ -505,7 +506,7 @@ func configEffectiveRun(ctx context.Context, js jetstream.JetStream, kv jetstrea
 		return err
 	}
 	if opts.JSON {
-		return writeJSON(opts.IO.Out, res)
+		return cmdutil.WriteJSON(opts.IO.Out, res)
 	}
 	return writeEffective(opts.IO, res)
 }
@@ -545,7 +546,7 @@ func readGroupsOf(ctx context.Context, js jetstream.JetStream, pc string) ([]str
 
 // writeEffective prints the effective config: the groups, a field table with
 // the scope each value comes from, then conflicts and malformed values.
-func writeEffective(io *IOStreams, r *ConfigEffectiveResult) error {
+func writeEffective(io *cmdutil.IOStreams, r *ConfigEffectiveResult) error {
 	groups := "(none)"
 	if len(r.Groups) > 0 {
 		groups = strings.Join(r.Groups, ", ")
@@ -558,10 +559,10 @@ func writeEffective(io *IOStreams, r *ConfigEffectiveResult) error {
 	for _, f := range fleetconfig.Fields {
 		rows = append(rows, []string{f, r.Config.FieldValue(f), r.Sources[f]})
 	}
-	if err := printTable(io, []string{"FIELD", "VALUE", "FROM"}, rows); err != nil {
+	if err := cmdutil.PrintTable(io, []string{"FIELD", "VALUE", "FROM"}, rows); err != nil {
 		return err
 	}
-	st := io.outStyles()
+	st := io.OutStyles()
 	for _, c := range r.Conflicts {
 		fmt.Fprintf(io.Out, "%s %s is set by groups %s; %s wins (alphabetical, last wins)\n", st.Warn.Render("conflict:"), c.Field, conflictList(c), c.Winner)
 	}

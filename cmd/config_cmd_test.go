@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleetconfig"
 )
@@ -192,7 +193,7 @@ func TestCASUpdateRetriesOnConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := 0
-	rev, changed, err := casUpdate(ctx, kv, "global", func(obj map[string]json.RawMessage) (bool, error) {
+	rev, changed, err := cmdutil.CASUpdate(ctx, kv, "global", func(obj map[string]json.RawMessage) (bool, error) {
 		calls++
 		if calls == 1 {
 			// Another operator writes between our read and our write.
@@ -204,7 +205,7 @@ func TestCASUpdateRetriesOnConflict(t *testing.T) {
 		return true, nil
 	})
 	if err != nil || !changed || calls != 2 || rev != 3 {
-		t.Fatalf("casUpdate: rev %d changed %v calls %d err %v", rev, changed, calls, err)
+		t.Fatalf("cmdutil.CASUpdate: rev %d changed %v calls %d err %v", rev, changed, calls, err)
 	}
 	if got, want := env.kvValue(core.BucketAgentConfig, "global"), `{"heartbeat_interval":"60s","inventory_interval":"12h","target_version":"0.39.0"}`; got != want {
 		t.Fatalf("stored %s: the concurrent write was lost", got)
@@ -212,7 +213,7 @@ func TestCASUpdateRetriesOnConflict(t *testing.T) {
 
 	// Two creators of a new key: the second retries as an update.
 	calls = 0
-	_, _, err = casUpdate(ctx, kv, "pcs.new", func(obj map[string]json.RawMessage) (bool, error) {
+	_, _, err = cmdutil.CASUpdate(ctx, kv, "pcs.new", func(obj map[string]json.RawMessage) (bool, error) {
 		calls++
 		if calls == 1 {
 			if _, err := kv.Create(ctx, "pcs.new", []byte(`{"inventory_jitter":"1m"}`)); err != nil {
@@ -233,7 +234,7 @@ func TestCASUpdateRetriesOnConflict(t *testing.T) {
 	if _, err := kv.Put(ctx, "pcs.bad", []byte(`not json`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := casUpdate(ctx, kv, "pcs.bad", func(map[string]json.RawMessage) (bool, error) { return true, nil }); err == nil || !strings.Contains(err.Error(), "pcs.bad") {
+	if _, _, err := cmdutil.CASUpdate(ctx, kv, "pcs.bad", func(map[string]json.RawMessage) (bool, error) { return true, nil }); err == nil || !strings.Contains(err.Error(), "pcs.bad") {
 		t.Fatalf("err = %v", err)
 	}
 }

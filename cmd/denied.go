@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 )
@@ -92,7 +93,7 @@ func (w *permissionWatch) explain(err error) error {
 	if denied == nil {
 		return err
 	}
-	return &deniedError{op: err, denied: WithHint(denied,
+	return &deniedError{op: err, denied: cmdutil.WithHint(denied,
 		"the credentials in use are not allowed to do this: use a role that is (docs/security.md), or check --creds, --nkey, --user/--password, KANADE_NATS_TOKEN")}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/nats-io/nats.go"
 )
 
@@ -23,7 +24,7 @@ func TestDeniedError(t *testing.T) {
 		{"other failure", errors.New("read x: boom"), `read x: boom: permission denied: publish to "$KV.agent_config.global"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := &deniedError{op: tc.op, denied: WithHint(violation, "fix it")}
+			err := &deniedError{op: tc.op, denied: cmdutil.WithHint(violation, "fix it")}
 			if err.Error() != tc.want {
 				t.Fatalf("Error() = %q, want %q", err.Error(), tc.want)
 			}
@@ -34,8 +35,8 @@ func TestDeniedError(t *testing.T) {
 				t.Fatal("a refusal reads as the user's interrupt")
 			}
 			var buf bytes.Buffer
-			if code := ReportError(&buf, err); code != ExitFailure {
-				t.Fatalf("exit code %d, want %d", code, ExitFailure)
+			if code := ReportError(&buf, err); code != cmdutil.ExitFailure {
+				t.Fatalf("exit code %d, want %d", code, cmdutil.ExitFailure)
 			}
 			if want := "error: " + tc.want + "\nhint: fix it\n"; buf.String() != want {
 				t.Fatalf("report:\n%s\nwant:\n%s", buf.String(), want)

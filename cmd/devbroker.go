@@ -12,13 +12,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/devbroker"
 )
 
 // DevbrokerOptions are `kanade devbroker`'s dependencies and flags.
 type DevbrokerOptions struct {
-	IO  *IOStreams
+	IO  *cmdutil.IOStreams
 	Log func() *slog.Logger
 
 	Listen   string
@@ -43,7 +44,7 @@ const devRoleMinAgents = 3
 const maxClusterSize = 5
 
 // NewDevbrokerCmd is `kanade devbroker` (SPEC §8).
-func NewDevbrokerCmd(f *Factory, runF func(context.Context, *DevbrokerOptions) error) *cobra.Command {
+func NewDevbrokerCmd(f *cmdutil.Factory, runF func(context.Context, *DevbrokerOptions) error) *cobra.Command {
 	opts := &DevbrokerOptions{IO: f.IO, Log: func() *slog.Logger { return f.Log() }}
 	var authFlag string
 	c := &cobra.Command{
@@ -85,19 +86,19 @@ write is left alone. Secrets are written to the file, never printed.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if _, _, err := devbroker.ParseListen(opts.Listen); err != nil {
-				return UsageErrorf("invalid --listen: %v", err)
+				return cmdutil.UsageErrorf("invalid --listen: %v", err)
 			}
 			if opts.HTTPPort < 0 || opts.HTTPPort > 65535 {
-				return UsageErrorf("invalid --http-port %d: want a port, or 0 to turn monitoring off", opts.HTTPPort)
+				return cmdutil.UsageErrorf("invalid --http-port %d: want a port, or 0 to turn monitoring off", opts.HTTPPort)
 			}
 			if opts.Agents < 0 {
-				return UsageErrorf("invalid --agents %d: want 0 or more", opts.Agents)
+				return cmdutil.UsageErrorf("invalid --agents %d: want 0 or more", opts.Agents)
 			}
 			if opts.Cluster < 1 || opts.Cluster > maxClusterSize {
-				return UsageErrorf("invalid --cluster %d: want 1 to %d nodes (3 to survive losing one)", opts.Cluster, maxClusterSize)
+				return cmdutil.UsageErrorf("invalid --cluster %d: want 1 to %d nodes (3 to survive losing one)", opts.Cluster, maxClusterSize)
 			}
 			if strings.ContainsAny(opts.Token, " \t\r\n") {
-				return UsageErrorf("invalid --token: it must not contain whitespace")
+				return cmdutil.UsageErrorf("invalid --token: it must not contain whitespace")
 			}
 			mode, err := devbrokerAuthMode(authFlag, c.Flags().Changed("auth"), opts.Token)
 			if err != nil {
@@ -106,7 +107,7 @@ write is left alone. Secrets are written to the file, never printed.`,
 			opts.Auth = mode
 			if opts.WriteContext != "" {
 				if err := devbroker.ValidContextName(opts.WriteContext); err != nil {
-					return UsageErrorf("invalid --write-context: %v", err)
+					return cmdutil.UsageErrorf("invalid --write-context: %v", err)
 				}
 			}
 			if runF != nil {
@@ -133,13 +134,13 @@ write is left alone. Secrets are written to the file, never printed.`,
 func devbrokerAuthMode(flag string, set bool, token string) (devbroker.AuthMode, error) {
 	mode, err := devbroker.ParseAuthMode(flag)
 	if err != nil {
-		return "", UsageErrorf("invalid --auth: %v", err)
+		return "", cmdutil.UsageErrorf("invalid --auth: %v", err)
 	}
 	if token == "" {
 		return mode, nil
 	}
 	if set && mode != devbroker.AuthToken {
-		return "", UsageErrorf("invalid --auth %s with --token: a token means --auth token", mode)
+		return "", cmdutil.UsageErrorf("invalid --auth %s with --token: a token means --auth token", mode)
 	}
 	return devbroker.AuthToken, nil
 }
@@ -180,7 +181,7 @@ func runDevbroker(ctx context.Context, opts *DevbrokerOptions) error {
 		if errors.Is(err, devbroker.ErrStoreInUse) {
 			hint = "each dev broker needs a store of its own: stop the other one, or pass --store with another directory (and --listen 127.0.0.1:0 --http-port 0 for free ports)"
 		}
-		return WithHint(fmt.Errorf("start %s: %w", what, err), hint)
+		return cmdutil.WithHint(fmt.Errorf("start %s: %w", what, err), hint)
 	}
 	defer func() {
 		b.Shutdown()
@@ -253,7 +254,7 @@ func writeDevContext(opts *DevbrokerOptions, url, store, token string, roles *de
 		if errors.Is(err, devbroker.ErrContextNotOurs) {
 			hint = fmt.Sprintf("pass --write-context another name, or remove yours first (`nats context rm %s`)", opts.WriteContext)
 		}
-		return WithHint(fmt.Errorf("write nats context %q (--write-context): %w", opts.WriteContext, err), hint)
+		return cmdutil.WithHint(fmt.Errorf("write nats context %q (--write-context): %w", opts.WriteContext, err), hint)
 	}
 	fmt.Fprintf(w, "wrote nats context %s (%s); use it with `nats --context %s …` and `kanade --context %s …`, or `nats context select %s`\n",
 		opts.WriteContext, path, opts.WriteContext, opts.WriteContext, opts.WriteContext)
@@ -320,7 +321,7 @@ func devbrokerSetup(ctx context.Context, opts *DevbrokerOptions, co core.Connect
 		return err
 	}
 	so := core.SetupOptions{Profile: core.ProfileDev, Replicas: size}
-	st := opts.IO.errStyles()
+	st := opts.IO.ErrStyles()
 	var counts setupCounts
 	_, err = core.Setup(ctx, js, so, func(r core.SetupResult) {
 		counts.add(r.Done, r.Err != nil)

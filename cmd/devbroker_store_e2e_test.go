@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 )
 
 // TestE2EDevbrokerStoreInUse follows the old "port taken? pick free ports"
@@ -44,7 +46,7 @@ func TestE2EDevbrokerStoreInUse(t *testing.T) {
 	err := c.Run()
 	took := time.Since(began)
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != ExitFailure {
+	if !errors.As(err, &ee) || ee.ExitCode() != cmdutil.ExitFailure {
 		t.Fatalf("second devbroker on the default store: %v, want exit 1\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
 	}
 	if took > 5*time.Second {

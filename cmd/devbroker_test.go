@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/devbroker"
 	"github.com/kanadehq/kanade-go/internal/natstest"
@@ -93,7 +94,7 @@ type jsLockedBuffer = natstest.SyncBuffer
 func runDevbrokerForTest(t *testing.T, opts *DevbrokerOptions) (url string, out, errOut *jsLockedBuffer, stop func() error) {
 	t.Helper()
 	out, errOut = &jsLockedBuffer{}, &jsLockedBuffer{}
-	opts.IO = TestIO(nil, out, errOut, false)
+	opts.IO = cmdutil.TestIO(nil, out, errOut, false)
 	if opts.Log == nil {
 		opts.Log = func() *slog.Logger { return slog.New(slog.NewTextHandler(errOut, nil)) }
 	}
@@ -240,7 +241,7 @@ func TestDevbrokerAgentsStopWithBroker(t *testing.T) {
 	port := natstest.FreePort(t)
 	opts := &DevbrokerOptions{Listen: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Store: t.TempDir(), Cluster: 1, Agents: 1, NoSetup: true}
 	out, errOut := &jsLockedBuffer{}, &jsLockedBuffer{}
-	opts.IO = TestIO(nil, out, errOut, false)
+	opts.IO = cmdutil.TestIO(nil, out, errOut, false)
 	opts.Log = func() *slog.Logger { return slog.New(slog.DiscardHandler) }
 	wait, err := startDevAgents(context.Background(), devAgentsOptions{N: 0})
 	if err != nil || wait() != nil {

@@ -15,66 +15,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
-
-// Exit codes.
-const (
-	ExitOK      = 0
-	ExitFailure = 1
-	ExitUsage   = 2
-)
-
-// ExitError ends the process with Code. A nil Err prints nothing: the
-// command already said what happened (a script's own exit code, a verdict).
-type ExitError struct {
-	Code int
-	Err  error
-}
-
-func (e *ExitError) Error() string {
-	if e.Err == nil {
-		return fmt.Sprintf("exit status %d", e.Code)
-	}
-	return e.Err.Error()
-}
-
-func (e *ExitError) Unwrap() error { return e.Err }
-
-// UsageError is bad input from the user: a flag value, an argument.
-type UsageError struct{ Err error }
-
-func (e *UsageError) Error() string { return e.Err.Error() }
-func (e *UsageError) Unwrap() error { return e.Err }
-
-// UsageErrorf formats a UsageError.
-func UsageErrorf(format string, a ...any) error {
-	return &UsageError{Err: fmt.Errorf(format, a...)}
-}
-
-// HintError carries the line that tells the user how to fix the error.
-type HintError struct {
-	Err  error
-	Hint string
-}
-
-func (e *HintError) Error() string { return e.Err.Error() }
-func (e *HintError) Unwrap() error { return e.Err }
-
-// WithHint attaches a fix to err.
-func WithHint(err error, hint string) error {
-	if err == nil {
-		return nil
-	}
-	return &HintError{Err: err, Hint: hint}
-}
 
 // Main runs kanade with the process's arguments and returns the exit code.
 func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	io := SystemIO()
-	root := NewRootCmd(&Factory{IO: io})
+	io := cmdutil.SystemIO()
+	root := NewRootCmd(&cmdutil.Factory{IO: io})
 	err := root.ExecuteContext(ctx)
 	return ReportError(io.ErrOut, err)
 }
@@ -82,9 +32,9 @@ func Main() int {
 // ReportError prints err as `error: …` plus a hint line and returns the exit code.
 func ReportError(w io.Writer, err error) int {
 	if err == nil {
-		return ExitOK
+		return cmdutil.ExitOK
 	}
-	var ee *ExitError
+	var ee *cmdutil.ExitError
 	if errors.As(err, &ee) && ee.Err == nil {
 		return ee.Code
 	}
@@ -100,9 +50,9 @@ func ReportError(w io.Writer, err error) int {
 	case ee != nil:
 		return ee.Code
 	case isUsage(err):
-		return ExitUsage
+		return cmdutil.ExitUsage
 	}
-	return ExitFailure
+	return cmdutil.ExitFailure
 }
 
 // isUntrustedServerCert reports a TLS handshake that failed because the
@@ -126,7 +76,7 @@ func isClientCertRefused(err error) bool {
 }
 
 func isUsage(err error) bool {
-	var ue *UsageError
+	var ue *cmdutil.UsageError
 	if errors.As(err, &ue) {
 		return true
 	}
@@ -136,7 +86,7 @@ func isUsage(err error) bool {
 
 // hintFor picks the fix for well-known failures.
 func hintFor(err error) string {
-	var he *HintError
+	var he *cmdutil.HintError
 	if errors.As(err, &he) {
 		return he.Hint
 	}

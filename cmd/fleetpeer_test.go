@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 )
@@ -49,10 +50,10 @@ func newOpEnv(t *testing.T) *opEnv {
 }
 
 // io returns streams on the env's buffers, reset.
-func (e *opEnv) io(tty bool) *IOStreams {
+func (e *opEnv) io(tty bool) *cmdutil.IOStreams {
 	e.out.Reset()
 	e.errOut.Reset()
-	return TestIO(strings.NewReader(""), e.out, e.errOut, tty)
+	return cmdutil.TestIO(strings.NewReader(""), e.out, e.errOut, tty)
 }
 
 func (e *opEnv) connF() func(context.Context) (*nats.Conn, error) {
@@ -244,14 +245,14 @@ func opExec(c *cobra.Command, args ...string) error {
 }
 
 // opArgvFactory is a factory for argv tests: nothing dials.
-func opArgvFactory() *Factory {
-	return &Factory{IO: TestIO(strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{}, false), Now: func() time.Time { return opT0 }}
+func opArgvFactory() *cmdutil.Factory {
+	return &cmdutil.Factory{IO: cmdutil.TestIO(strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{}, false), Now: func() time.Time { return opT0 }}
 }
 
-// wantExit asserts err is an ExitError with code (nil Err when silent).
+// wantExit asserts err is an cmdutil.ExitError with code (nil Err when silent).
 func wantExit(t *testing.T, err error, code int, silent bool) {
 	t.Helper()
-	var ee *ExitError
+	var ee *cmdutil.ExitError
 	if !errors.As(err, &ee) || ee.Code != code {
 		t.Fatalf("err = %v, want exit %d", err, code)
 	}
@@ -263,16 +264,16 @@ func wantExit(t *testing.T, err error, code int, silent bool) {
 // wantHint asserts err carries a hint containing want.
 func wantHint(t *testing.T, err error, want string) {
 	t.Helper()
-	var he *HintError
+	var he *cmdutil.HintError
 	if !errors.As(err, &he) || !strings.Contains(he.Hint, want) {
 		t.Fatalf("err = %v, want a hint containing %q", err, want)
 	}
 }
 
-// wantUsage asserts err is a UsageError mentioning every word.
+// wantUsage asserts err is a cmdutil.UsageError mentioning every word.
 func wantUsage(t *testing.T, err error, words ...string) {
 	t.Helper()
-	var ue *UsageError
+	var ue *cmdutil.UsageError
 	if !errors.As(err, &ue) {
 		t.Fatalf("err = %v (%T), want a usage error", err, err)
 	}

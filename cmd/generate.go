@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 )
@@ -48,7 +49,7 @@ func GenerateCompletion(root *cobra.Command, shell string, w io.Writer) error {
 // buffers so nothing generated depends on the terminal or the environment.
 func newReferenceRoot() *cobra.Command {
 	var discard bytes.Buffer
-	root := NewRootCmd(&Factory{IO: TestIO(&bytes.Buffer{}, &discard, &discard, false)})
+	root := NewRootCmd(&cmdutil.Factory{IO: cmdutil.TestIO(&bytes.Buffer{}, &discard, &discard, false)})
 	root.DisableAutoGenTag = true
 	fenceLong(root)
 	return root

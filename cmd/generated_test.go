@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -78,7 +79,7 @@ func TestGenerateReferenceDeterministic(t *testing.T) {
 func TestCompletionMatchesCommand(t *testing.T) {
 	for _, s := range referenceShells {
 		var out, errOut bytes.Buffer
-		root := NewRootCmd(&Factory{IO: TestIO(&bytes.Buffer{}, &out, &errOut, false)})
+		root := NewRootCmd(&cmdutil.Factory{IO: cmdutil.TestIO(&bytes.Buffer{}, &out, &errOut, false)})
 		root.SetArgs([]string{"completion", s.shell})
 		if err := root.Execute(); err != nil {
 			t.Fatalf("kanade completion %s: %v", s.shell, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
 )
@@ -28,7 +29,7 @@ const (
 
 // GroupOptions are the inputs of the `kanade group` verbs.
 type GroupOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 	Now       func() time.Time
 
@@ -55,7 +56,7 @@ type GroupMembersResult struct {
 }
 
 // NewGroupCmd is `kanade group`.
-func NewGroupCmd(f *Factory, runF func(context.Context, *GroupOptions) error) *cobra.Command {
+func NewGroupCmd(f *cmdutil.Factory, runF func(context.Context, *GroupOptions) error) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "group",
 		Short: "Manage which groups each PC belongs to",
@@ -148,7 +149,7 @@ agent_config, with its member count and whether it has a config scope.`,
 
 func validatePCID(pc string) error {
 	if !core.ValidToken(pc) || !validKVKey(pc) {
-		return UsageErrorf("invalid pc id %q: use letters, digits, '-', '_'", pc)
+		return cmdutil.UsageErrorf("invalid pc id %q: use letters, digits, '-', '_'", pc)
 	}
 	return nil
 }
@@ -156,7 +157,7 @@ func validatePCID(pc string) error {
 func validateGroupNames(gs []string) error {
 	for _, g := range gs {
 		if !core.ValidToken(g) || !validKVKey(g) {
-			return UsageErrorf("invalid group name %q: use letters, digits, '-', '_'", g)
+			return cmdutil.UsageErrorf("invalid group name %q: use letters, digits, '-', '_'", g)
 		}
 	}
 	return nil
@@ -184,7 +185,7 @@ func runGroup(ctx context.Context, opts *GroupOptions) error {
 			res.Members = []string{}
 		}
 		if opts.JSON {
-			return writeJSON(opts.IO.Out, res)
+			return cmdutil.WriteJSON(opts.IO.Out, res)
 		}
 		if len(res.Members) == 0 {
 			fmt.Fprintf(opts.IO.ErrOut, "group %s has no members\n", res.Group)
@@ -237,7 +238,7 @@ func groupListRun(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyV
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Group < out[j].Group })
 	if opts.JSON {
-		return writeJSON(opts.IO.Out, out)
+		return cmdutil.WriteJSON(opts.IO.Out, out)
 	}
 	if len(out) == 0 {
 		fmt.Fprintln(opts.IO.ErrOut, "no groups yet; add one with `kanade group add PC G`")
@@ -251,12 +252,12 @@ func groupListRun(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyV
 		}
 		rows = append(rows, []string{g.Group, strconv.Itoa(g.Members), cfg})
 	}
-	return printTable(opts.IO, []string{"GROUP", "MEMBERS", "CONFIG"}, rows)
+	return cmdutil.PrintTable(opts.IO, []string{"GROUP", "MEMBERS", "CONFIG"}, rows)
 }
 
 func groupEditRun(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, opts *GroupOptions) error {
 	var before, after []string
-	rev, changed, err := casUpdate(ctx, kv, opts.PC, func(obj map[string]json.RawMessage) (bool, error) {
+	rev, changed, err := cmdutil.CASUpdate(ctx, kv, opts.PC, func(obj map[string]json.RawMessage) (bool, error) {
 		var cur []string
 		if raw, ok := obj["groups"]; ok && string(raw) != "null" {
 			if err := json.Unmarshal(raw, &cur); err != nil {
@@ -300,9 +301,9 @@ func groupEditRun(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyV
 		fmt.Fprintf(opts.IO.ErrOut, "%s is already in: %s; nothing written\n", opts.PC, list)
 		return nil
 	}
-	publishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "group_"+opts.Op, opts.PC,
+	cmdutil.PublishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "group_"+opts.Op, opts.PC,
 		map[string]any{"pc_id": opts.PC, "groups": opts.Groups, "before": before, "after": after, "revision": rev})
-	st := opts.IO.errStyles()
+	st := opts.IO.ErrStyles()
 	fmt.Fprintf(opts.IO.ErrOut, "%s %s is now in: %s (revision %d)\n", st.OK.Render("✓"), opts.PC, list, rev)
 	return nil
 }

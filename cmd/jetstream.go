@@ -10,13 +10,14 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // NewJetstreamCmd is `kanade jetstream`: the broker's streams, KV buckets and
 // object stores (SPEC §5). Every subcommand reads the one resource list in
 // internal/core.
-func NewJetstreamCmd(f *Factory) *cobra.Command {
+func NewJetstreamCmd(f *cmdutil.Factory) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "jetstream",
 		Short: "Set up and inspect the broker's JetStream resources",
@@ -56,14 +57,14 @@ func autoProfileFlag(fs *pflag.FlagSet) {
 func parseSetupFlags(profile string, replicas int) (core.SetupOptions, error) {
 	p, err := core.ParseProfile(profile)
 	if err != nil {
-		return core.SetupOptions{}, UsageErrorf("invalid --profile: %v", err)
+		return core.SetupOptions{}, cmdutil.UsageErrorf("invalid --profile: %v", err)
 	}
 	if replicas < 1 {
-		return core.SetupOptions{}, UsageErrorf("invalid --replicas %d: want 1 or more (the number of nodes of a clustered broker)", replicas)
+		return core.SetupOptions{}, cmdutil.UsageErrorf("invalid --replicas %d: want 1 or more (the number of nodes of a clustered broker)", replicas)
 	}
 	if replicas > 5 {
 		// JetStream's own limit: an R>5 stream is refused by the broker.
-		return core.SetupOptions{}, UsageErrorf("invalid --replicas %d: JetStream allows at most 5", replicas)
+		return core.SetupOptions{}, cmdutil.UsageErrorf("invalid --replicas %d: JetStream allows at most 5", replicas)
 	}
 	return core.SetupOptions{Profile: p, Replicas: replicas}, nil
 }

@@ -11,12 +11,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // JetstreamDeleteOptions are `kanade jetstream delete`'s dependencies and flags.
 type JetstreamDeleteOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 
 	Kind  core.Kind
@@ -26,7 +27,7 @@ type JetstreamDeleteOptions struct {
 }
 
 // NewJetstreamDeleteCmd is `kanade jetstream delete KIND NAME…`.
-func NewJetstreamDeleteCmd(f *Factory, runF func(context.Context, *JetstreamDeleteOptions) error) *cobra.Command {
+func NewJetstreamDeleteCmd(f *cmdutil.Factory, runF func(context.Context, *JetstreamDeleteOptions) error) *cobra.Command {
 	opts := &JetstreamDeleteOptions{
 		IO:        f.IO,
 		JetStream: func(ctx context.Context) (jetstream.JetStream, error) { return f.JetStream(ctx) },
@@ -44,7 +45,7 @@ deleted; nothing asks for confirmation.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			kind, err := core.ParseKind(args[0])
 			if err != nil {
-				return UsageErrorf("invalid KIND: %v", err)
+				return cmdutil.UsageErrorf("invalid KIND: %v", err)
 			}
 			opts.Kind = kind
 			opts.Names = args[1:]
@@ -98,13 +99,13 @@ func runJetstreamDelete(ctx context.Context, opts *JetstreamDeleteOptions) error
 	}
 	// The per-resource lines are the result, unless JSON is: then they are
 	// progress on stderr.
-	lines, st := opts.IO.Out, opts.IO.outStyles()
+	lines, st := opts.IO.Out, opts.IO.OutStyles()
 	if opts.JSON {
-		lines, st = opts.IO.ErrOut, opts.IO.errStyles()
+		lines, st = opts.IO.ErrOut, opts.IO.ErrStyles()
 	}
 	doc, err := deleteResources(ctx, js, res, opts.Yes, lines, st)
 	if opts.JSON {
-		if jerr := writeJSON(opts.IO.Out, doc); jerr != nil {
+		if jerr := cmdutil.WriteJSON(opts.IO.Out, doc); jerr != nil {
 			return jerr
 		}
 	}
@@ -117,7 +118,7 @@ func runJetstreamDelete(ctx context.Context, opts *JetstreamDeleteOptions) error
 // deleteResources deletes (or, without yes, looks up) each resource and
 // writes one line per resource to lines. Not found is reported but is not a
 // failure; the first failure is returned.
-func deleteResources(ctx context.Context, js jetstream.JetStream, res []core.Resource, yes bool, lines io.Writer, st styles) (deleteJSON, error) {
+func deleteResources(ctx context.Context, js jetstream.JetStream, res []core.Resource, yes bool, lines io.Writer, st cmdutil.Styles) (deleteJSON, error) {
 	width := len("not found")
 	if !yes {
 		width = len("would delete")

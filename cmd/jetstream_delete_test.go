@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -51,7 +52,7 @@ func TestJetstreamDeleteDryRun(t *testing.T) {
 	}
 	for _, tty := range []bool{false, true} {
 		var out, errOut bytes.Buffer
-		opts := &JetstreamDeleteOptions{IO: TestIO(nil, &out, &errOut, tty), JetStream: jsFunc(js),
+		opts := &JetstreamDeleteOptions{IO: cmdutil.TestIO(nil, &out, &errOut, tty), JetStream: jsFunc(js),
 			Kind: core.KindStream, Names: []string{"RESULTS", "NOPE"}}
 		if err := runJetstreamDelete(context.Background(), opts); err != nil {
 			t.Fatal(err)
@@ -69,7 +70,7 @@ func TestJetstreamDeleteDryRun(t *testing.T) {
 	}
 
 	var out, errOut bytes.Buffer
-	opts := &JetstreamDeleteOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+	opts := &JetstreamDeleteOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Kind: core.KindObject, Names: []string{"result_output"}, JSON: true}
 	if err := runJetstreamDelete(context.Background(), opts); err != nil {
 		t.Fatal(err)
@@ -92,7 +93,7 @@ func TestJetstreamDeleteYes(t *testing.T) {
 	_, js := jsTestServer(t)
 	jsSetupDev(t, js)
 	var out, errOut bytes.Buffer
-	opts := &JetstreamDeleteOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+	opts := &JetstreamDeleteOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Kind: core.KindKV, Names: []string{"jobs", "nope"}, Yes: true}
 	if err := runJetstreamDelete(context.Background(), opts); err != nil {
 		t.Fatalf("not found must not fail: %v", err)
@@ -109,7 +110,7 @@ func TestJetstreamDeleteYes(t *testing.T) {
 
 	// A real failure fails the command, after reporting every resource.
 	out.Reset()
-	opts = &JetstreamDeleteOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+	opts = &JetstreamDeleteOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Kind: core.KindKV, Names: []string{"bad name", "schedules"}, Yes: true, JSON: true}
 	err := runJetstreamDelete(context.Background(), opts)
 	if err == nil || !strings.Contains(err.Error(), `delete kv "bad name"`) {
@@ -122,7 +123,7 @@ func TestJetstreamDeleteYes(t *testing.T) {
 	if doc.DryRun || len(doc.Resources) != 2 || doc.Resources[0].Result != "failed" || doc.Resources[0].Error == "" || doc.Resources[1].Result != "deleted" {
 		t.Fatalf("doc = %+v", doc)
 	}
-	if code := ReportError(&bytes.Buffer{}, err); code != ExitFailure {
+	if code := ReportError(&bytes.Buffer{}, err); code != cmdutil.ExitFailure {
 		t.Fatalf("exit %d", code)
 	}
 }
@@ -130,7 +131,7 @@ func TestJetstreamDeleteYes(t *testing.T) {
 func TestJetstreamDeleteUnknown(t *testing.T) {
 	js := jsDeadConn(t)
 	var out, errOut bytes.Buffer
-	opts := &JetstreamDeleteOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+	opts := &JetstreamDeleteOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Kind: core.KindStream, Names: []string{"RESULTS"}}
 	err := runJetstreamDelete(context.Background(), opts)
 	if err == nil || !strings.HasPrefix(out.String(), "unknown      stream RESULTS: look up stream \"RESULTS\"") {

@@ -7,12 +7,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // JetstreamResetOptions are `kanade jetstream reset`'s dependencies and flags.
 type JetstreamResetOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 
 	Setup core.SetupOptions
@@ -21,7 +22,7 @@ type JetstreamResetOptions struct {
 }
 
 // NewJetstreamResetCmd is `kanade jetstream reset`.
-func NewJetstreamResetCmd(f *Factory, runF func(context.Context, *JetstreamResetOptions) error) *cobra.Command {
+func NewJetstreamResetCmd(f *cmdutil.Factory, runF func(context.Context, *JetstreamResetOptions) error) *cobra.Command {
 	opts := &JetstreamResetOptions{
 		IO:        f.IO,
 		JetStream: func(ctx context.Context) (jetstream.JetStream, error) { return f.JetStream(ctx) },
@@ -71,13 +72,13 @@ func runJetstreamReset(ctx context.Context, opts *JetstreamResetOptions) error {
 	doc := resetJSON{DryRun: !opts.Yes}
 
 	if !opts.Yes {
-		lines, st := opts.IO.Out, opts.IO.outStyles()
+		lines, st := opts.IO.Out, opts.IO.OutStyles()
 		if opts.JSON {
-			lines, st = opts.IO.ErrOut, opts.IO.errStyles()
+			lines, st = opts.IO.ErrOut, opts.IO.ErrStyles()
 		}
 		doc.Delete, err = deleteResources(ctx, js, res, false, lines, st)
 		if opts.JSON {
-			if jerr := writeJSON(opts.IO.Out, doc); jerr != nil {
+			if jerr := cmdutil.WriteJSON(opts.IO.Out, doc); jerr != nil {
 				return jerr
 			}
 		} else {
@@ -89,7 +90,7 @@ func runJetstreamReset(ctx context.Context, opts *JetstreamResetOptions) error {
 	}
 
 	// Deleting is progress; the setup summary is the result.
-	doc.Delete, err = deleteResources(ctx, js, res, true, opts.IO.ErrOut, opts.IO.errStyles())
+	doc.Delete, err = deleteResources(ctx, js, res, true, opts.IO.ErrOut, opts.IO.ErrStyles())
 	deleted, missing := 0, 0
 	for _, d := range doc.Delete.Resources {
 		switch d.Result {
@@ -104,7 +105,7 @@ func runJetstreamReset(ctx context.Context, opts *JetstreamResetOptions) error {
 	setupDoc, serr := applySetup(ctx, opts.IO, js, opts.Setup)
 	doc.Setup = &setupDoc
 	if opts.JSON {
-		if jerr := writeJSON(opts.IO.Out, doc); jerr != nil {
+		if jerr := cmdutil.WriteJSON(opts.IO.Out, doc); jerr != nil {
 			return jerr
 		}
 	} else {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -53,7 +54,7 @@ func TestJetstreamReset(t *testing.T) {
 	// Dry run: lists, deletes nothing.
 	for _, tty := range []bool{false, true} {
 		var out, errOut bytes.Buffer
-		opts := &JetstreamResetOptions{IO: TestIO(nil, &out, &errOut, tty), JetStream: jsFunc(js),
+		opts := &JetstreamResetOptions{IO: cmdutil.TestIO(nil, &out, &errOut, tty), JetStream: jsFunc(js),
 			Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}}
 		if err := runJetstreamReset(ctx, opts); err != nil {
 			t.Fatal(err)
@@ -74,7 +75,7 @@ func TestJetstreamReset(t *testing.T) {
 	}
 
 	var out, errOut bytes.Buffer
-	opts := &JetstreamResetOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+	opts := &JetstreamResetOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}, Yes: true}
 	if err := runJetstreamReset(ctx, opts); err != nil {
 		t.Fatal(err)

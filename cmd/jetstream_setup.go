@@ -10,12 +10,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // JetstreamSetupOptions are `kanade jetstream setup`'s dependencies and flags.
 type JetstreamSetupOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 	// AutoProfile is set when --profile was not given: keep the profile
 	// the broker's resources match best, by the rule `jetstream status`
@@ -28,7 +29,7 @@ type JetstreamSetupOptions struct {
 }
 
 // NewJetstreamSetupCmd is `kanade jetstream setup`.
-func NewJetstreamSetupCmd(f *Factory, runF func(context.Context, *JetstreamSetupOptions) error) *cobra.Command {
+func NewJetstreamSetupCmd(f *cmdutil.Factory, runF func(context.Context, *JetstreamSetupOptions) error) *cobra.Command {
 	opts := &JetstreamSetupOptions{
 		IO:        f.IO,
 		JetStream: func(ctx context.Context) (jetstream.JetStream, error) { return f.JetStream(ctx) },
@@ -147,7 +148,7 @@ func runJetstreamSetup(ctx context.Context, opts *JetstreamSetupOptions) error {
 	}
 	out, err := applySetup(ctx, opts.IO, js, opts.Setup)
 	if opts.JSON {
-		if jerr := writeJSON(opts.IO.Out, out); jerr != nil {
+		if jerr := cmdutil.WriteJSON(opts.IO.Out, out); jerr != nil {
 			return jerr
 		}
 	} else {
@@ -158,8 +159,8 @@ func runJetstreamSetup(ctx context.Context, opts *JetstreamSetupOptions) error {
 
 // applySetup runs core.Setup with one progress line per resource on ErrOut
 // and returns the --json document. Reset reuses it.
-func applySetup(ctx context.Context, io *IOStreams, js jetstream.JetStream, so core.SetupOptions) (setupJSON, error) {
-	st := io.errStyles()
+func applySetup(ctx context.Context, io *cmdutil.IOStreams, js jetstream.JetStream, so core.SetupOptions) (setupJSON, error) {
+	st := io.ErrStyles()
 	out := setupJSON{Profile: string(so.Profile), Replicas: max(so.Replicas, 1), Resources: []setupResourceJSON{}}
 	results, err := core.Setup(ctx, js, so, func(r core.SetupResult) {
 		fmt.Fprintln(io.ErrOut, setupProgressLine(st, r))
@@ -188,13 +189,13 @@ const jsErrReplicasNotSupported jetstream.ErrorCode = 10074
 func setupErrorHint(err error) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrReplicasNotSupported {
-		return WithHint(err, "the broker is a single server: drop --replicas (or run a cluster, e.g. `kanade devbroker --cluster 3`)")
+		return cmdutil.WithHint(err, "the broker is a single server: drop --replicas (or run a cluster, e.g. `kanade devbroker --cluster 3`)")
 	}
 	return err
 }
 
 // setupProgressLine is `✓ created stream RESULTS` and friends.
-func setupProgressLine(st styles, r core.SetupResult) string {
+func setupProgressLine(st cmdutil.Styles, r core.SetupResult) string {
 	label := resourceLabel(r.Resource)
 	if r.Err != nil {
 		return st.Err.Render("✗ failed") + " " + label + ": " + r.Err.Error()
@@ -233,7 +234,7 @@ func setupSummary(c setupCounts) string {
 
 // printSetupPlan prints a dry run: one line per resource with the action and
 // the field diff (have → want), then a summary. Nothing is changed.
-func printSetupPlan(io *IOStreams, asJSON bool, so core.SetupOptions, plan []core.ResourceState) error {
+func printSetupPlan(io *cmdutil.IOStreams, asJSON bool, so core.SetupOptions, plan []core.ResourceState) error {
 	out := setupJSON{DryRun: true, Profile: string(so.Profile), Replicas: max(so.Replicas, 1), Resources: []setupResourceJSON{}}
 	var firstErr error
 	for _, p := range plan {
@@ -247,10 +248,10 @@ func printSetupPlan(io *IOStreams, asJSON bool, so core.SetupOptions, plan []cor
 		}
 	}
 	if asJSON {
-		if err := writeJSON(io.Out, out); err != nil {
+		if err := cmdutil.WriteJSON(io.Out, out); err != nil {
 			return err
 		}
-	} else if err := writePlanText(io.Out, io.outStyles(), plan, out.Counts); err != nil {
+	} else if err := writePlanText(io.Out, io.OutStyles(), plan, out.Counts); err != nil {
 		return err
 	}
 	for _, p := range plan {
@@ -266,7 +267,7 @@ func printSetupPlan(io *IOStreams, asJSON bool, so core.SetupOptions, plan []cor
 	return nil
 }
 
-func writePlanText(w io.Writer, st styles, plan []core.ResourceState, c setupCounts) error {
+func writePlanText(w io.Writer, st cmdutil.Styles, plan []core.ResourceState, c setupCounts) error {
 	width := len("unchanged")
 	labelWidth := 0
 	for _, p := range plan {

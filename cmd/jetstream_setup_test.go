@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 )
@@ -79,7 +80,7 @@ func TestJetstreamSetupOutput(t *testing.T) {
 			run := func() (string, string) {
 				t.Helper()
 				var out, errOut bytes.Buffer
-				opts := &JetstreamSetupOptions{IO: TestIO(nil, &out, &errOut, tty), JetStream: jsFunc(js),
+				opts := &JetstreamSetupOptions{IO: cmdutil.TestIO(nil, &out, &errOut, tty), JetStream: jsFunc(js),
 					Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}}
 				if err := runJetstreamSetup(context.Background(), opts); err != nil {
 					t.Fatal(err)
@@ -108,7 +109,7 @@ func TestJetstreamSetupOutput(t *testing.T) {
 func TestJetstreamSetupJSON(t *testing.T) {
 	_, js := jsTestServer(t)
 	var out, errOut bytes.Buffer
-	opts := &JetstreamSetupOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+	opts := &JetstreamSetupOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}, JSON: true}
 	if err := runJetstreamSetup(context.Background(), opts); err != nil {
 		t.Fatal(err)
@@ -202,7 +203,7 @@ func TestJetstreamSetupDryRunDrift(t *testing.T) {
 `
 	for _, tty := range []bool{false, true} {
 		var out, errOut bytes.Buffer
-		opts := &JetstreamSetupOptions{IO: TestIO(nil, &out, &errOut, tty), JetStream: jsFunc(js),
+		opts := &JetstreamSetupOptions{IO: cmdutil.TestIO(nil, &out, &errOut, tty), JetStream: jsFunc(js),
 			Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}, DryRun: true}
 		if err := runJetstreamSetup(context.Background(), opts); err != nil {
 			t.Fatal(err)
@@ -216,7 +217,7 @@ func TestJetstreamSetupDryRunDrift(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	opts := &JetstreamSetupOptions{IO: TestIO(nil, &out, &bytes.Buffer{}, false), JetStream: jsFunc(js),
+	opts := &JetstreamSetupOptions{IO: cmdutil.TestIO(nil, &out, &bytes.Buffer{}, false), JetStream: jsFunc(js),
 		Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}, DryRun: true, JSON: true}
 	if err := runJetstreamSetup(context.Background(), opts); err != nil {
 		t.Fatal(err)
@@ -247,7 +248,7 @@ func TestJetstreamSetupDryRunDrift(t *testing.T) {
 
 	// Apply reconciles.
 	var aout, aerr bytes.Buffer
-	opts = &JetstreamSetupOptions{IO: TestIO(nil, &aout, &aerr, false), JetStream: jsFunc(js),
+	opts = &JetstreamSetupOptions{IO: cmdutil.TestIO(nil, &aout, &aerr, false), JetStream: jsFunc(js),
 		Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}}
 	if err := runJetstreamSetup(context.Background(), opts); err != nil {
 		t.Fatal(err)
@@ -270,7 +271,7 @@ func TestJetstreamSetupInsufficientStorage(t *testing.T) {
 	// the dev ones (85 MiB) can.
 	_, js := jsTestServer(t, natstest.WithMaxStore(256*specMiB))
 	var out, errOut bytes.Buffer
-	opts := &JetstreamSetupOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+	opts := &JetstreamSetupOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Setup: core.SetupOptions{Profile: core.ProfileProduction, Replicas: 1}}
 	err := runJetstreamSetup(context.Background(), opts)
 	if !errors.Is(err, core.ErrInsufficientResources) {
@@ -286,7 +287,7 @@ func TestJetstreamSetupInsufficientStorage(t *testing.T) {
 		t.Fatalf("summary does not count failures: %q", out.String())
 	}
 	var report bytes.Buffer
-	if code := ReportError(&report, err); code != ExitFailure {
+	if code := ReportError(&report, err); code != cmdutil.ExitFailure {
 		t.Fatalf("exit code %d", code)
 	}
 	if !strings.Contains(report.String(), "hint: rerun with `kanade jetstream setup --profile dev`") {
@@ -307,7 +308,7 @@ func TestJetstreamSetupInsufficientStorage(t *testing.T) {
 func TestJetstreamSetupReplicasOnSingleServer(t *testing.T) {
 	_, js := jsTestServer(t)
 	var out, errOut bytes.Buffer
-	opts := &JetstreamSetupOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+	opts := &JetstreamSetupOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 3}}
 	err := runJetstreamSetup(context.Background(), opts)
 	if err == nil {
@@ -323,7 +324,7 @@ func TestJetstreamSetupReplicasOnSingleServer(t *testing.T) {
 func TestJetstreamSetupUnreachable(t *testing.T) {
 	url := fmt.Sprintf("nats://127.0.0.1:%d", natstest.FreePort(t))
 	var out, errOut bytes.Buffer
-	opts := &JetstreamSetupOptions{IO: TestIO(nil, &out, &errOut, false),
+	opts := &JetstreamSetupOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false),
 		JetStream: func(context.Context) (jetstream.JetStream, error) {
 			nc, err := core.Connect(core.ConnectOptions{URL: url, Timeout: time.Second})
 			if err != nil {
@@ -341,7 +342,7 @@ func TestJetstreamSetupUnreachable(t *testing.T) {
 		t.Fatalf("error = %v", err)
 	}
 	var report bytes.Buffer
-	if code := ReportError(&report, err); code != ExitFailure || !strings.Contains(report.String(), "hint: is the broker running?") {
+	if code := ReportError(&report, err); code != cmdutil.ExitFailure || !strings.Contains(report.String(), "hint: is the broker running?") {
 		t.Fatalf("exit %d, report:\n%s", code, report.String())
 	}
 	if out.Len() != 0 {
@@ -358,7 +359,7 @@ func TestJetstreamSetupRecreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	opts := &JetstreamSetupOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+	opts := &JetstreamSetupOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}, DryRun: true}
 	if err := runJetstreamSetup(ctx, opts); err != nil {
 		t.Fatal(err)
@@ -403,7 +404,7 @@ func TestJetstreamSetupKeepsTheBrokersProfile(t *testing.T) {
 	jsSetupDev(t, js)
 	run := func(args ...string) (string, string) {
 		var out, errOut bytes.Buffer
-		f := &Factory{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js)}
+		f := &cmdutil.Factory{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js)}
 		if err := jsExecArgv(t, NewJetstreamSetupCmd(f, nil), args...); err != nil {
 			t.Fatalf("%v: %v", args, err)
 		}
@@ -421,7 +422,7 @@ func TestJetstreamSetupKeepsTheBrokersProfile(t *testing.T) {
 	}
 	// Status agrees.
 	var sout bytes.Buffer
-	sf := &Factory{IO: TestIO(nil, &sout, &bytes.Buffer{}, false), JetStream: jsFunc(js), Config: func() (*CLIConfig, error) { return &CLIConfig{}, nil }}
+	sf := &cmdutil.Factory{IO: cmdutil.TestIO(nil, &sout, &bytes.Buffer{}, false), JetStream: jsFunc(js), Config: func() (*cmdutil.CLIConfig, error) { return &cmdutil.CLIConfig{}, nil }}
 	if err := jsExecArgv(t, NewJetstreamStatusCmd(sf, nil), "--json"); err != nil {
 		t.Fatal(err)
 	}

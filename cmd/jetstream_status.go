@@ -9,12 +9,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // JetstreamStatusOptions are `kanade jetstream status`'s dependencies and flags.
 type JetstreamStatusOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 	// Server is the broker URL (redacted) for the report.
 	Server func() string
@@ -27,7 +28,7 @@ type JetstreamStatusOptions struct {
 }
 
 // NewJetstreamStatusCmd is `kanade jetstream status`.
-func NewJetstreamStatusCmd(f *Factory, runF func(context.Context, *JetstreamStatusOptions) error) *cobra.Command {
+func NewJetstreamStatusCmd(f *cmdutil.Factory, runF func(context.Context, *JetstreamStatusOptions) error) *cobra.Command {
 	opts := &JetstreamStatusOptions{
 		IO:        f.IO,
 		JetStream: func(ctx context.Context) (jetstream.JetStream, error) { return f.JetStream(ctx) },
@@ -165,7 +166,7 @@ func runJetstreamStatus(ctx context.Context, opts *JetstreamStatusOptions) error
 			doc.Resources = append(doc.Resources, statusResource(core.ResourceState{Resource: r, Action: core.ActionUnknown, Err: err}))
 		}
 		if opts.JSON {
-			if jerr := writeJSON(opts.IO.Out, doc); jerr != nil {
+			if jerr := cmdutil.WriteJSON(opts.IO.Out, doc); jerr != nil {
 				return jerr
 			}
 		}
@@ -188,7 +189,7 @@ func runJetstreamStatus(ctx context.Context, opts *JetstreamStatusOptions) error
 	doc.OK = counts[stateOK] == len(plan)
 
 	if opts.JSON {
-		if err := writeJSON(opts.IO.Out, doc); err != nil {
+		if err := cmdutil.WriteJSON(opts.IO.Out, doc); err != nil {
 			return err
 		}
 	} else if err := printStatusTable(opts.IO, doc.Resources); err != nil {
@@ -218,11 +219,11 @@ func runJetstreamStatus(ctx context.Context, opts *JetstreamStatusOptions) error
 		}
 	}
 	// The table already says what is wrong; exit 1 without repeating it.
-	return &ExitError{Code: ExitFailure}
+	return &cmdutil.ExitError{Code: cmdutil.ExitFailure}
 }
 
-func printStatusTable(io *IOStreams, rows []statusResourceJSON) error {
-	st := io.outStyles()
+func printStatusTable(io *cmdutil.IOStreams, rows []statusResourceJSON) error {
+	st := io.OutStyles()
 	header := []string{"KIND", "NAME", "STATE", "MESSAGES", "BYTES", "MAX_BYTES", "DRIFT"}
 	out := make([][]string, 0, len(rows))
 	for _, r := range rows {
@@ -259,5 +260,5 @@ func printStatusTable(io *IOStreams, rows []statusResourceJSON) error {
 		}
 		out = append(out, []string{r.Kind, r.Name, state, msgs, bytes, maxBytes, drift})
 	}
-	return printTable(io, header, out)
+	return cmdutil.PrintTable(io, header, out)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -118,8 +119,8 @@ object  collections           ok       0         0      83886080   -
 
 func jsWantSilentExit1(t *testing.T, err error) {
 	t.Helper()
-	var ee *ExitError
-	if !errors.As(err, &ee) || ee.Code != ExitFailure || ee.Err != nil {
+	var ee *cmdutil.ExitError
+	if !errors.As(err, &ee) || ee.Code != cmdutil.ExitFailure || ee.Err != nil {
 		t.Fatalf("want a silent exit 1, got %v", err)
 	}
 }
@@ -131,7 +132,7 @@ func TestJetstreamStatusTable(t *testing.T) {
 		want string
 	}{{true, statusDriftTTY}, {false, statusDriftPiped}} {
 		var out, errOut bytes.Buffer
-		opts := &JetstreamStatusOptions{IO: TestIO(nil, &out, &errOut, tc.tty), JetStream: jsFunc(js),
+		opts := &JetstreamStatusOptions{IO: cmdutil.TestIO(nil, &out, &errOut, tc.tty), JetStream: jsFunc(js),
 			Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}}
 		err := runJetstreamStatus(context.Background(), opts)
 		jsWantSilentExit1(t, err)
@@ -149,7 +150,7 @@ func TestJetstreamStatusAllOK(t *testing.T) {
 	_, js := jsTestServer(t)
 	jsSetupDev(t, js)
 	var out, errOut bytes.Buffer
-	opts := &JetstreamStatusOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+	opts := &JetstreamStatusOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}}
 	if err := runJetstreamStatus(context.Background(), opts); err != nil {
 		t.Fatalf("all ok should exit 0: %v", err)
@@ -182,7 +183,7 @@ func TestJetstreamStatusAllOK(t *testing.T) {
 func TestJetstreamStatusJSON(t *testing.T) {
 	js := jsStatusDriftFixture(t)
 	var out, errOut bytes.Buffer
-	opts := &JetstreamStatusOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
+	opts := &JetstreamStatusOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: jsFunc(js),
 		Server: func() string { return "nats://127.0.0.1:4222" },
 		Setup:  core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}, JSON: true}
 	jsWantSilentExit1(t, runJetstreamStatus(context.Background(), opts))
@@ -239,7 +240,7 @@ func TestJetstreamStatusUnknown(t *testing.T) {
 	js := jsDeadConn(t)
 	for _, tty := range []bool{false, true} {
 		var out, errOut bytes.Buffer
-		opts := &JetstreamStatusOptions{IO: TestIO(nil, &out, &errOut, tty), JetStream: jsFunc(js),
+		opts := &JetstreamStatusOptions{IO: cmdutil.TestIO(nil, &out, &errOut, tty), JetStream: jsFunc(js),
 			Setup: core.SetupOptions{Profile: core.ProfileDev, Replicas: 1}}
 		jsWantSilentExit1(t, runJetstreamStatus(context.Background(), opts))
 		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -268,7 +269,7 @@ func TestJetstreamStatusUnreachable(t *testing.T) {
 
 	// Text: no table, the error (with Main's hint) says it all.
 	var out, errOut bytes.Buffer
-	opts := &JetstreamStatusOptions{IO: TestIO(nil, &out, &errOut, false), JetStream: dial,
+	opts := &JetstreamStatusOptions{IO: cmdutil.TestIO(nil, &out, &errOut, false), JetStream: dial,
 		Setup: core.SetupOptions{Profile: core.ProfileProduction, Replicas: 1}}
 	err := runJetstreamStatus(context.Background(), opts)
 	if !errors.Is(err, core.ErrBrokerUnreachable) || out.Len() != 0 {

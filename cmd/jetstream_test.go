@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 )
@@ -107,20 +108,20 @@ func jsExecArgv(t *testing.T, c *cobra.Command, args ...string) error {
 	return c.ExecuteContext(context.Background())
 }
 
-func jsTestFactory() *Factory {
+func jsTestFactory() *cmdutil.Factory {
 	var out, errOut bytes.Buffer
-	return &Factory{IO: TestIO(nil, &out, &errOut, false)}
+	return &cmdutil.Factory{IO: cmdutil.TestIO(nil, &out, &errOut, false)}
 }
 
 // jsWantUsageError fails unless err is a usage error (exit 2) mentioning every word.
 func jsWantUsageError(t *testing.T, err error, words ...string) {
 	t.Helper()
-	var ue *UsageError
+	var ue *cmdutil.UsageError
 	if !errors.As(err, &ue) {
 		t.Fatalf("want a usage error, got %T %v", err, err)
 	}
-	if code := ReportError(io.Discard, err); code != ExitUsage {
-		t.Fatalf("exit code %d, want %d", code, ExitUsage)
+	if code := ReportError(io.Discard, err); code != cmdutil.ExitUsage {
+		t.Fatalf("exit code %d, want %d", code, cmdutil.ExitUsage)
 	}
 	for _, w := range words {
 		if !strings.Contains(err.Error(), w) {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/jobs"
 )
@@ -21,7 +22,7 @@ import (
 // NewJobCmd is `kanade job`, the catalog of job manifests (SPEC-2 §3).
 // When this lands, add NewJobCmd(f) to the root's AddCommand list in
 // NewRootCmd (root.go) and "kanade job …" to expectedCommands.
-func NewJobCmd(f *Factory) *cobra.Command {
+func NewJobCmd(f *cmdutil.Factory) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "job",
 		Short: "Manage job manifests: versioned scripts kept in the broker",
@@ -55,7 +56,7 @@ func readJob(ctx context.Context, js jetstream.JetStream, id string) (*storedJob
 	}
 	e, err := kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, WithHint(fmt.Errorf("read job %q: %w", id, errJobNotFound), "`kanade job list` shows the jobs; `kanade job create FILE` adds one")
+		return nil, cmdutil.WithHint(fmt.Errorf("read job %q: %w", id, errJobNotFound), "`kanade job list` shows the jobs; `kanade job create FILE` adds one")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s/%s: %w", core.BucketJobs, id, err)
@@ -160,7 +161,7 @@ func toJobJSON(s *storedJob) jobJSON {
 	return jobJSON{Job: s.Job, Revision: s.Revision, Pinned: s.Pinned, Status: s.Status}
 }
 
-func completeJobs(f *Factory) cobra.CompletionFunc {
+func completeJobs(f *cmdutil.Factory) cobra.CompletionFunc {
 	return func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp

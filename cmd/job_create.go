@@ -16,13 +16,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/jobs"
 )
 
 // JobCreateOptions are the inputs of `kanade job create` and `job validate`.
 type JobCreateOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 	Now       func() time.Time
 
@@ -49,7 +50,7 @@ type jobFileJSON struct {
 }
 
 // NewJobCreateCmd is `kanade job create FILE|DIR…`.
-func NewJobCreateCmd(f *Factory, runF func(context.Context, *JobCreateOptions) error) *cobra.Command {
+func NewJobCreateCmd(f *cmdutil.Factory, runF func(context.Context, *JobCreateOptions) error) *cobra.Command {
 	opts := &JobCreateOptions{IO: f.IO, JetStream: f.JetStream, Now: f.Now}
 	c := &cobra.Command{
 		Use:   "create FILE|DIR...",
@@ -82,7 +83,7 @@ refuse a replayed copy of an older version (exit 124).`,
 }
 
 // NewJobValidateCmd is `kanade job validate FILE…`: offline.
-func NewJobValidateCmd(f *Factory, runF func(context.Context, *JobCreateOptions) error) *cobra.Command {
+func NewJobValidateCmd(f *cmdutil.Factory, runF func(context.Context, *JobCreateOptions) error) *cobra.Command {
 	opts := &JobCreateOptions{IO: f.IO, Now: f.Now}
 	c := &cobra.Command{
 		Use:   "validate FILE|DIR...",
@@ -107,7 +108,7 @@ script_object exists in the scripts store is checked only by create.`,
 func runJobCreate(ctx context.Context, opts *JobCreateOptions, offline bool) error {
 	files, err := jobs.Files(opts.Paths)
 	if err != nil {
-		return UsageErrorf("%v", err)
+		return cmdutil.UsageErrorf("%v", err)
 	}
 	var js jetstream.JetStream
 	var kv, yamlKV jetstream.KeyValue
@@ -122,14 +123,14 @@ func runJobCreate(ctx context.Context, opts *JobCreateOptions, offline bool) err
 			return err
 		}
 	}
-	st := opts.IO.errStyles()
+	st := opts.IO.ErrStyles()
 	failed := 0
 	report := func(r jobFileJSON) {
 		if r.Action == jobFailed {
 			failed++
 		}
 		if opts.JSON {
-			_ = writeJSONLine(opts.IO.Out, r)
+			_ = cmdutil.WriteJSONLine(opts.IO.Out, r)
 		}
 		if r.Action == jobFailed {
 			fmt.Fprintf(opts.IO.ErrOut, "%s %s\n", st.Err.Render("✗"), r.Error)
@@ -174,7 +175,7 @@ func runJobCreate(ctx context.Context, opts *JobCreateOptions, offline bool) err
 		}
 	}
 	if failed > 0 {
-		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("%d manifest error(s)", failed)}
+		return &cmdutil.ExitError{Code: cmdutil.ExitFailure, Err: fmt.Errorf("%d manifest error(s)", failed)}
 	}
 	return nil
 }
@@ -217,7 +218,7 @@ func storeJob(ctx context.Context, js jetstream.JetStream, kv, yamlKV jetstream.
 		}
 	}
 	if action != jobUnchanged {
-		publishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "job_"+action, j.ID, map[string]any{"id": j.ID, "version": j.Version, "file": d.File})
+		cmdutil.PublishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "job_"+action, j.ID, map[string]any{"id": j.ID, "version": j.Version, "file": d.File})
 	}
 	return action, nil
 }

@@ -10,12 +10,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // KillOptions are the inputs of `kanade kill`.
 type KillOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	Conn      func(context.Context) (*nats.Conn, error)
 	JetStream func(context.Context) (jetstream.JetStream, error)
 	Now       func() time.Time
@@ -24,7 +25,7 @@ type KillOptions struct {
 }
 
 // NewKillCmd is `kanade kill EXEC_ID`.
-func NewKillCmd(f *Factory, runF func(context.Context, *KillOptions) error) *cobra.Command {
+func NewKillCmd(f *cmdutil.Factory, runF func(context.Context, *KillOptions) error) *cobra.Command {
 	opts := &KillOptions{IO: f.IO, Conn: f.Conn, JetStream: f.JetStream, Now: f.Now}
 	return &cobra.Command{
 		Use:   "kill EXEC_ID",
@@ -42,7 +43,7 @@ to kill them.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.ExecID = args[0]
 			if !core.ValidToken(opts.ExecID) {
-				return UsageErrorf("invalid exec id %q: no dots, wildcards or spaces", opts.ExecID)
+				return cmdutil.UsageErrorf("invalid exec id %q: no dots, wildcards or spaces", opts.ExecID)
 			}
 			if runF != nil {
 				return runF(c.Context(), opts)
@@ -74,9 +75,9 @@ func runKill(ctx context.Context, opts *KillOptions) error {
 		return fmt.Errorf("publish on %s: %w", subject, err)
 	}
 	if js, err := opts.JetStream(ctx); err == nil {
-		publishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "kill", opts.ExecID, map[string]any{"exec_id": opts.ExecID, "subject": subject})
+		cmdutil.PublishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "kill", opts.ExecID, map[string]any{"exec_id": opts.ExecID, "subject": subject})
 	}
-	st := opts.IO.errStyles()
+	st := opts.IO.ErrStyles()
 	fmt.Fprintf(opts.IO.ErrOut, "%s sent kill signal on %s\n", st.OK.Render("✓"), subject)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -79,21 +80,21 @@ func TestAuditSubjectTarget(t *testing.T) {
 		"x.*.y":         "x._.y",
 		"..a..":         "a",
 	} {
-		if got := auditSubjectTarget(in); got != want {
-			t.Errorf("auditSubjectTarget(%q) = %q, want %q", in, got, want)
+		if got := cmdutil.AuditSubjectTarget(in); got != want {
+			t.Errorf("cmdutil.AuditSubjectTarget(%q) = %q, want %q", in, got, want)
 		}
 	}
-	t.Setenv(envActor, "")
-	if auditActor() == "" {
+	t.Setenv(cmdutil.EnvActor, "")
+	if cmdutil.AuditActor() == "" {
 		t.Fatal("actor must never be empty")
 	}
-	t.Setenv(envActor, "ci-bot")
-	ev := newAuditEvent(opT0, "run", "pc-1", map[string]any{"x": 1})
+	t.Setenv(cmdutil.EnvActor, "ci-bot")
+	ev := cmdutil.NewAuditEvent(opT0, "run", "pc-1", map[string]any{"x": 1})
 	if ev.Actor != "ci-bot" || string(ev.Payload) != `{"source":"cli","sub":"ci-bot","x":1}` || !ev.OccurredAt.Equal(opT0) {
 		t.Fatalf("event = %+v payload %s", ev, ev.Payload)
 	}
 	// SPEC-2 §1: target is null, not omitted, when an action has none.
-	b, _ := json.Marshal(newAuditEvent(opT0, "revoke", "", nil))
+	b, _ := json.Marshal(cmdutil.NewAuditEvent(opT0, "revoke", "", nil))
 	if !strings.Contains(string(b), `"target":null`) {
 		t.Fatalf("audit event without a target: %s, want \"target\":null", b)
 	}

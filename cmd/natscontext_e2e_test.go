@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/devbroker"
 )
@@ -84,7 +85,7 @@ func TestNATSContextE2E(t *testing.T) {
 		}
 		code, out, stderr := execRoot(t, "--context", "kanade-dev", "jetstream", "status", "--json")
 		var doc statusJSON
-		if code != ExitOK || json.Unmarshal([]byte(out), &doc) != nil || !doc.OK || doc.Server != url {
+		if code != cmdutil.ExitOK || json.Unmarshal([]byte(out), &doc) != nil || !doc.OK || doc.Server != url {
 			t.Fatalf("kanade --context kanade-dev jetstream status: exit %d server %q\n%s\n%s", code, doc.Server, out, stderr)
 		}
 	})
@@ -95,20 +96,20 @@ func TestNATSContextE2E(t *testing.T) {
 		// No flag, no environment: the selected context is used.
 		code, out, stderr := execRoot(t, "jetstream", "status", "--json")
 		var doc statusJSON
-		if code != ExitOK || json.Unmarshal([]byte(out), &doc) != nil || !doc.OK {
+		if code != cmdutil.ExitOK || json.Unmarshal([]byte(out), &doc) != nil || !doc.OK {
 			t.Fatalf("kanade jetstream status with the selected context: exit %d\n%s\n%s", code, out, stderr)
 		}
 		// Flags still win: --server elsewhere fails even though the
 		// context is fine.
 		code, _, stderr = execRoot(t, "jetstream", "status", "--server", "nats://127.0.0.1:1", "--timeout", "1s")
-		if code == ExitOK || !strings.Contains(stderr, "127.0.0.1:1") {
+		if code == cmdutil.ExitOK || !strings.Contains(stderr, "127.0.0.1:1") {
 			t.Fatalf("--server did not win over the context: exit %d\n%s", code, stderr)
 		}
 		// And a --context naming a context with a wrong password is
 		// refused by the broker: the credentials come from the context.
 		runNATSCLI(t, natsBin, "context", "add", "wrongpw", "--server", url, "--user", opUser, "--password", "not-the-password")
 		code, _, stderr = execRoot(t, "--context", "wrongpw", "jetstream", "status")
-		if code == ExitOK || !strings.Contains(stderr, `nats context "wrongpw"`) || strings.Contains(stderr, "not-the-password") {
+		if code == cmdutil.ExitOK || !strings.Contains(stderr, `nats context "wrongpw"`) || strings.Contains(stderr, "not-the-password") {
 			t.Fatalf("wrong password from the context: exit %d\n%s", code, stderr)
 		}
 	})
@@ -127,7 +128,7 @@ func TestNATSContextE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	// ...but never one the user made.
-	err := runDevbroker(context.Background(), &DevbrokerOptions{IO: TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false),
+	err := runDevbroker(context.Background(), &DevbrokerOptions{IO: cmdutil.TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false),
 		Log: opts.Log, Listen: "127.0.0.1:0", Store: t.TempDir(), Cluster: 1, NoSetup: true, WriteContext: "e2e"})
 	if err == nil || !strings.Contains(err.Error(), "not written by kanade devbroker") {
 		t.Fatalf("overwrote the user's context: %v", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
 )
@@ -19,7 +20,7 @@ const defaultPingWait = 5 * time.Second
 
 // PingOptions are the inputs of `kanade ping`.
 type PingOptions struct {
-	IO   *IOStreams
+	IO   *cmdutil.IOStreams
 	Conn func(context.Context) (*nats.Conn, error)
 	Now  func() time.Time
 
@@ -36,7 +37,7 @@ type PingResult struct {
 }
 
 // NewPingCmd is `kanade ping PC`.
-func NewPingCmd(f *Factory, runF func(context.Context, *PingOptions) error) *cobra.Command {
+func NewPingCmd(f *cmdutil.Factory, runF func(context.Context, *PingOptions) error) *cobra.Command {
 	opts := &PingOptions{IO: f.IO, Conn: f.Conn, Now: f.Now}
 	c := &cobra.Command{
 		Use:               "ping PC",
@@ -53,10 +54,10 @@ plus rtt_ms.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.PC = args[0]
 			if !core.ValidToken(opts.PC) {
-				return UsageErrorf("invalid pc id %q: no dots, wildcards or spaces", opts.PC)
+				return cmdutil.UsageErrorf("invalid pc id %q: no dots, wildcards or spaces", opts.PC)
 			}
 			if opts.Wait <= 0 {
-				return UsageErrorf("invalid --wait %s: must be positive", opts.Wait)
+				return cmdutil.UsageErrorf("invalid --wait %s: must be positive", opts.Wait)
 			}
 			if runF != nil {
 				return runF(c.Context(), opts)
@@ -77,28 +78,28 @@ func runPing(ctx context.Context, opts *PingOptions) error {
 	hb, rtt, err := fleet.Ping(ctx, nc, opts.PC, opts.Wait)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return WithHint(fmt.Errorf("ping %s: nobody listens on %s", opts.PC, core.SubjectPing(opts.PC)), pcHint)
+			return cmdutil.WithHint(fmt.Errorf("ping %s: nobody listens on %s", opts.PC, core.SubjectPing(opts.PC)), cmdutil.PCHint)
 		}
 		if errors.Is(err, fleet.ErrNoReply) {
-			return WithHint(err, pcHint)
+			return cmdutil.WithHint(err, cmdutil.PCHint)
 		}
 		return err
 	}
 	return writePing(opts.IO, PingResult{Heartbeat: *hb, RTTMillis: millis(rtt)}, opts.JSON, opts.Now())
 }
 
-func writePing(io *IOStreams, r PingResult, asJSON bool, now time.Time) error {
+func writePing(io *cmdutil.IOStreams, r PingResult, asJSON bool, now time.Time) error {
 	if asJSON {
-		return writeJSON(io.Out, r)
+		return cmdutil.WriteJSON(io.Out, r)
 	}
-	st := io.outStyles()
+	st := io.OutStyles()
 	rows := [][2]string{
 		{"pc", r.PCID},
 		{"state", st.OK.Render("online") + " (answered in " + fmtMillis(r.RTTMillis) + ")"},
 		{"hostname", orDash(r.Hostname)},
 		{"os", orDash(r.OSFamily)},
 		{"agent version", orDash(r.AgentVersion)},
-		{"heartbeat at", formatTime(io, r.At, now)},
+		{"heartbeat at", cmdutil.FormatTime(io, r.At, now)},
 	}
 	return writeKV(io.Out, rows)
 }

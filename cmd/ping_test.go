@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -53,7 +54,7 @@ heartbeat at   3s ago
 `},
 	} {
 		var out bytes.Buffer
-		if err := writePing(TestIO(nil, &out, &bytes.Buffer{}, tc.tty), r, false, opT0); err != nil {
+		if err := writePing(cmdutil.TestIO(nil, &out, &bytes.Buffer{}, tc.tty), r, false, opT0); err != nil {
 			t.Fatal(err)
 		}
 		if out.String() != tc.want {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 )
 
@@ -83,7 +84,7 @@ func TestQuickstartRollOutStep(t *testing.T) {
 			continue
 		}
 		code, out, errOut := execRoot(t, args[1:]...)
-		if code != ExitOK {
+		if code != cmdutil.ExitOK {
 			t.Fatalf("%s: exit %d\nstdout: %s\nstderr: %s", c, code, out, errOut)
 		}
 		if args[1] == "agent" && args[2] == "publish" && !strings.Contains(out, "0.38.3-linux-amd64") {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/devbroker"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 )
@@ -25,7 +26,7 @@ type rootRun struct {
 func runRootForTest(t *testing.T, args ...string) rootRun {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	root := NewRootCmd(&Factory{IO: TestIO(strings.NewReader(""), &out, &errOut, false)})
+	root := NewRootCmd(&cmdutil.Factory{IO: cmdutil.TestIO(strings.NewReader(""), &out, &errOut, false)})
 	root.SetArgs(args)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -181,7 +182,7 @@ func TestBadAuthFileHints(t *testing.T) {
 				if !strings.HasPrefix(hint, tc.hint) || strings.Contains(hint, "is the broker running") {
 					t.Errorf("kanade %s: hint %q, want one starting %q", strings.Join(args, " "), hint, tc.hint)
 				}
-				if r.code != ExitFailure {
+				if r.code != cmdutil.ExitFailure {
 					t.Errorf("kanade %s: exit %d", strings.Join(args, " "), r.code)
 				}
 			}

@@ -8,12 +8,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // RevokeOptions are the inputs of `kanade revoke` and `kanade unrevoke`.
 type RevokeOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 	Now       func() time.Time
 
@@ -23,7 +24,7 @@ type RevokeOptions struct {
 }
 
 // NewRevokeCmd is `kanade revoke ID`.
-func NewRevokeCmd(f *Factory, runF func(context.Context, *RevokeOptions) error) *cobra.Command {
+func NewRevokeCmd(f *cmdutil.Factory, runF func(context.Context, *RevokeOptions) error) *cobra.Command {
 	return newScriptStatusCmd(f, runF, core.ScriptStatusRevoked, &cobra.Command{
 		Use:   "revoke ID",
 		Short: "Stop agents from running a command id",
@@ -37,7 +38,7 @@ Undo with ` + "`kanade unrevoke ID`" + `.`,
 }
 
 // NewUnrevokeCmd is `kanade unrevoke ID`.
-func NewUnrevokeCmd(f *Factory, runF func(context.Context, *RevokeOptions) error) *cobra.Command {
+func NewUnrevokeCmd(f *cmdutil.Factory, runF func(context.Context, *RevokeOptions) error) *cobra.Command {
 	return newScriptStatusCmd(f, runF, core.ScriptStatusActive, &cobra.Command{
 		Use:     "unrevoke ID",
 		Short:   "Allow a revoked command id to run again",
@@ -46,13 +47,13 @@ func NewUnrevokeCmd(f *Factory, runF func(context.Context, *RevokeOptions) error
 	})
 }
 
-func newScriptStatusCmd(f *Factory, runF func(context.Context, *RevokeOptions) error, status string, c *cobra.Command) *cobra.Command {
+func newScriptStatusCmd(f *cmdutil.Factory, runF func(context.Context, *RevokeOptions) error, status string, c *cobra.Command) *cobra.Command {
 	opts := &RevokeOptions{IO: f.IO, JetStream: f.JetStream, Now: f.Now, Status: status}
 	c.Args = cobra.ExactArgs(1)
 	c.RunE = func(c *cobra.Command, args []string) error {
 		opts.ID = args[0]
 		if !validKVKey(opts.ID) {
-			return UsageErrorf("invalid command id %q: use letters, digits, '-', '_', '.', '=' or '/'", opts.ID)
+			return cmdutil.UsageErrorf("invalid command id %q: use letters, digits, '-', '_', '.', '=' or '/'", opts.ID)
 		}
 		if runF != nil {
 			return runF(c.Context(), opts)
@@ -96,8 +97,8 @@ func runRevoke(ctx context.Context, opts *RevokeOptions) error {
 	if opts.Status == core.ScriptStatusActive {
 		action = "unrevoke"
 	}
-	publishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), action, opts.ID, map[string]any{"id": opts.ID, "status": opts.Status})
-	st := opts.IO.errStyles()
+	cmdutil.PublishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), action, opts.ID, map[string]any{"id": opts.ID, "status": opts.Status})
+	st := opts.IO.ErrStyles()
 	fmt.Fprintf(opts.IO.ErrOut, "%s %s: %s/%s = %s\n", st.OK.Render("✓"), action+"d", core.BucketScriptStatus, opts.ID, opts.Status)
 	return nil
 }
@@ -106,7 +107,7 @@ func runRevoke(ctx context.Context, opts *RevokeOptions) error {
 func openKV(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
-		return nil, WithHint(fmt.Errorf("open kv %q: %w", bucket, err), "run `kanade jetstream setup` first")
+		return nil, cmdutil.WithHint(fmt.Errorf("open kv %q: %w", bucket, err), "run `kanade jetstream setup` first")
 	}
 	return kv, nil
 }

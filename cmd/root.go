@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -20,8 +21,8 @@ import (
 const envToken = "KANADE_NATS_TOKEN"
 
 // NewRootCmd builds the whole command tree around f. Tests pass their own
-// Factory; Main passes the process's.
-func NewRootCmd(f *Factory) *cobra.Command {
+// cmdutil.Factory; Main passes the process's.
+func NewRootCmd(f *cmdutil.Factory) *cobra.Command {
 	v := viper.New()
 	root := &cobra.Command{
 		Use:   "kanade",
@@ -55,13 +56,13 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 	pf.VisitAll(func(fl *pflag.Flag) { _ = v.BindPFlag(fl.Name, fl) })
 
 	var (
-		cfg     *CLIConfig
+		cfg     *cmdutil.CLIConfig
 		cfgErr  error
 		loaded  bool
 		logger  *slog.Logger
 		closeFn func()
 	)
-	f.Config = func() (*CLIConfig, error) {
+	f.Config = func() (*cmdutil.CLIConfig, error) {
 		if !loaded {
 			loaded = true
 			cfg, cfgErr = loadCLIConfig(v, pf)
@@ -76,7 +77,7 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 				if err == nil {
 					level, format = c.LogLevel, c.LogFormat
 				}
-				logger = NewLogger(f.IO.ErrOut, level, format, f.IO.ErrTTY)
+				logger = cmdutil.NewLogger(f.IO.ErrOut, level, format, f.IO.ErrTTY)
 			}
 			return logger
 		}
@@ -105,7 +106,7 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 		}
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return UsageErrorf("%v (see `%s --help`)", err, c.CommandPath())
+		return cmdutil.UsageErrorf("%v (see `%s --help`)", err, c.CommandPath())
 	})
 
 	// The whole command tree, one line per top-level command; a new command
@@ -168,7 +169,7 @@ func rejectUnknownSubcommands(c *cobra.Command) {
 		case c.HasSubCommands() && len(args) > 0:
 			return unknownCommandError(c, args[0])
 		}
-		return UsageErrorf("%v (see `%s --help`)", err, c.CommandPath())
+		return cmdutil.UsageErrorf("%v (see `%s --help`)", err, c.CommandPath())
 	}
 }
 
@@ -184,7 +185,7 @@ func runCommandGroup(c *cobra.Command, args []string) error {
 // unknownCommandError names the word that is no subcommand of c, with the
 // closest ones as the hint.
 func unknownCommandError(c *cobra.Command, arg string) error {
-	err := UsageErrorf("unknown command %q for %q", arg, c.CommandPath())
+	err := cmdutil.UsageErrorf("unknown command %q for %q", arg, c.CommandPath())
 	if c.SuggestionsMinimumDistance <= 0 {
 		c.SuggestionsMinimumDistance = 2
 	}
@@ -193,9 +194,9 @@ func unknownCommandError(c *cobra.Command, arg string) error {
 		names = append(names, "`"+c.CommandPath()+" "+s+"`")
 	}
 	if len(names) > 0 {
-		return WithHint(err, "did you mean "+strings.Join(names, " or ")+"?")
+		return cmdutil.WithHint(err, "did you mean "+strings.Join(names, " or ")+"?")
 	}
-	return WithHint(err, fmt.Sprintf("run `%s --help` for the list of commands", c.CommandPath()))
+	return cmdutil.WithHint(err, fmt.Sprintf("run `%s --help` for the list of commands", c.CommandPath()))
 }
 
 // envNames are the environment variables of each setting, first found wins.
@@ -228,7 +229,7 @@ var envNames = map[string][]string{
 // Authentication is taken whole from one layer: a --creds flag drops the
 // context's user and password rather than combining with them. The same
 // holds for the TLS client certificate and its key.
-func loadCLIConfig(v *viper.Viper, flags *pflag.FlagSet) (*CLIConfig, error) {
+func loadCLIConfig(v *viper.Viper, flags *pflag.FlagSet) (*cmdutil.CLIConfig, error) {
 	if p := os.Getenv("KANADE_CONFIG"); p != "" {
 		v.SetConfigFile(p)
 	} else if dir, err := os.UserConfigDir(); err == nil {
@@ -244,7 +245,7 @@ func loadCLIConfig(v *viper.Viper, flags *pflag.FlagSet) (*CLIConfig, error) {
 	if v.IsSet("token") {
 		return nil, errors.New("the config file must not hold a token: set KANADE_NATS_TOKEN instead")
 	}
-	var c CLIConfig
+	var c cmdutil.CLIConfig
 	// Timeout may come from env as "5s": read it through viper's cast.
 	c.Server = v.GetString("server")
 	c.Creds = v.GetString("creds")
@@ -260,14 +261,14 @@ func loadCLIConfig(v *viper.Viper, flags *pflag.FlagSet) (*CLIConfig, error) {
 	ts := v.GetString("timeout")
 	d, err := core.ParseDuration(ts)
 	if err != nil || d <= 0 {
-		return nil, UsageErrorf("invalid --timeout %q: want a positive duration like 5s", ts)
+		return nil, cmdutil.UsageErrorf("invalid --timeout %q: want a positive duration like 5s", ts)
 	}
 	c.Timeout = d
 	if _, err := parseLevel(c.LogLevel); err != nil {
-		return nil, UsageErrorf("invalid --log-level: %v", err)
+		return nil, cmdutil.UsageErrorf("invalid --log-level: %v", err)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
-		return nil, UsageErrorf("invalid --log-format %q: want text or json", c.LogFormat)
+		return nil, cmdutil.UsageErrorf("invalid --log-format %q: want text or json", c.LogFormat)
 	}
 	if err := applyNATSContext(&c, v, flags); err != nil {
 		return nil, err
@@ -280,7 +281,7 @@ func loadCLIConfig(v *viper.Viper, flags *pflag.FlagSet) (*CLIConfig, error) {
 
 // applyNATSContext lays the nats context under what flags and environment
 // set and over the config file (see loadCLIConfig).
-func applyNATSContext(c *CLIConfig, v *viper.Viper, flags *pflag.FlagSet) error {
+func applyNATSContext(c *cmdutil.CLIConfig, v *viper.Viper, flags *pflag.FlagSet) error {
 	name := strings.TrimSpace(v.GetString("context"))
 	nctx, err := core.LoadNATSContext(name)
 	if err != nil {
@@ -344,7 +345,7 @@ func contextError(err error) error {
 		if len(ce.Known) > 0 {
 			known = "known contexts: " + strings.Join(ce.Known, ", ") + " (`nats context ls`)"
 		}
-		return WithHint(&UsageError{Err: fmt.Errorf("invalid --context: %w", err)}, known)
+		return cmdutil.WithHint(&cmdutil.UsageError{Err: fmt.Errorf("invalid --context: %w", err)}, known)
 	}
-	return WithHint(err, fmt.Sprintf("check it with `nats context info %s`, or pass --server and the credentials flags instead", ce.Name))
+	return cmdutil.WithHint(err, fmt.Sprintf("check it with `nats context info %s`, or pass --server and the credentials flags instead", ce.Name))
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 )
 
 // execRoot runs the whole tree on args as Main does and returns the exit
@@ -14,7 +16,7 @@ import (
 func execRoot(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	root := NewRootCmd(&Factory{IO: TestIO(nil, &out, &errOut, false)})
+	root := NewRootCmd(&cmdutil.Factory{IO: cmdutil.TestIO(nil, &out, &errOut, false)})
 	root.SetArgs(args)
 	root.SetOut(&out)
 	root.SetErr(&errOut)
@@ -42,8 +44,8 @@ func TestUnknownCommandFails(t *testing.T) {
 		{[]string{"version", "extra"}, []string{`"extra"`, "kanade version --help"}},
 	} {
 		code, out, errOut := execRoot(t, tc.args...)
-		if code != ExitUsage {
-			t.Errorf("%v: exit %d, want %d\nstderr: %s", tc.args, code, ExitUsage, errOut)
+		if code != cmdutil.ExitUsage {
+			t.Errorf("%v: exit %d, want %d\nstderr: %s", tc.args, code, cmdutil.ExitUsage, errOut)
 		}
 		if out != "" {
 			t.Errorf("%v: printed on stdout (help instead of an error?):\n%s", tc.args, firstLines(out, 5))
@@ -58,7 +60,7 @@ func TestUnknownCommandFails(t *testing.T) {
 	// A group without arguments still shows its help and succeeds.
 	for _, args := range [][]string{{}, {"jetstream"}, {"config"}} {
 		code, out, errOut := execRoot(t, args...)
-		if code != ExitOK || !strings.Contains(out, "Usage:") {
+		if code != cmdutil.ExitOK || !strings.Contains(out, "Usage:") {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want the help", args, code, firstLines(out, 3), errOut)
 		}
 	}
@@ -106,9 +108,9 @@ func writeNATSContext(t *testing.T, dir, name, body string, selected bool) {
 
 // resolveConfig resolves the CLI config the way a command run with args
 // does (`kanade version` never dials).
-func resolveConfig(t *testing.T, args ...string) (*CLIConfig, error) {
+func resolveConfig(t *testing.T, args ...string) (*cmdutil.CLIConfig, error) {
 	t.Helper()
-	f := &Factory{IO: TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false)}
+	f := &cmdutil.Factory{IO: cmdutil.TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false)}
 	root := NewRootCmd(f)
 	root.SetArgs(append([]string{"version"}, args...))
 	root.SetOut(&bytes.Buffer{})
@@ -210,8 +212,8 @@ func TestUnknownNATSContext(t *testing.T) {
 	writeNATSContext(t, dir, "prod", `{"url":"nats://prod:4222","password":"pw-secret","user":"u"}`, false)
 	writeNATSContext(t, dir, "dev", `{"url":"nats://dev:4222"}`, false)
 	code, _, errOut := execRoot(t, "status", "--context", "staging")
-	if code != ExitUsage {
-		t.Fatalf("exit %d, want %d: %s", code, ExitUsage, errOut)
+	if code != cmdutil.ExitUsage {
+		t.Fatalf("exit %d, want %d: %s", code, cmdutil.ExitUsage, errOut)
 	}
 	for _, w := range []string{`invalid --context: load nats context "staging": no such nats context`, "known contexts: dev, prod"} {
 		if !strings.Contains(errOut, w) {
@@ -222,7 +224,7 @@ func TestUnknownNATSContext(t *testing.T) {
 	// Nothing known at all: say how to add one.
 	isolateNATSContexts(t)
 	code, _, errOut = execRoot(t, "status", "--context", "staging")
-	if code != ExitUsage || !strings.Contains(errOut, "nats context add") {
+	if code != cmdutil.ExitUsage || !strings.Contains(errOut, "nats context add") {
 		t.Fatalf("exit %d:\n%s", code, errOut)
 	}
 }
@@ -234,7 +236,7 @@ func TestNATSContextSecretsNotPrinted(t *testing.T) {
 	dir := isolateNATSContexts(t)
 	writeNATSContext(t, dir, "prod", `{"url":"nats://u:pw-in-url-secret@127.0.0.1:1","user":"","token":"tok-ctx-secret"}`, true)
 	code, out, errOut := execRoot(t, "status", "--timeout", "1s")
-	if code == ExitOK {
+	if code == cmdutil.ExitOK {
 		t.Fatalf("status against a closed port succeeded:\n%s", out)
 	}
 	for _, secret := range []string{"pw-in-url-secret", "tok-ctx-secret"} {

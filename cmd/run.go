@@ -3,7 +3,6 @@ package cmd
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/collect"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
@@ -31,12 +31,11 @@ const runWaitGrace = 30 * time.Second
 // maxAuditScript caps the script text recorded in the audit event.
 const maxAuditScript = 64 << 10
 
-// pcHint is the fix for "nobody answered" on a single pc.
-const pcHint = "is the agent online? pc ids are case-sensitive (see `kanade status`)"
+// cmdutil.PCHint is the fix for "nobody answered" on a single pc.
 
 // RunOptions are the inputs of `kanade run`.
 type RunOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	Conn      func(context.Context) (*nats.Conn, error)
 	JetStream func(context.Context) (jetstream.JetStream, error)
 	Now       func() time.Time
@@ -62,7 +61,7 @@ type RunOptions struct {
 }
 
 // NewRunCmd is `kanade run`.
-func NewRunCmd(f *Factory, runF func(context.Context, *RunOptions) error) *cobra.Command {
+func NewRunCmd(f *cmdutil.Factory, runF func(context.Context, *RunOptions) error) *cobra.Command {
 	opts := &RunOptions{IO: f.IO, Conn: f.Conn, JetStream: f.JetStream, Now: f.Now}
 	var timeout string
 	c := &cobra.Command{
@@ -124,7 +123,7 @@ result_output object store); the summary then goes to stderr.`,
 				return err
 			}
 			if opts.ExecID != "" && !core.ValidToken(opts.ExecID) {
-				return UsageErrorf("invalid --exec-id %q: no dots, wildcards or spaces", opts.ExecID)
+				return cmdutil.UsageErrorf("invalid --exec-id %q: no dots, wildcards or spaces", opts.ExecID)
 			}
 			if runF != nil {
 				return runF(c.Context(), opts)
@@ -160,7 +159,7 @@ func parseRunArgs(opts *RunOptions, args []string, dash int) error {
 		targets, script = args[:1], args[1:]
 	}
 	if len(targets) > 1 {
-		return UsageErrorf("more than one pc given (%s): use --group or --all for many", strings.Join(targets, " "))
+		return cmdutil.UsageErrorf("more than one pc given (%s): use --group or --all for many", strings.Join(targets, " "))
 	}
 	opts.PC = ""
 	if len(targets) == 1 {
@@ -173,17 +172,17 @@ func parseRunArgs(opts *RunOptions, args []string, dash int) error {
 		}
 	}
 	if n != 1 {
-		return UsageErrorf("give exactly one target: a PC, --group G or --all")
+		return cmdutil.UsageErrorf("give exactly one target: a PC, --group G or --all")
 	}
 	if opts.PC != "" && !core.ValidToken(opts.PC) {
-		return UsageErrorf("invalid pc id %q: no dots, wildcards or spaces", opts.PC)
+		return cmdutil.UsageErrorf("invalid pc id %q: no dots, wildcards or spaces", opts.PC)
 	}
 	if opts.Group != "" && !core.ValidToken(opts.Group) {
-		return UsageErrorf("invalid group name %q: no dots, wildcards or spaces", opts.Group)
+		return cmdutil.UsageErrorf("invalid group name %q: no dots, wildcards or spaces", opts.Group)
 	}
 	opts.Script = strings.Join(script, " ")
 	if strings.TrimSpace(opts.Script) == "" {
-		return UsageErrorf("no script: put it after --, e.g. `kanade run dev-pc-1 -- hostname`")
+		return cmdutil.UsageErrorf("no script: put it after --, e.g. `kanade run dev-pc-1 -- hostname`")
 	}
 	return nil
 }
@@ -193,13 +192,13 @@ func parseRunArgs(opts *RunOptions, args []string, dash int) error {
 func parseTimeoutSecs(s string) (uint64, error) {
 	if n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64); err == nil {
 		if n == 0 {
-			return 0, UsageErrorf("invalid --timeout %q: must be at least 1 second", s)
+			return 0, cmdutil.UsageErrorf("invalid --timeout %q: must be at least 1 second", s)
 		}
 		return n, nil
 	}
 	d, err := core.ParseDuration(s)
 	if err != nil || d <= 0 {
-		return 0, UsageErrorf("invalid --timeout %q: want seconds (60) or a duration (10m)", s)
+		return 0, cmdutil.UsageErrorf("invalid --timeout %q: want seconds (60) or a duration (10m)", s)
 	}
 	if d > core.MaxTimeout {
 		d = core.MaxTimeout
@@ -212,7 +211,7 @@ func validateShell(s string) error {
 	case "", core.ShellPowerShell, core.ShellPwsh, core.ShellCmd, core.ShellSh:
 		return nil
 	}
-	return UsageErrorf("invalid --shell %q: want powershell, pwsh, cmd or sh", s)
+	return cmdutil.UsageErrorf("invalid --shell %q: want powershell, pwsh, cmd or sh", s)
 }
 
 func runRun(ctx context.Context, opts *RunOptions) error {
@@ -223,7 +222,7 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 		}
 		opts.Script = string(b)
 		if strings.TrimSpace(opts.Script) == "" {
-			return UsageErrorf("the script read from standard input is empty")
+			return cmdutil.UsageErrorf("the script read from standard input is empty")
 		}
 	}
 	js, err := opts.JetStream(ctx)
@@ -266,11 +265,11 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 		Warn: func(format string, a ...any) { fmt.Fprintf(opts.IO.ErrOut, "warning: "+format+"\n", a...) },
 	})
 	if err != nil {
-		return WithHint(err, "run `kanade jetstream setup` first")
+		return cmdutil.WithHint(err, "run `kanade jetstream setup` first")
 	}
 	defer col.Stop()
 
-	if err := publishCommand(ctx, js, []string{tgt.subject}, body); err != nil {
+	if err := cmdutil.PublishCommand(ctx, js, []string{tgt.subject}, body); err != nil {
 		return err
 	}
 	payload := map[string]any{
@@ -280,38 +279,13 @@ func runRun(ctx context.Context, opts *RunOptions) error {
 	if opts.ExecID != "" {
 		payload["exec_id"] = opts.ExecID
 	}
-	publishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "run", tgt.label, payload)
+	cmdutil.PublishAudit(ctx, js, opts.IO.ErrOut, opts.Now(), "run", tgt.label, payload)
 
-	fo := &fanout{io: opts.IO, js: js, col: col, jsonLines: opts.JSON, expected: len(tgt.expected), skippedFails: true}
+	fo := &cmdutil.Fanout{IO: opts.IO, JS: js, Col: col, JSONLines: opts.JSON, Expected: len(tgt.expected), SkippedFails: true}
 	if opts.PC != "" {
-		return fo.single(ctx, opts.PC, wait)
+		return fo.Single(ctx, opts.PC, wait)
 	}
-	return fo.all(ctx, wait)
-}
-
-// publishCommand publishes body on every subject through JetStream, so EXEC
-// keeps it for agents that are offline.
-func publishCommand(ctx context.Context, js jetstream.JetStream, subjects []string, body []byte) error {
-	for _, subject := range subjects {
-		if _, err := js.Publish(ctx, subject, body); err != nil {
-			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-				return WithHint(fmt.Errorf("publish the command on %s: no stream %s stores it: %w", subject, core.StreamExec, err),
-					"run `kanade jetstream setup` first")
-			}
-			return fmt.Errorf("publish the command on %s: %w", subject, err)
-		}
-	}
-	return nil
-}
-
-// processExitCode maps a script's exit code to a process exit status: 0-255
-// as is, anything else (-1 killed or timed out, large Windows codes) 255, so
-// a failure never wraps around to 0.
-func processExitCode(code int) int {
-	if code >= 0 && code <= 255 {
-		return code
-	}
-	return 255
+	return fo.All(ctx, wait)
 }
 
 func truncate(s string, n int) string {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
 )
@@ -40,7 +41,7 @@ func planRun(ctx context.Context, js jetstream.JetStream, opts *RunOptions) (*ru
 	case opts.Group != "":
 		kv, err := js.KeyValue(ctx, core.BucketAgentGroups)
 		if err != nil {
-			return nil, WithHint(fmt.Errorf("open kv %q: %w", core.BucketAgentGroups, err), "run `kanade jetstream setup` first")
+			return nil, cmdutil.WithHint(fmt.Errorf("open kv %q: %w", core.BucketAgentGroups, err), "run `kanade jetstream setup` first")
 		}
 		m, _, err := fleet.ReadMemberships(ctx, kv)
 		if err != nil {
@@ -48,7 +49,7 @@ func planRun(ctx context.Context, js jetstream.JetStream, opts *RunOptions) (*ru
 		}
 		members := m.Members(opts.Group)
 		if len(members) == 0 {
-			return nil, WithHint(fmt.Errorf("group %q has no members in %s", opts.Group, core.BucketAgentGroups),
+			return nil, cmdutil.WithHint(fmt.Errorf("group %q has no members in %s", opts.Group, core.BucketAgentGroups),
 				fmt.Sprintf("add one with `kanade group add PC %s`; `kanade group list` shows the groups", opts.Group))
 		}
 		t := &runTarget{subject: core.SubjectCommandsGroup(opts.Group), label: "group." + opts.Group, expected: members, shell: opts.Shell}
@@ -60,7 +61,7 @@ func planRun(ctx context.Context, js jetstream.JetStream, opts *RunOptions) (*ru
 	default:
 		f, err := fleet.ReadStates(ctx, js)
 		if err != nil {
-			return nil, WithHint(err, "run `kanade jetstream setup` first")
+			return nil, cmdutil.WithHint(err, "run `kanade jetstream setup` first")
 		}
 		now := opts.Now()
 		after := opts.OfflineAfter

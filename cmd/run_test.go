@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -77,7 +78,7 @@ func (e *opEnv) runOpts(tty bool) *RunOptions {
 }
 
 func TestRunSinglePC(t *testing.T) {
-	t.Setenv(envActor, "tester")
+	t.Setenv(cmdutil.EnvActor, "tester")
 	env := newOpEnv(t)
 	env.agentSeen("pc-1", core.OSWindows, opT0)
 	p := env.startPeer(func(core.Command) []core.ExecResult {
@@ -349,8 +350,8 @@ func TestRunFetchesOverflowedOutput(t *testing.T) {
 
 func TestProcessExitCode(t *testing.T) {
 	for in, want := range map[int]int{0: 0, 1: 1, 126: 126, 255: 255, -1: 255, 256: 255, 3221225477: 255} {
-		if got := processExitCode(in); got != want {
-			t.Errorf("processExitCode(%d) = %d, want %d", in, got, want)
+		if got := cmdutil.ProcessExitCode(in); got != want {
+			t.Errorf("cmdutil.ProcessExitCode(%d) = %d, want %d", in, got, want)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/winagent/runner"
 )
@@ -24,7 +25,7 @@ import (
 
 // ScriptOptions are the inputs of `kanade script …`.
 type ScriptOptions struct {
-	IO        *IOStreams
+	IO        *cmdutil.IOStreams
 	JetStream func(context.Context) (jetstream.JetStream, error)
 
 	Op      string // publish | list | delete
@@ -44,7 +45,7 @@ type ScriptInfo struct {
 }
 
 // NewScriptCmd is `kanade script`.
-func NewScriptCmd(f *Factory, runF func(context.Context, *ScriptOptions) error) *cobra.Command {
+func NewScriptCmd(f *cmdutil.Factory, runF func(context.Context, *ScriptOptions) error) *cobra.Command {
 	if runF == nil {
 		runF = runScript
 	}
@@ -106,7 +107,7 @@ func runScript(ctx context.Context, opts *ScriptOptions) error {
 			return err
 		}
 		if err := core.ValidReleaseVersion(opts.Version); err != nil {
-			return UsageErrorf("invalid --version: %v", err)
+			return cmdutil.UsageErrorf("invalid --version: %v", err)
 		}
 	}
 	js, err := opts.JetStream(ctx)
@@ -115,7 +116,7 @@ func runScript(ctx context.Context, opts *ScriptOptions) error {
 	}
 	store, err := js.ObjectStore(ctx, core.ObjectScripts)
 	if err != nil {
-		return WithHint(fmt.Errorf("open object store %q: %w", core.ObjectScripts, err), "run `kanade jetstream setup` first")
+		return cmdutil.WithHint(fmt.Errorf("open object store %q: %w", core.ObjectScripts, err), "run `kanade jetstream setup` first")
 	}
 	switch opts.Op {
 	case "publish":
@@ -130,10 +131,10 @@ func runScript(ctx context.Context, opts *ScriptOptions) error {
 // checkScriptKeyPart checks a name or version for a <name>/<version> key.
 func checkScriptKeyPart(flag, v string) error {
 	if v == "" {
-		return UsageErrorf("%s is required", flag)
+		return cmdutil.UsageErrorf("%s is required", flag)
 	}
 	if strings.ContainsAny(v, "/ \t\r\n") || !utf8.ValidString(v) {
-		return UsageErrorf("invalid %s %q: no '/' or whitespace", flag, v)
+		return cmdutil.UsageErrorf("invalid %s %q: no '/' or whitespace", flag, v)
 	}
 	return nil
 }
@@ -145,11 +146,11 @@ func publishScript(ctx context.Context, store jetstream.ObjectStore, opts *Scrip
 	}
 	switch {
 	case len(b) == 0:
-		return UsageErrorf("%s is empty", opts.File)
+		return cmdutil.UsageErrorf("%s is empty", opts.File)
 	case len(b) > runner.MaxScript:
-		return UsageErrorf("%s is %d bytes, over the 4 MiB (%d bytes) agents run", opts.File, len(b), runner.MaxScript)
+		return cmdutil.UsageErrorf("%s is %d bytes, over the 4 MiB (%d bytes) agents run", opts.File, len(b), runner.MaxScript)
 	case !utf8.Valid(b):
-		return UsageErrorf("%s is not UTF-8, which agents refuse", opts.File)
+		return cmdutil.UsageErrorf("%s is not UTF-8, which agents refuse", opts.File)
 	}
 	key := opts.Name + "/" + opts.Version
 	if info, err := store.GetInfo(ctx, key); err == nil {
@@ -157,7 +158,7 @@ func publishScript(ctx context.Context, store jetstream.ObjectStore, opts *Scrip
 		if old := scriptDigest(info); old != "" && old == core.ScriptSHA256(b) {
 			return writeScriptInfo(opts, ScriptInfo{Key: key, SHA256: old, Size: info.Size}, "unchanged")
 		}
-		return UsageErrorf("%s already holds other bytes: publish a new --version (commands name the old digest)", key)
+		return cmdutil.UsageErrorf("%s already holds other bytes: publish a new --version (commands name the old digest)", key)
 	} else if !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fmt.Errorf("look up %s/%s: %w", core.ObjectScripts, key, err)
 	}
@@ -170,7 +171,7 @@ func publishScript(ctx context.Context, store jetstream.ObjectStore, opts *Scrip
 
 func writeScriptInfo(opts *ScriptOptions, s ScriptInfo, what string) error {
 	if opts.JSON {
-		return writeJSON(opts.IO.Out, s)
+		return cmdutil.WriteJSON(opts.IO.Out, s)
 	}
 	if err := writeKV(opts.IO.Out, [][2]string{
 		{"script_object", s.Key},
@@ -194,7 +195,7 @@ func listScripts(ctx context.Context, store jetstream.ObjectStore, opts *ScriptO
 	}
 	slices.SortFunc(out, func(a, b ScriptInfo) int { return strings.Compare(a.Key, b.Key) })
 	if opts.JSON {
-		return writeJSON(opts.IO.Out, out)
+		return cmdutil.WriteJSON(opts.IO.Out, out)
 	}
 	if len(out) == 0 {
 		fmt.Fprintln(opts.IO.ErrOut, "the scripts catalog is empty (kanade script publish FILE --name N --version V)")
@@ -208,7 +209,7 @@ func listScripts(ctx context.Context, store jetstream.ObjectStore, opts *ScriptO
 
 func deleteScript(ctx context.Context, store jetstream.ObjectStore, opts *ScriptOptions) error {
 	if _, err := store.GetInfo(ctx, opts.Key); errors.Is(err, jetstream.ErrObjectNotFound) {
-		return UsageErrorf("no script %q in %s (kanade script list)", opts.Key, core.ObjectScripts)
+		return cmdutil.UsageErrorf("no script %q in %s (kanade script list)", opts.Key, core.ObjectScripts)
 	} else if err != nil {
 		return fmt.Errorf("look up %s/%s: %w", core.ObjectScripts, opts.Key, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
 )
@@ -21,8 +22,8 @@ const defaultStatusPingWait = 3 * time.Second
 
 // StatusOptions are the inputs of `kanade status`.
 type StatusOptions struct {
-	IO        *IOStreams
-	Config    func() (*CLIConfig, error)
+	IO        *cmdutil.IOStreams
+	Config    func() (*cmdutil.CLIConfig, error)
 	Conn      func(context.Context) (*nats.Conn, error)
 	JetStream func(context.Context) (jetstream.JetStream, error)
 	Now       func() time.Time
@@ -44,7 +45,7 @@ type StatusOptions struct {
 }
 
 // NewStatusCmd is `kanade status`.
-func NewStatusCmd(f *Factory, runF func(context.Context, *StatusOptions) error) *cobra.Command {
+func NewStatusCmd(f *cmdutil.Factory, runF func(context.Context, *StatusOptions) error) *cobra.Command {
 	opts := &StatusOptions{IO: f.IO, Config: f.Config, Conn: f.Conn, JetStream: f.JetStream, Now: f.Now}
 	c := &cobra.Command{
 		Use:               "status [PC]",
@@ -102,18 +103,18 @@ figures, outbox entries set aside, inventory, groups and effective config. Exit 
 			if len(args) == 1 {
 				opts.PC = args[0]
 				if !core.ValidToken(opts.PC) {
-					return UsageErrorf("invalid pc id %q: no dots, wildcards or spaces", opts.PC)
+					return cmdutil.UsageErrorf("invalid pc id %q: no dots, wildcards or spaces", opts.PC)
 				}
 				if opts.Watch {
-					return UsageErrorf("--watch shows the whole fleet: drop PC")
+					return cmdutil.UsageErrorf("--watch shows the whole fleet: drop PC")
 				}
 			}
 			if opts.OfflineAfter <= 0 {
-				return UsageErrorf("invalid --offline-after %s: must be positive", opts.OfflineAfter)
+				return cmdutil.UsageErrorf("invalid --offline-after %s: must be positive", opts.OfflineAfter)
 			}
 			if opts.Profile != "" {
 				if _, err := core.ParseProfile(opts.Profile); err != nil {
-					return &UsageError{Err: err}
+					return &cmdutil.UsageError{Err: err}
 				}
 			}
 			if runF != nil {
@@ -159,10 +160,10 @@ func runStatus(ctx context.Context, opts *StatusOptions) error {
 		return werr
 	}
 	if err != nil {
-		return &ExitError{Code: ExitFailure, Err: err}
+		return &cmdutil.ExitError{Code: cmdutil.ExitFailure, Err: err}
 	}
 	if code := rep.Verdict.ExitCode(); code != 0 {
-		return &ExitError{Code: code}
+		return &cmdutil.ExitError{Code: code}
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
 	"github.com/kanadehq/kanade-go/internal/natstest"
@@ -69,7 +70,7 @@ func BenchmarkStatusFleet5000(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			opts := &StatusOptions{
-				IO:        TestIO(nil, io.Discard, io.Discard, tty),
+				IO:        cmdutil.TestIO(nil, io.Discard, io.Discard, tty),
 				Conn:      func(context.Context) (*nats.Conn, error) { return nc, nil },
 				JetStream: func(context.Context) (jetstream.JetStream, error) { return js, nil },
 				Now:       func() time.Time { return now }, OfflineAfter: fleet.DefaultOfflineAfter,

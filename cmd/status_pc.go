@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
 	"github.com/kanadehq/kanade-go/internal/fleetconfig"
@@ -76,7 +77,7 @@ func runStatusPC(ctx context.Context, opts *StatusOptions) error {
 	}
 	a := f.Get(opts.PC)
 	if a == nil {
-		return WithHint(fmt.Errorf("no agent %q in %s", opts.PC, core.BucketAgentsState), pcHint)
+		return cmdutil.WithHint(fmt.Errorf("no agent %q in %s", opts.PC, core.BucketAgentsState), cmdutil.PCHint)
 	}
 
 	d := &AgentDetail{PCID: opts.PC, Groups: []string{}}
@@ -97,22 +98,22 @@ func runStatusPC(ctx context.Context, opts *StatusOptions) error {
 	}
 
 	if opts.JSON {
-		if err := writeJSON(opts.IO.Out, d); err != nil {
+		if err := cmdutil.WriteJSON(opts.IO.Out, d); err != nil {
 			return err
 		}
 	} else if err := writeAgentDetail(opts.IO, d, opts.Now()); err != nil {
 		return err
 	}
 	if !d.Online {
-		return &ExitError{Code: ExitFailure}
+		return &cmdutil.ExitError{Code: cmdutil.ExitFailure}
 	}
 	return nil
 }
 
 // writeAgentDetail prints one agent: heartbeat, self-perf, groups,
 // inventory and effective config.
-func writeAgentDetail(io *IOStreams, d *AgentDetail, now time.Time) error {
-	st := io.outStyles()
+func writeAgentDetail(io *cmdutil.IOStreams, d *AgentDetail, now time.Time) error {
+	st := io.OutStyles()
 	a := d.Agent
 	state := st.Err.Render("offline")
 	if d.Online {
@@ -120,7 +121,7 @@ func writeAgentDetail(io *IOStreams, d *AgentDetail, now time.Time) error {
 	}
 	if d.LastSeen != nil {
 		if io.OutTTY {
-			state += " (last heartbeat " + relTime(now.Sub(*d.LastSeen)) + ")"
+			state += " (last heartbeat " + cmdutil.RelTime(now.Sub(*d.LastSeen)) + ")"
 		} else {
 			state += " (last heartbeat " + d.LastSeen.UTC().Format(time.RFC3339) + ")"
 		}
@@ -160,7 +161,7 @@ func writeAgentDetail(io *IOStreams, d *AgentDetail, now time.Time) error {
 		rows = append(rows, [2]string{"ping", p})
 	}
 	if !a.UpdatedAt.IsZero() {
-		rows = append(rows, [2]string{"row updated", formatTime(io, a.UpdatedAt, now)})
+		rows = append(rows, [2]string{"row updated", cmdutil.FormatTime(io, a.UpdatedAt, now)})
 	}
 	if err := writeKV(io.Out, rows); err != nil {
 		return err
@@ -168,7 +169,7 @@ func writeAgentDetail(io *IOStreams, d *AgentDetail, now time.Time) error {
 
 	fmt.Fprintln(io.Out)
 	if inv := a.Inventory; inv != nil {
-		fmt.Fprintf(io.Out, "%s (collected %s)\n", st.Bold.Render("inventory"), formatTime(io, inv.CollectedAt, now))
+		fmt.Fprintf(io.Out, "%s (collected %s)\n", st.Bold.Render("inventory"), cmdutil.FormatTime(io, inv.CollectedAt, now))
 		osLine := strings.TrimSpace(inv.OSName + " " + inv.OSVersion)
 		if inv.OSBuild != nil && *inv.OSBuild != "" {
 			osLine += " (build " + *inv.OSBuild + ")"

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
 )
@@ -79,7 +80,7 @@ type AgentPing struct {
 }
 
 // writeStatus prints the report: JSON, or the summary lines then the table.
-func writeStatus(io *IOStreams, rep *StatusReport, asJSON, withPing bool) error {
+func writeStatus(io *cmdutil.IOStreams, rep *StatusReport, asJSON, withPing bool) error {
 	return writeStatusView(io, rep, asJSON, withPing, false)
 }
 
@@ -88,11 +89,11 @@ func writeStatus(io *IOStreams, rep *StatusReport, asJSON, withPing bool) error 
 // need attention (offline, outbox entries set aside) first, as many as fit,
 // and counts the rest: 200 rows scroll the summary away, and under --watch
 // make every redraw scroll.
-func writeStatusView(io *IOStreams, rep *StatusReport, asJSON, withPing, all bool) error {
+func writeStatusView(io *cmdutil.IOStreams, rep *StatusReport, asJSON, withPing, all bool) error {
 	if asJSON {
-		return writeJSON(io.Out, rep)
+		return cmdutil.WriteJSON(io.Out, rep)
 	}
-	st := io.outStyles()
+	st := io.OutStyles()
 	now := rep.CheckedAt
 	var rows [][2]string
 
@@ -184,7 +185,7 @@ const statusChromeLines = 12
 
 // agentRowsThatFit is how many agent rows fit the terminal with the rest
 // of the status screen.
-func agentRowsThatFit(io *IOStreams) int {
+func agentRowsThatFit(io *cmdutil.IOStreams) int {
 	h := 0
 	if io.Height != nil {
 		h = io.Height()
@@ -238,7 +239,7 @@ func versionsLine(agents []AgentRow) string {
 	return strings.Join(parts, ", ")
 }
 
-func resourceLine(st styles, rep *StatusReport) string {
+func resourceLine(st cmdutil.Styles, rep *StatusReport) string {
 	s := rep.ResourceSummary
 	parts := []string{fmt.Sprintf("%d ok", s.OK)}
 	if s.Missing > 0 {
@@ -257,7 +258,7 @@ func resourceLine(st styles, rep *StatusReport) string {
 	return line
 }
 
-func fleetLine(st styles, rep *StatusReport) string {
+func fleetLine(st cmdutil.Styles, rep *StatusReport) string {
 	f := rep.Fleet
 	if f.Known == 0 {
 		return "no agents known"
@@ -269,7 +270,7 @@ func fleetLine(st styles, rep *StatusReport) string {
 	return line
 }
 
-func verdictLine(st styles, rep *StatusReport) string {
+func verdictLine(st cmdutil.Styles, rep *StatusReport) string {
 	var v string
 	switch rep.Verdict {
 	case fleet.VerdictOK:
@@ -294,8 +295,8 @@ func pluralWord(n int, one, many string) string {
 
 // writeAgentTable prints the fleet table: relative times and a lipgloss
 // table on a terminal, RFC 3339 and plain columns when piped.
-func writeAgentTable(io *IOStreams, agents []AgentRow, now time.Time, withPing bool) error {
-	st := io.outStyles()
+func writeAgentTable(io *cmdutil.IOStreams, agents []AgentRow, now time.Time, withPing bool) error {
+	st := io.OutStyles()
 	header := []string{"PC", "HOSTNAME", "OS", "VERSION", "STATE", "LAST SEEN", "LAST INVENTORY"}
 	if withPing {
 		header = append(header, "PING")
@@ -310,7 +311,7 @@ func writeAgentTable(io *IOStreams, agents []AgentRow, now time.Time, withPing b
 			state += ", " + st.Warn.Render(fmt.Sprintf("%d set aside", n))
 		}
 		row := []string{a.PCID, orDash(a.Hostname), orDash(a.OSFamily), orDash(a.AgentVersion), state,
-			formatTime(io, deref(a.LastSeen), now), formatTime(io, deref(a.InventoryAt), now)}
+			cmdutil.FormatTime(io, deref(a.LastSeen), now), cmdutil.FormatTime(io, deref(a.InventoryAt), now)}
 		if withPing {
 			row = append(row, pingCell(a.Ping))
 		}
@@ -322,9 +323,9 @@ func writeAgentTable(io *IOStreams, agents []AgentRow, now time.Time, withPing b
 		// (still with relative times) on a terminal too.
 		plain := *io
 		plain.OutTTY = false
-		return printTable(&plain, header, rows)
+		return cmdutil.PrintTable(&plain, header, rows)
 	}
-	return printTable(io, header, rows)
+	return cmdutil.PrintTable(io, header, rows)
 }
 
 // maxBoxedRows is the largest fleet drawn as a boxed table on a terminal.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleet"
 	"github.com/kanadehq/kanade-go/internal/natstest"
@@ -84,7 +85,7 @@ verdict    degraded: 1 resource is missing
 `
 	for isTTY, want := range map[bool]string{false: piped, true: tty} {
 		var out, errOut bytes.Buffer
-		if err := writeStatus(TestIO(nil, &out, &errOut, isTTY), rep, false, true); err != nil {
+		if err := writeStatus(cmdutil.TestIO(nil, &out, &errOut, isTTY), rep, false, true); err != nil {
 			t.Fatal(err)
 		}
 		if out.String() != want {
@@ -95,7 +96,7 @@ verdict    degraded: 1 resource is missing
 		}
 	}
 	var out bytes.Buffer
-	if err := writeStatus(TestIO(nil, &out, &bytes.Buffer{}, false), rep, true, true); err != nil {
+	if err := writeStatus(cmdutil.TestIO(nil, &out, &bytes.Buffer{}, false), rep, true, true); err != nil {
 		t.Fatal(err)
 	}
 	var back StatusReport
@@ -249,15 +250,17 @@ func TestStatusPing(t *testing.T) {
 func TestStatusUnreachable(t *testing.T) {
 	var out, errOut bytes.Buffer
 	o := &StatusOptions{
-		IO:     TestIO(nil, &out, &errOut, false),
-		Config: func() (*CLIConfig, error) { return &CLIConfig{Server: "nats://u:secret@127.0.0.1:1"}, nil },
+		IO: cmdutil.TestIO(nil, &out, &errOut, false),
+		Config: func() (*cmdutil.CLIConfig, error) {
+			return &cmdutil.CLIConfig{Server: "nats://u:secret@127.0.0.1:1"}, nil
+		},
 		Conn: func(context.Context) (*nats.Conn, error) {
 			return nil, errors.Join(core.ErrBrokerUnreachable, errors.New("connection refused"))
 		},
 		Now: func() time.Time { return opT0 }, OfflineAfter: time.Minute,
 	}
 	err := runStatus(context.Background(), o)
-	var ee *ExitError
+	var ee *cmdutil.ExitError
 	if !errors.As(err, &ee) || ee.Code != 1 || !errors.Is(err, core.ErrBrokerUnreachable) {
 		t.Fatalf("err = %v", err)
 	}
@@ -469,7 +472,7 @@ func TestStatusBigFleetOnTerminal(t *testing.T) {
 		Fleet: FleetSummary{Known: 200, Online: 196, Offline: 4}, Agents: agents}
 
 	var out bytes.Buffer
-	io := TestIO(nil, &out, &bytes.Buffer{}, true)
+	io := cmdutil.TestIO(nil, &out, &bytes.Buffer{}, true)
 	io.Height = func() int { return 40 }
 	if err := writeStatusView(io, rep, false, false, false); err != nil {
 		t.Fatal(err)
@@ -494,7 +497,7 @@ func TestStatusBigFleetOnTerminal(t *testing.T) {
 		tty, all bool
 	}{{"--all", true, true}, {"piped", false, false}} {
 		out.Reset()
-		io := TestIO(nil, &out, &bytes.Buffer{}, tc.tty)
+		io := cmdutil.TestIO(nil, &out, &bytes.Buffer{}, tc.tty)
 		io.Height = func() int { return 40 }
 		if err := writeStatusView(io, rep, false, false, tc.all); err != nil {
 			t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -59,7 +60,7 @@ func runStatusWatch(ctx context.Context, opts *StatusOptions) error {
 		if werr := writeStatus(opts.IO, rep, opts.JSON, opts.Ping); werr != nil {
 			return werr
 		}
-		return &ExitError{Code: ExitFailure, Err: err}
+		return &cmdutil.ExitError{Code: cmdutil.ExitFailure, Err: err}
 	}
 	stream := opts.JSON || !opts.IO.OutTTY
 
@@ -87,7 +88,7 @@ func runStatusWatch(ctx context.Context, opts *StatusOptions) error {
 			seen[pc] = true
 			row := agentRow(a, now, opts.OfflineAfter)
 			lastOnline[pc] = row.Online
-			if err := writeJSONLine(opts.IO.Out, row); err != nil {
+			if err := cmdutil.WriteJSONLine(opts.IO.Out, row); err != nil {
 				return err
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"unicode"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/spf13/cobra"
 )
 
@@ -70,7 +71,7 @@ var shortVerbs = map[string]bool{
 // period, every command declares Args, and the set of commands is the
 // expected one.
 func TestCommandTree(t *testing.T) {
-	root := NewRootCmd(&Factory{IO: TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false)})
+	root := NewRootCmd(&cmdutil.Factory{IO: cmdutil.TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false)})
 	var got []string
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
@@ -109,7 +110,7 @@ func TestCommandTree(t *testing.T) {
 // each command listed here must be added there, so a forgotten AddCommand
 // fails this test by name. (cobra adds "help" only when the tree runs.)
 func TestRootWiring(t *testing.T) {
-	root := NewRootCmd(&Factory{IO: TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false)})
+	root := NewRootCmd(&cmdutil.Factory{IO: cmdutil.TestIO(nil, &bytes.Buffer{}, &bytes.Buffer{}, false)})
 	for _, tc := range []struct {
 		parent *cobra.Command
 		want   []string

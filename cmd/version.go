@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -19,7 +20,7 @@ type VersionInfo struct {
 
 // NewVersionCmd prints the build's version. Self-update smoke-tests a staged
 // binary with `kanade version`, so it must work with no config and no broker.
-func NewVersionCmd(f *Factory) *cobra.Command {
+func NewVersionCmd(f *cmdutil.Factory) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "version",
@@ -30,7 +31,7 @@ func NewVersionCmd(f *Factory) *cobra.Command {
 		RunE: func(c *cobra.Command, _ []string) error {
 			info := VersionInfo{Version: core.AgentVersion(), OS: runtime.GOOS, Arch: runtime.GOARCH, Go: runtime.Version()}
 			if asJSON {
-				return writeJSON(f.IO.Out, info)
+				return cmdutil.WriteJSON(f.IO.Out, info)
 			}
 			_, err := fmt.Fprintf(f.IO.Out, "kanade %s (%s/%s, %s)\n", info.Version, info.OS, info.Arch, info.Go)
 			return err

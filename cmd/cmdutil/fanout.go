@@ -1,4 +1,4 @@
-package cmd
+package cmdutil
 
 import (
 	"context"
@@ -14,46 +14,48 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-// fanout renders what a collector reports for `run` and `exec`: one pc's
+// Fanout renders what a collector reports for `run` and `exec`: one pc's
 // output verbatim, or one block per pc, a progress line and a summary.
-type fanout struct {
-	io  *IOStreams
-	js  jetstream.JetStream
-	col *collect.Collector
-	// jsonLines prints one result per line as JSON (run --json).
-	jsonLines bool
-	// quiet prints no per-pc output (exec --json prints one document at the end).
-	quiet bool
-	// showSkipped adds the skipped count to the summary (exec); run shows it
+type Fanout struct {
+	IO  *IOStreams
+	JS  jetstream.JetStream
+	Col *collect.Collector
+	// JSONLines prints one result per line as JSON (run --json).
+	JSONLines bool
+	// Quiet prints no per-pc output (exec --json prints one document at the end).
+	Quiet bool
+	// ShowSkipped adds the skipped count to the summary (exec); run shows it
 	// only when there are some.
-	showSkipped bool
-	// skippedFails makes a skipped pc fail the exit status (run).
-	skippedFails bool
-	expected     int
-	progress     bool
-	obs          jetstream.ObjectStore
+	ShowSkipped bool
+	// SkippedFails makes a skipped pc fail the exit status (run).
+	SkippedFails bool
+	// Expected is how many pcs should answer (0 = unknown).
+	Expected int
+
+	progress bool // a progress line is on ErrOut
+	obs      jetstream.ObjectStore
 }
 
-// single waits for pc's result and exits with its exit code.
-func (f *fanout) single(ctx context.Context, pc string, wait time.Duration) error {
+// Single waits for pc's result and exits with its exit code.
+func (f *Fanout) Single(ctx context.Context, pc string, wait time.Duration) error {
 	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	for {
-		u, err := f.col.Next(waitCtx)
+		u, err := f.Col.Next(waitCtx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return WithHint(fmt.Errorf("no result from %s within %s", pc, wait), pcHint)
+			return WithHint(fmt.Errorf("no result from %s within %s", pc, wait), PCHint)
 		}
 		if !u.Result {
 			continue
 		}
 		res := u.PC.Result
 		f.fetch(ctx, res)
-		io := f.io
-		if f.jsonLines {
-			if err := writeJSONLine(io.Out, res); err != nil {
+		io := f.IO
+		if f.JSONLines {
+			if err := WriteJSONLine(io.Out, res); err != nil {
 				return err
 			}
 		} else {
@@ -65,19 +67,19 @@ func (f *fanout) single(ctx context.Context, pc string, wait time.Duration) erro
 				fmt.Fprintln(io.ErrOut)
 			}
 		}
-		st := io.errStyles()
-		fmt.Fprintf(io.ErrOut, "%s: %s in %s (started %s, finished %s)\n", res.PCID, exitWord(st, res.ExitCode),
-			took(&res.ExecResult), wireTime(res.StartedAt), wireTime(res.FinishedAt))
+		st := io.ErrStyles()
+		fmt.Fprintf(io.ErrOut, "%s: %s in %s (started %s, finished %s)\n", res.PCID, ExitWord(st, res.ExitCode),
+			Took(&res.ExecResult), WireTime(res.StartedAt), WireTime(res.FinishedAt))
 		if res.ExitCode == 0 {
 			return nil
 		}
-		return &ExitError{Code: processExitCode(res.ExitCode)}
+		return &ExitError{Code: ProcessExitCode(res.ExitCode)}
 	}
 }
 
-// all follows every pc until each expected one answered or wait passed,
+// All follows every pc until each expected one answered or wait passed,
 // then prints the summary.
-func (f *fanout) all(ctx context.Context, wait time.Duration) error {
+func (f *Fanout) All(ctx context.Context, wait time.Duration) error {
 	if err := f.follow(ctx, wait); err != nil {
 		return err
 	}
@@ -86,11 +88,11 @@ func (f *fanout) all(ctx context.Context, wait time.Duration) error {
 
 // follow prints results as they arrive until done or wait passed; it
 // returns ctx's error when ctx (not wait) ended.
-func (f *fanout) follow(ctx context.Context, wait time.Duration) error {
+func (f *Fanout) follow(ctx context.Context, wait time.Duration) error {
 	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	for !f.col.Done() {
-		u, err := f.col.Next(waitCtx)
+	for !f.Col.Done() {
+		u, err := f.Col.Next(waitCtx)
 		if err != nil {
 			if ctx.Err() != nil {
 				f.clearProgress()
@@ -111,29 +113,29 @@ func (f *fanout) follow(ctx context.Context, wait time.Duration) error {
 	return nil
 }
 
-func (f *fanout) fetch(ctx context.Context, res *collect.Result) {
-	if err := collect.Output(ctx, f.js, &f.obs, res); err != nil {
-		fmt.Fprintf(f.io.ErrOut, "warning: %s: %v\n", res.PCID, err)
+func (f *Fanout) fetch(ctx context.Context, res *collect.Result) {
+	if err := collect.Output(ctx, f.JS, &f.obs, res); err != nil {
+		fmt.Fprintf(f.IO.ErrOut, "warning: %s: %v\n", res.PCID, err)
 	}
 }
 
-func (f *fanout) print(res *collect.Result) error {
+func (f *Fanout) print(res *collect.Result) error {
 	f.clearProgress()
 	switch {
-	case f.quiet:
+	case f.Quiet:
 		return nil
-	case f.jsonLines:
-		return writeJSONLine(f.io.Out, res)
+	case f.JSONLines:
+		return WriteJSONLine(f.IO.Out, res)
 	}
-	return writeResultBlock(f.io, res)
+	return WriteResultBlock(f.IO, res)
 }
 
-func (f *fanout) progressLine() string {
-	t := f.col.Tally()
+func (f *Fanout) progressLine() string {
+	t := f.Col.Tally()
 	done := t.Answered()
 	s := fmt.Sprintf("%d done", done)
-	if f.expected > 0 {
-		s = fmt.Sprintf("%d/%d done", done, f.expected)
+	if f.Expected > 0 {
+		s = fmt.Sprintf("%d/%d done", done, f.Expected)
 	}
 	if n := len(t.Running); n > 0 {
 		s += fmt.Sprintf(", %d running", n)
@@ -147,18 +149,18 @@ func (f *fanout) progressLine() string {
 	return s
 }
 
-func (f *fanout) showProgress() {
-	if f.io.ErrTTY {
-		fmt.Fprintf(f.io.ErrOut, "\r\033[K%s", f.progressLine())
+func (f *Fanout) showProgress() {
+	if f.IO.ErrTTY {
+		fmt.Fprintf(f.IO.ErrOut, "\r\033[K%s", f.progressLine())
 		f.progress = true
 		return
 	}
-	fmt.Fprintln(f.io.ErrOut, f.progressLine())
+	fmt.Fprintln(f.IO.ErrOut, f.progressLine())
 }
 
-func (f *fanout) clearProgress() {
+func (f *Fanout) clearProgress() {
 	if f.progress {
-		fmt.Fprint(f.io.ErrOut, "\r\033[K")
+		fmt.Fprint(f.IO.ErrOut, "\r\033[K")
 		f.progress = false
 	}
 }
@@ -166,14 +168,14 @@ func (f *fanout) clearProgress() {
 // summary prints the tally (stdout, or stderr when stdout carries JSON) and
 // returns the exit status: 1 when any pc failed or did not answer (or was
 // skipped, for run), or nobody answered at all.
-func (f *fanout) summary() error {
-	t := f.col.Tally()
-	w := f.io.Out
-	if f.jsonLines || f.quiet {
-		w = f.io.ErrOut
+func (f *Fanout) summary() error {
+	t := f.Col.Tally()
+	w := f.IO.Out
+	if f.JSONLines || f.Quiet {
+		w = f.IO.ErrOut
 	}
 	noAnswer := append(append([]string{}, t.NoAnswer...), t.Running...)
-	if f.showSkipped || len(t.Skipped) > 0 {
+	if f.ShowSkipped || len(t.Skipped) > 0 {
 		fmt.Fprintf(w, "summary: %d ok, %d failed, %d skipped, %d no answer\n", len(t.OK), len(t.Failed), len(t.Skipped), len(noAnswer))
 	} else {
 		fmt.Fprintf(w, "summary: %d ok, %d failed, %d no answer\n", len(t.OK), len(t.Failed), len(noAnswer))
@@ -189,27 +191,27 @@ func (f *fanout) summary() error {
 	if t.Answered() == 0 {
 		return WithHint(errors.New("nobody answered"), "is any agent online? see `kanade status`")
 	}
-	if len(t.Failed) > 0 || len(noAnswer) > 0 || (f.skippedFails && len(t.Skipped) > 0) {
+	if len(t.Failed) > 0 || len(noAnswer) > 0 || (f.SkippedFails && len(t.Skipped) > 0) {
 		return &ExitError{Code: ExitFailure}
 	}
 	return nil
 }
 
-// writeResultBlock writes one pc's result for a fan-out run.
-func writeResultBlock(io *IOStreams, res *collect.Result) error {
-	st := io.outStyles()
+// WriteResultBlock writes one pc's result for a fan-out run.
+func WriteResultBlock(io *IOStreams, res *collect.Result) error {
+	st := io.OutStyles()
 	w := io.Out
-	fmt.Fprintf(w, "%s %s: %s in %s (started %s)\n", st.Bold.Render("=="), st.Bold.Render(res.PCID), exitWord(st, res.ExitCode), took(&res.ExecResult), wireTime(res.StartedAt))
-	writeText(w, res.Stdout)
+	fmt.Fprintf(w, "%s %s: %s in %s (started %s)\n", st.Bold.Render("=="), st.Bold.Render(res.PCID), ExitWord(st, res.ExitCode), Took(&res.ExecResult), WireTime(res.StartedAt))
+	WriteText(w, res.Stdout)
 	if res.Stderr != "" {
 		fmt.Fprintf(w, "%s %s: stderr\n", st.Bold.Render("=="), st.Bold.Render(res.PCID))
-		writeText(w, res.Stderr)
+		WriteText(w, res.Stderr)
 	}
 	return nil
 }
 
-// writeText writes s ending with a newline.
-func writeText(w io.Writer, s string) {
+// WriteText writes s ending with a newline.
+func WriteText(w io.Writer, s string) {
 	if s == "" {
 		return
 	}
@@ -219,7 +221,8 @@ func writeText(w io.Writer, s string) {
 	}
 }
 
-func exitWord(st styles, code int) string {
+// ExitWord is "exit N", green for 0 and red otherwise.
+func ExitWord(st Styles, code int) string {
 	s := fmt.Sprintf("exit %d", code)
 	if code == 0 {
 		return st.OK.Render(s)
@@ -227,14 +230,16 @@ func exitWord(st styles, code int) string {
 	return st.Err.Render(s)
 }
 
-func took(res *core.ExecResult) string {
+// Took is how long the script ran, "?" when the times do not say.
+func Took(res *core.ExecResult) string {
 	if res.StartedAt.IsZero() || res.FinishedAt.IsZero() || res.FinishedAt.Before(res.StartedAt) {
 		return "?"
 	}
 	return res.FinishedAt.Sub(res.StartedAt).Round(time.Millisecond).String()
 }
 
-func wireTime(t time.Time) string {
+// WireTime is t in RFC 3339 (UTC), "-" when zero.
+func WireTime(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}

@@ -1,4 +1,4 @@
-package cmd
+package cmdutil
 
 import (
 	"context"
@@ -15,17 +15,17 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
-// auditTimeout bounds the wait for the AUDIT stream's ack: the real work is
+// AuditTimeout bounds the wait for the AUDIT stream's ack: the real work is
 // already done, so a slow or missing stream must not hold the verb up.
-const auditTimeout = 2 * time.Second
+const AuditTimeout = 2 * time.Second
 
-// envActor names the operator in audit events when set (CI, shared terminals).
-const envActor = "KANADE_ACTOR"
+// EnvActor names the operator in audit events when set (CI, shared terminals).
+const EnvActor = "KANADE_ACTOR"
 
-// auditActor is who drives this CLI: $KANADE_ACTOR, else the OS user name,
+// AuditActor is who drives this CLI: $KANADE_ACTOR, else the OS user name,
 // else "unknown".
-func auditActor() string {
-	if a := strings.TrimSpace(os.Getenv(envActor)); a != "" {
+func AuditActor() string {
+	if a := strings.TrimSpace(os.Getenv(EnvActor)); a != "" {
 		return a
 	}
 	if u, err := user.Current(); err == nil && u.Username != "" {
@@ -39,10 +39,10 @@ func auditActor() string {
 	return "unknown"
 }
 
-// auditSubjectTarget turns target into subject tokens: dots keep separating
+// AuditSubjectTarget turns target into subject tokens: dots keep separating
 // tokens (a config scope "groups.canary" stays two tokens), and a token that
 // could not stand in a subject (wildcards, spaces) is sanitised.
-func auditSubjectTarget(target string) string {
+func AuditSubjectTarget(target string) string {
 	var parts []string
 	for _, p := range strings.Split(target, ".") {
 		if p == "" {
@@ -56,16 +56,16 @@ func auditSubjectTarget(target string) string {
 	return strings.Join(parts, ".")
 }
 
-// newAuditEvent builds the event for action on target. actor is the human
+// NewAuditEvent builds the event for action on target. actor is the human
 // identity ($KANADE_ACTOR, else the OS user); the same identity also rides in
 // payload.sub with payload.source "cli", which is where upstream's backend
 // audit projector looks, so it reads Go and Rust CLIs alike.
-func newAuditEvent(now time.Time, action, target string, payload map[string]any) core.AuditEvent {
+func NewAuditEvent(now time.Time, action, target string, payload map[string]any) core.AuditEvent {
 	p := make(map[string]any, len(payload)+2)
 	for k, v := range payload {
 		p[k] = v
 	}
-	actor := auditActor()
+	actor := AuditActor()
 	if _, ok := p["sub"]; !ok {
 		p["sub"] = actor
 	}
@@ -89,18 +89,18 @@ func newAuditEvent(now time.Time, action, target string, payload map[string]any)
 	}
 }
 
-// publishAudit records a mutating verb on audit.operator.<action>[.<target>]
+// PublishAudit records a mutating verb on audit.operator.<action>[.<target>]
 // with a JetStream publish, best effort: a failure is a warning on errOut and
 // never fails the verb.
-func publishAudit(ctx context.Context, js jetstream.JetStream, errOut io.Writer, now time.Time, action, target string, payload map[string]any) {
-	ev := newAuditEvent(now, action, target, payload)
-	subject := core.SubjectAudit(action, auditSubjectTarget(target))
+func PublishAudit(ctx context.Context, js jetstream.JetStream, errOut io.Writer, now time.Time, action, target string, payload map[string]any) {
+	ev := NewAuditEvent(now, action, target, payload)
+	subject := core.SubjectAudit(action, AuditSubjectTarget(target))
 	body, err := json.Marshal(ev)
 	if err != nil {
 		fmt.Fprintf(errOut, "warning: audit event not recorded: encode: %v\n", err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), AuditTimeout)
 	defer cancel()
 	if _, err := js.Publish(ctx, subject, body); err != nil {
 		fmt.Fprintf(errOut, "warning: audit event not recorded on %s: %v\n", subject, err)

@@ -1,4 +1,4 @@
-package cmd
+package cmdutil
 
 import (
 	"context"
@@ -9,17 +9,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// casAttempts bounds the read-modify-write retries when another writer
+// CASAttempts bounds the read-modify-write retries when another writer
 // changes the key between our read and our write.
-const casAttempts = 5
+const CASAttempts = 5
 
-// casUpdate is a compare-and-swap read-modify-write of the JSON object at
+// CASUpdate is a compare-and-swap read-modify-write of the JSON object at
 // key: edit changes obj (nil-safe, empty when the key does not exist) and
 // reports whether it changed anything; the object is written back only if
 // the key is still at the revision read, else the whole cycle is retried.
 // Fields edit does not touch, including ones this build does not know, are
 // kept as they were.
-func casUpdate(ctx context.Context, kv jetstream.KeyValue, key string, edit func(obj map[string]json.RawMessage) (bool, error)) (rev uint64, changed bool, err error) {
+func CASUpdate(ctx context.Context, kv jetstream.KeyValue, key string, edit func(obj map[string]json.RawMessage) (bool, error)) (rev uint64, changed bool, err error) {
 	for attempt := 1; ; attempt++ {
 		obj := map[string]json.RawMessage{}
 		var have uint64
@@ -60,7 +60,7 @@ func casUpdate(ctx context.Context, kv jetstream.KeyValue, key string, edit func
 			return rev, true, nil
 		}
 		conflict := errors.Is(werr, jetstream.ErrKeyExists) || errors.Is(werr, jetstream.ErrKeyRevisionMismatch)
-		if !conflict || attempt >= casAttempts {
+		if !conflict || attempt >= CASAttempts {
 			if conflict {
 				return 0, false, fmt.Errorf("write %s/%s: it kept changing under us (%d tries): %w", kv.Bucket(), key, attempt, werr)
 			}

@@ -1,0 +1,39 @@
+package cmdutil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// PCHint is the hint when a pc does not answer.
+const PCHint = "is the agent online? pc ids are case-sensitive (see `kanade status`)"
+
+// PublishCommand publishes body on every subject through JetStream, so EXEC
+// keeps it for agents that are offline.
+func PublishCommand(ctx context.Context, js jetstream.JetStream, subjects []string, body []byte) error {
+	for _, subject := range subjects {
+		if _, err := js.Publish(ctx, subject, body); err != nil {
+			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+				return WithHint(fmt.Errorf("publish the command on %s: no stream %s stores it: %w", subject, core.StreamExec, err),
+					"run `kanade jetstream setup` first")
+			}
+			return fmt.Errorf("publish the command on %s: %w", subject, err)
+		}
+	}
+	return nil
+}
+
+// ProcessExitCode maps a script's exit code to a process exit status: 0-255
+// as is, anything else (-1 killed or timed out, large Windows codes) 255, so
+// a failure never wraps around to 0.
+func ProcessExitCode(code int) int {
+	if code >= 0 && code <= 255 {
+		return code
+	}
+	return 255
+}
