@@ -17,6 +17,7 @@ import (
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleetconfig"
+	"github.com/kanadehq/kanade-go/internal/residency"
 	"github.com/kanadehq/kanade-go/internal/winagent/inventory"
 	"github.com/kanadehq/kanade-go/internal/winagent/ledger"
 	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
@@ -321,6 +322,7 @@ func (a *Agent) subsystems() []subsystem {
 		&updateLoop{running: core.AgentVersion(), updater: a.selfUpdater(log("update")), watch: a.WatchEffective,
 			restart: a.stopWith, connected: a.tracker.Connected, clock: a.clock, rand: a.rand, scripts: a.scripts,
 			updated: a.obsEmitter().updated, log: log("update")},
+		&residencyTrimmer{clock: a.clock, settle: residencySettle, every: residencyEvery, trim: residency.Trim, log: log("residency")},
 	}
 }
 
