@@ -128,10 +128,13 @@ func TestSelfUpdateEndToEnd(t *testing.T) {
 	if fileSum(t, exe) != fileSum(t, bins["9.9.2"]) {
 		t.Fatal("the installed binary is not the 9.9.2 build")
 	}
+	// The previous build stays beside the new one until the new one has
+	// proved healthy (its first acknowledged heartbeat: the boot
+	// sentinel), and is removed then.
+	run2.waitLog(t, 15*time.Second, "boot sentinel: new build confirmed healthy; previous binary removed", "")
 	if _, err := os.Stat(exe + ".old"); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("%s.old is still there after the new build booted: %v", exe, err)
+		t.Fatalf("%s.old is still there after the new build confirmed its start: %v", exe, err)
 	}
-	run2.waitLog(t, 5*time.Second, "self-update: removed a leftover binary", "")
 	if _, err := os.Stat(filepath.Join(dataDir, "staging")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("staging dir left behind: %v", err)
 	}
