@@ -67,4 +67,4 @@ echo "command: ${cmd[*]}"
 "${cmd[@]}"
 
 echo
-"$work/bench" $quick -kanade "$work/kanade" "${extra[@]}" setup roundtrip hol timeout idle fanout storm
+"$work/bench" $quick -kanade "$work/kanade" "${extra[@]}" setup roundtrip hol timeout idle fanout exec storm

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -249,6 +250,28 @@ func (c *Collector) apply(it item) (Update, bool) {
 // CaughtUp reports whether every message stored when Start ran has been
 // read (for reading a past exec back).
 func (c *Collector) CaughtUp() bool { return c.received >= c.backlog }
+
+// CatchUp reads every message stored when Start ran, resent ones included,
+// without returning each update: the collector then holds the whole stored
+// story of the command. It stops early when nothing arrives for idle (a
+// message that expired between Start and its delivery never comes).
+func (c *Collector) CatchUp(ctx context.Context, idle time.Duration) error {
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	for c.received < c.backlog {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		case it := <-c.ch:
+			c.received++
+			c.apply(it)
+			t.Reset(idle)
+		}
+	}
+	return nil
+}
 
 // Done reports whether every expected pc has a result. With no expected
 // pc it is never done: the caller waits for its deadline.

@@ -68,7 +68,8 @@ var (
 	topKeys = []string{"id", "version", "description", "execute", "staleness", "tags"}
 	// upstreamKeys are upstream manifest keys kanade-go keeps but does not
 	// interpret (SPEC-2 §3).
-	upstreamKeys   = []string{"inventory", "emit", "check", "collect", "client", "finalize", "origin"}
+	upstreamKeys = []string{"inventory", "emit", "check", "collect", "client", "finalize", "origin",
+		"require_approval", "aggregate", "feed", "tier"}
 	executeKeys    = []string{"shell", "script", "script_file", "script_object", "timeout", "run_as", "cwd", "bypass_local_limit"}
 	stalenessKeys  = []string{"mode", "max_cache_age"}
 	idPattern      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)

@@ -150,3 +150,31 @@ func TestExamplesValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestYAMLRoundTrip: a stored job rendered as YAML parses back (strictly)
+// to the same job, upstream keys, a strict staleness and a multi-line
+// script included, and a version like 1.10 stays a string.
+func TestYAMLRoundTrip(t *testing.T) {
+	src := "id: r\nversion: \"1.10\"\ndescription: d\nexecute:\n  shell: sh\n  script: |\n    echo a\n    echo b\n  timeout: 2m\n  run_as: user\n  cwd: /tmp\n  bypass_local_limit: true\n" +
+		"staleness: {mode: strict, max_cache_age: 1h}\ntags: [x, y]\ncheck: {name: c, fleet: false}\ninventory: {display: [{field: f}]}\n"
+	docs, err := Parse("r.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(docs[0].Job)
+	y, err := docs[0].Job.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse("back.yaml", y)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+	got, _ := json.Marshal(back[0].Job)
+	if string(got) != string(want) {
+		t.Fatalf("round trip:\n%s\n->\n%s\n(yaml:\n%s)", want, got, y)
+	}
+	if !strings.Contains(string(y), "version: \"1.10\"\n") || !strings.Contains(string(y), "script: |\n") {
+		t.Fatalf("yaml:\n%s", y)
+	}
+}
