@@ -60,6 +60,72 @@ const (
 // is not registered.
 var ErrNotInstalled = errors.New("the kanade agent service is not installed")
 
+// ErrSchedulerNotInstalled is ErrNotInstalled for the scheduler service.
+var ErrSchedulerNotInstalled = fmt.Errorf("the kanade scheduler service is not installed: %w", ErrNotInstalled)
+
+// Identity names one installable kanade service and what it runs:
+// InstallOptions.Service selects it, nil meaning the agent. Everything the
+// platform files register comes from here, so `kanade scheduler install`
+// reuses the agent's install code with its own names.
+type Identity struct {
+	// Noun is what messages call it ("agent", "scheduler"); Command is
+	// the kanade subcommand the service runs.
+	Noun, Command string
+	// WindowsName, WindowsDisplayName: the SCM service.
+	WindowsName, WindowsDisplayName string
+	Description                     string
+	// SystemdUnit and SystemdEnvironmentFile: the unit and the optional
+	// root-only file it reads (the place for KANADE_NATS_TOKEN).
+	SystemdUnit, SystemdEnvironmentFile string
+	// LaunchdLabel and LaunchdStderrPath: the launchd job.
+	LaunchdLabel, LaunchdStderrPath string
+	// notInstalled is the ErrNotInstalled this service reports.
+	notInstalled error
+}
+
+// SystemdUnitPath is where Install writes the unit (under InstallOptions.Root).
+func (i *Identity) SystemdUnitPath() string { return "/etc/systemd/system/" + i.SystemdUnit }
+
+// LaunchdPlistPath is where Install writes the job (under InstallOptions.Root).
+func (i *Identity) LaunchdPlistPath() string {
+	return "/Library/LaunchDaemons/" + i.LaunchdLabel + ".plist"
+}
+
+// Args are the arguments after the executable: <command> [--config FILE].
+func (i *Identity) Args(configPath string) []string {
+	args := []string{i.Command}
+	if configPath != "" {
+		args = append(args, "--config", configPath)
+	}
+	return args
+}
+
+// errNotInstalled wraps the service's ErrNotInstalled.
+func (i *Identity) errNotInstalled() error {
+	if i.notInstalled != nil {
+		return i.notInstalled
+	}
+	return ErrNotInstalled
+}
+
+// Agent is the agent daemon, `kanade agent`.
+var Agent = &Identity{
+	Noun: "agent", Command: "agent",
+	WindowsName: WindowsServiceName, WindowsDisplayName: WindowsDisplayName, Description: Description,
+	SystemdUnit: SystemdUnitName, SystemdEnvironmentFile: SystemdEnvironmentFile,
+	LaunchdLabel: LaunchdLabel, LaunchdStderrPath: LaunchdStderrPath,
+}
+
+// Scheduler is `kanade scheduler`, the service that fires backend schedules.
+var Scheduler = &Identity{
+	Noun: "scheduler", Command: "scheduler",
+	WindowsName: "KanadeScheduler", WindowsDisplayName: "Kanade Scheduler",
+	Description: "Kanade scheduler: fires the fleet's runs_on: backend schedules through the kanade broker",
+	SystemdUnit: "kanade-scheduler.service", SystemdEnvironmentFile: "/etc/kanade/scheduler.env",
+	LaunchdLabel: "com.kanade.scheduler", LaunchdStderrPath: "/var/log/kanade-scheduler.stderr.log",
+	notInstalled: ErrSchedulerNotInstalled,
+}
+
 // ErrUnsupported is returned on an OS without a supported service manager.
 var ErrUnsupported = errors.New("installing the agent as a service is not supported on this OS")
 
@@ -75,6 +141,16 @@ type InstallOptions struct {
 	Root string
 	// Log receives progress lines; nil discards them.
 	Log *slog.Logger
+	// Service is what to install; nil is the agent.
+	Service *Identity
+}
+
+// id is the service these options are about.
+func (o InstallOptions) id() *Identity {
+	if o.Service != nil {
+		return o.Service
+	}
+	return Agent
 }
 
 func (o InstallOptions) log() *slog.Logger {
@@ -100,13 +176,7 @@ func (o InstallOptions) validate(isAbs func(string) bool) error {
 }
 
 // AgentArgs are the arguments after the executable: agent [--config FILE].
-func AgentArgs(configPath string) []string {
-	args := []string{"agent"}
-	if configPath != "" {
-		args = append(args, "--config", configPath)
-	}
-	return args
-}
+func AgentArgs(configPath string) []string { return Agent.Args(configPath) }
 
 // WindowsSpec is the Windows service configuration Install applies, in
 // plain values (service_windows.go turns it into mgr.Config).
@@ -134,7 +204,8 @@ type WindowsSpec struct {
 
 // WindowsServiceSpec builds the Windows service configuration.
 func WindowsServiceSpec(opts InstallOptions) WindowsSpec {
-	parts := []string{windowsQuote(opts.ExePath), "agent"}
+	id := opts.id()
+	parts := []string{windowsQuote(opts.ExePath), id.Command}
 	if opts.ConfigPath != "" {
 		parts = append(parts, "--config", windowsQuote(opts.ConfigPath))
 	}
@@ -143,9 +214,9 @@ func WindowsServiceSpec(opts InstallOptions) WindowsSpec {
 		delays[i] = RestartDelay
 	}
 	return WindowsSpec{
-		Name:                       WindowsServiceName,
-		DisplayName:                WindowsDisplayName,
-		Description:                Description,
+		Name:                       id.WindowsName,
+		DisplayName:                id.WindowsDisplayName,
+		Description:                id.Description,
 		BinaryPathName:             strings.Join(parts, " "),
 		AutoStart:                  true,
 		Account:                    "LocalSystem",
@@ -185,7 +256,8 @@ func windowsQuote(s string) string {
 // SuccessExitStatus. Nothing secret is written here; the bearer token goes
 // in the optional, root-only SystemdEnvironmentFile.
 func UnitFile(opts InstallOptions) string {
-	argv := []string{systemdQuote(opts.ExePath), "agent"}
+	id := opts.id()
+	argv := []string{systemdQuote(opts.ExePath), id.Command}
 	if opts.ConfigPath != "" {
 		argv = append(argv, "--config", systemdQuote(opts.ConfigPath))
 	}
@@ -202,15 +274,15 @@ StartLimitIntervalSec=0
 Type=simple
 ExecStart=%s
 EnvironmentFile=-%s
-# Any non-zero exit restarts the agent; 64 is the self-update exit, after
-# which the new build starts.
+# Any non-zero exit restarts it; 64 is the agent's self-update exit,
+# after which the new build starts.
 Restart=on-failure
 RestartSec=%d
 TimeoutStopSec=%d
 
 [Install]
 WantedBy=multi-user.target
-`, Description, strings.Join(argv, " "), SystemdEnvironmentFile, int(RestartDelay/time.Second), int(DefaultStopBudget/time.Second))
+`, id.Description, strings.Join(argv, " "), id.SystemdEnvironmentFile, int(RestartDelay/time.Second), int(DefaultStopBudget/time.Second))
 	return b.String()
 }
 
@@ -225,7 +297,8 @@ func systemdQuote(s string) string {
 // when it exits non-zero (KeepAlive/SuccessfulExit=false), not when it stops
 // cleanly, throttled to one start per RestartDelay.
 func LaunchdPlist(opts InstallOptions) string {
-	argv := append([]string{opts.ExePath}, AgentArgs(opts.ConfigPath)...)
+	id := opts.id()
+	argv := append([]string{opts.ExePath}, id.Args(opts.ConfigPath)...)
 	var args strings.Builder
 	for _, a := range argv {
 		fmt.Fprintf(&args, "\t\t<string>%s</string>\n", xmlEscape(a))
@@ -252,7 +325,7 @@ func LaunchdPlist(opts InstallOptions) string {
 	<string>%s</string>
 </dict>
 </plist>
-`, LaunchdLabel, args.String(), int(RestartDelay/time.Second), LaunchdStderrPath)
+`, id.LaunchdLabel, args.String(), int(RestartDelay/time.Second), id.LaunchdStderrPath)
 }
 
 func xmlEscape(s string) string {

@@ -11,7 +11,10 @@ import (
 	"syscall"
 )
 
-const noSystemd = "this system does not run systemd; start `kanade agent` from your init system instead"
+// noSystemd says what to do without systemd.
+func noSystemd(id *Identity) string {
+	return "this system does not run systemd; start `kanade " + id.Command + "` from your init system instead"
+}
 
 // Install writes the systemd unit, reloads systemd and enables and starts
 // the unit. If systemctl is missing or any step fails, the unit file is
@@ -20,51 +23,53 @@ func Install(opts InstallOptions) error {
 	if err := opts.validate(filepath.IsAbs); err != nil {
 		return err
 	}
-	systemctl, err := lookTool("systemctl", noSystemd)
+	id := opts.id()
+	systemctl, err := lookTool("systemctl", noSystemd(id))
 	if err != nil {
-		return fmt.Errorf("install %s: %w", SystemdUnitName, err)
+		return fmt.Errorf("install %s: %w", id.SystemdUnit, err)
 	}
-	path := rooted(opts.Root, SystemdUnitPath)
+	path := rooted(opts.Root, id.SystemdUnitPath())
 	log := opts.log()
 	err = installFile(path, []byte(UnitFile(opts)), []func() error{
 		func() error { return systemctl("daemon-reload") },
-		func() error { return systemctl("enable", "--now", SystemdUnitName) },
+		func() error { return systemctl("enable", "--now", id.SystemdUnit) },
 	}, func(existed bool, restore func() error) {
 		if !existed {
 			// Disable while the file is still there, so systemctl finds
 			// and removes the wants/ symlink.
-			_ = systemctl("disable", "--now", SystemdUnitName)
+			_ = systemctl("disable", "--now", id.SystemdUnit)
 		}
 		_ = restore()
 		_ = systemctl("daemon-reload")
 	})
 	if err != nil {
-		return fmt.Errorf("install %s: %w", SystemdUnitName, err)
+		return fmt.Errorf("install %s: %w", id.SystemdUnit, err)
 	}
-	log.Info("installed and started the agent service", "unit", path)
+	log.Info("installed and started the "+id.Noun+" service", "unit", path)
 	return nil
 }
 
 // Uninstall stops and disables the unit and removes its file.
 func Uninstall(opts InstallOptions) error {
-	path := rooted(opts.Root, SystemdUnitPath)
+	id := opts.id()
+	path := rooted(opts.Root, id.SystemdUnitPath())
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("uninstall: %w (no %s)", ErrNotInstalled, path)
+		return fmt.Errorf("uninstall: %w (no %s)", id.errNotInstalled(), path)
 	}
-	systemctl, err := lookTool("systemctl", noSystemd)
+	systemctl, err := lookTool("systemctl", noSystemd(id))
 	if err != nil {
-		return fmt.Errorf("uninstall %s: %w", SystemdUnitName, err)
+		return fmt.Errorf("uninstall %s: %w", id.SystemdUnit, err)
 	}
-	if err := systemctl("disable", "--now", SystemdUnitName); err != nil {
-		return fmt.Errorf("uninstall %s: %w", SystemdUnitName, err)
+	if err := systemctl("disable", "--now", id.SystemdUnit); err != nil {
+		return fmt.Errorf("uninstall %s: %w", id.SystemdUnit, err)
 	}
 	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("uninstall %s: %w", SystemdUnitName, err)
+		return fmt.Errorf("uninstall %s: %w", id.SystemdUnit, err)
 	}
 	if err := systemctl("daemon-reload"); err != nil {
-		return fmt.Errorf("uninstall %s: %w", SystemdUnitName, err)
+		return fmt.Errorf("uninstall %s: %w", id.SystemdUnit, err)
 	}
-	opts.log().Info("removed the agent service", "unit", path)
+	opts.log().Info("removed the "+id.Noun+" service", "unit", path)
 	return nil
 }
 
@@ -76,16 +81,17 @@ func Start(opts InstallOptions) error { return unitVerb(opts, "start") }
 func Stop(opts InstallOptions) error { return unitVerb(opts, "stop") }
 
 func unitVerb(opts InstallOptions, verb string) error {
-	path := rooted(opts.Root, SystemdUnitPath)
+	id := opts.id()
+	path := rooted(opts.Root, id.SystemdUnitPath())
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%s: %w (no %s; run `kanade agent install`)", verb, ErrNotInstalled, path)
+		return fmt.Errorf("%s: %w (no %s; run `kanade %s install`)", verb, id.errNotInstalled(), path, id.Command)
 	}
-	systemctl, err := lookTool("systemctl", noSystemd)
+	systemctl, err := lookTool("systemctl", noSystemd(id))
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", verb, SystemdUnitName, err)
+		return fmt.Errorf("%s %s: %w", verb, id.SystemdUnit, err)
 	}
-	if err := systemctl(verb, SystemdUnitName); err != nil {
-		return fmt.Errorf("%s %s: %w", verb, SystemdUnitName, err)
+	if err := systemctl(verb, id.SystemdUnit); err != nil {
+		return fmt.Errorf("%s %s: %w", verb, id.SystemdUnit, err)
 	}
 	return nil
 }

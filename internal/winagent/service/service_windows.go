@@ -147,45 +147,45 @@ func Install(opts InstallOptions) (err error) {
 	} else if err != nil {
 		return fmt.Errorf("enable recovery on non-crash failures of %s: %w", spec.Name, err)
 	}
-	opts.log().Info("installed the agent service", "service", spec.Name, "command", spec.BinaryPathName)
+	opts.log().Info("installed the "+opts.id().Noun+" service", "service", spec.Name, "command", spec.BinaryPathName)
 	return nil
 }
 
-func openService(m *mgr.Mgr) (*mgr.Service, error) {
-	s, err := m.OpenService(WindowsServiceName)
+func openService(m *mgr.Mgr, id *Identity) (*mgr.Service, error) {
+	s, err := m.OpenService(id.WindowsName)
 	if errors.Is(err, windows.ERROR_SERVICE_DOES_NOT_EXIST) {
-		return nil, fmt.Errorf("%w (no service %s; run `kanade agent install`)", ErrNotInstalled, WindowsServiceName)
+		return nil, fmt.Errorf("%w (no service %s; run `kanade %s install`)", id.errNotInstalled(), id.WindowsName, id.Command)
 	}
 	if errors.Is(err, windows.ERROR_ACCESS_DENIED) {
-		return nil, fmt.Errorf("open service %s: %w: %s", WindowsServiceName, err, elevateHint)
+		return nil, fmt.Errorf("open service %s: %w: %s", id.WindowsName, err, elevateHint)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open service %s: %w", WindowsServiceName, err)
+		return nil, fmt.Errorf("open service %s: %w", id.WindowsName, err)
 	}
 	return s, nil
 }
 
 // Uninstall stops the service if it runs and deletes it.
 func Uninstall(opts InstallOptions) error {
-	return withService(func(s *mgr.Service) error {
+	return withService(opts.id(), func(s *mgr.Service) error {
 		if st, err := s.Query(); err == nil && st.State != svc.Stopped {
 			if err := stopAndWait(s, DefaultStopBudget); err != nil {
 				opts.log().Warn("could not stop the service before deleting it", "err", err)
 			}
 		}
 		if err := s.Delete(); err != nil {
-			return fmt.Errorf("delete service %s: %w", WindowsServiceName, err)
+			return fmt.Errorf("delete service %s: %w", s.Name, err)
 		}
-		opts.log().Info("removed the agent service", "service", WindowsServiceName)
+		opts.log().Info("removed the "+opts.id().Noun+" service", "service", s.Name)
 		return nil
 	})
 }
 
 // Start starts the service and waits until it reports Running.
 func Start(opts InstallOptions) error {
-	return withService(func(s *mgr.Service) error {
+	return withService(opts.id(), func(s *mgr.Service) error {
 		if err := s.Start(); err != nil && !errors.Is(err, windows.ERROR_SERVICE_ALREADY_RUNNING) {
-			return fmt.Errorf("start service %s: %w", WindowsServiceName, err)
+			return fmt.Errorf("start service %s: %w", s.Name, err)
 		}
 		return waitState(s, svc.Running, DefaultStartBudget)
 	})
@@ -193,17 +193,17 @@ func Start(opts InstallOptions) error {
 
 // Stop asks the service to stop and waits until it is Stopped.
 func Stop(opts InstallOptions) error {
-	return withService(func(s *mgr.Service) error { return stopAndWait(s, DefaultStopBudget) })
+	return withService(opts.id(), func(s *mgr.Service) error { return stopAndWait(s, DefaultStopBudget) })
 }
 
-// withService opens the agent service on the local service manager for fn.
-func withService(fn func(*mgr.Service) error) error {
+// withService opens service id on the local service manager for fn.
+func withService(id *Identity, fn func(*mgr.Service) error) error {
 	m, err := connect()
 	if err != nil {
 		return err
 	}
 	defer m.Disconnect()
-	s, err := openService(m)
+	s, err := openService(m, id)
 	if err != nil {
 		return err
 	}
@@ -213,7 +213,7 @@ func withService(fn func(*mgr.Service) error) error {
 
 func stopAndWait(s *mgr.Service, budget time.Duration) error {
 	if _, err := s.Control(svc.Stop); err != nil && !errors.Is(err, windows.ERROR_SERVICE_NOT_ACTIVE) {
-		return fmt.Errorf("stop service %s: %w", WindowsServiceName, err)
+		return fmt.Errorf("stop service %s: %w", s.Name, err)
 	}
 	return waitState(s, svc.Stopped, budget)
 }
@@ -225,16 +225,16 @@ func waitState(s *mgr.Service, want svc.State, budget time.Duration) error {
 	for {
 		st, err := s.Query()
 		if err != nil {
-			return fmt.Errorf("query service %s: %w", WindowsServiceName, err)
+			return fmt.Errorf("query service %s: %w", s.Name, err)
 		}
 		if st.State == want {
 			return nil
 		}
 		if want == svc.Running && st.State == svc.Stopped {
-			return fmt.Errorf("service %s stopped while starting (exit code %d, service-specific %d): see the agent log", WindowsServiceName, st.Win32ExitCode, st.ServiceSpecificExitCode)
+			return fmt.Errorf("service %s stopped while starting (exit code %d, service-specific %d): see its log", s.Name, st.Win32ExitCode, st.ServiceSpecificExitCode)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("service %s did not reach the %s state within %s", WindowsServiceName, stateName(want), budget)
+			return fmt.Errorf("service %s did not reach the %s state within %s", s.Name, stateName(want), budget)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
