@@ -4,7 +4,7 @@
 //
 //	go run ./bench [flags] SCENARIO...
 //
-// Scenarios: roundtrip, hol, timeout, idle, fanout, storm, setup, env (the
+// Scenarios: roundtrip, hol, timeout, idle, fanout, exec, storm, setup, env (the
 // machine), all. Every scenario repeats -runs times and prints min, median
 // and max of each figure, after the command line that produced it.
 // scripts/bench.sh runs them all (--quick for small N).
@@ -53,6 +53,7 @@ var scenarios = []scenario{
 	{"timeout", "timeout honoured while a grandchild holds the output pipe", runTimeout},
 	{"idle", "the real `kanade agent` binary idle: RSS and CPU", runIdle},
 	{"fanout", "commands.all to N in-process agents: time to all results, CPU", runFanout},
+	{"exec", "`kanade exec JOB --all` (internal/execjob) to N in-process agents: launch, all results, status read-back", runExec},
 	{"storm", "N agents, broker restarted: time to heartbeats and replay consumers, API rate", runStorm},
 	{"fleetidle", "N idle agents: API requests, messages, broker CPU and RSS, extrapolated to 10,000", runFleetIdle},
 }

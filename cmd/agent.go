@@ -21,6 +21,7 @@ import (
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/winagent"
 	"github.com/kanadehq/kanade-go/internal/winagent/service"
+	"github.com/kanadehq/kanade-go/internal/winagent/update"
 )
 
 // Environment of the agent's configuration (SPEC §2).
@@ -85,8 +86,14 @@ live in KV agent_config (see kanade config).`,
 			if c.Name() == "agent" {
 				return nil
 			}
-			_, err := f.Config()
-			return err
+			cfg, err := f.Config()
+			if err != nil {
+				return err
+			}
+			// agent publish signs releases with the configured key, as the
+			// root's hook arranges for every other verb.
+			c.SetContext(cmdutil.WithSignerSource(c.Context(), cmdutil.ConfigSigner(cfg)))
+			return nil
 		},
 		RunE: func(c *cobra.Command, _ []string) error {
 			opts.Overrides = map[string]string{}
@@ -123,6 +130,15 @@ func runAgent(ctx context.Context, opts *AgentOptions) error {
 	// This process runs no broker: end the embedded broker's once-a-second
 	// process sampler, which would otherwise wake an idle agent for nothing.
 	brokerquiet.Stop()
+	// The boot sentinel comes first, before the configuration is read: a
+	// build a self-update installed that cannot even load it must be
+	// counted, and rolled back, too. Logging is not set up yet; what it
+	// decides goes to stderr now and to the agent's log below.
+	exe, exeErr := resolveExecutable(opts.Executable)
+	boot := (&update.Boot{Exe: exe, Version: core.AgentVersion(), Log: slog.New(slog.NewTextHandler(opts.IO.ErrOut, nil))}).Check()
+	if boot.RolledBack {
+		return exitForRollback(opts)
+	}
 	cfg, loaded, err := loadAgentConfig(opts.ConfigFile, opts.Getenv, opts.Overrides, opts.IO.OutTTY)
 	if err != nil {
 		return err
@@ -145,9 +161,10 @@ func runAgent(ctx context.Context, opts *AgentOptions) error {
 	for _, w := range loaded.Warnings {
 		log.Warn(w)
 	}
-	if cfg.ExePath, err = resolveExecutable(opts.Executable); err != nil {
-		log.Warn("cannot locate the agent's own executable: self-update is off", "error", err)
+	if cfg.ExePath = exe; exeErr != nil {
+		log.Warn("cannot locate the agent's own executable: self-update is off", "error", exeErr)
 	}
+	logBootDecision(log, boot)
 	a, err := winagent.New(cfg, log)
 	if err != nil {
 		return err
@@ -168,6 +185,37 @@ func runAgent(ctx context.Context, opts *AgentOptions) error {
 		err = a.Run(ctx)
 	}
 	return agentExit(err, log)
+}
+
+// logBootDecision puts what the boot sentinel decided at the start into the
+// agent's log (it ran before the log was open).
+func logBootDecision(log *slog.Logger, d update.BootDecision) {
+	s := d.Sentinel
+	switch {
+	case d.Pending:
+		log.Warn("self-update: this build was just installed and has not yet confirmed a healthy start; it does at its first heartbeat, or the start after the allowed ones rolls it back",
+			"version", s.Version, "previous_version", s.PreviousVersion, "start", s.Attempts, "allowed", update.DefaultBootAttempts)
+	case d.Quarantined:
+		log.Error("self-update: this build never started healthy and there was no previous binary to roll back to; it is quarantined and keeps running",
+			"version", s.Version)
+	}
+}
+
+// exitForRollback ends a start whose boot sentinel put the previous build
+// back: with exit code 64, as after a self-update, so the service manager
+// starts that build at once. Under a service manager it speaks the service
+// protocol first, so the manager sees a service that stopped with that code
+// (and restarts it) rather than one that never started.
+func exitForRollback(opts *AgentOptions) error {
+	err := error(winagent.ErrRestartForUpdate)
+	if asService, _ := opts.IsService(); asService {
+		err = opts.RunService(service.WindowsServiceName, func(context.Context) error { return winagent.ErrRestartForUpdate })
+	}
+	if code := service.ExitCode(err); code != core.ExitCodeUpdate {
+		return &cmdutil.ExitError{Code: code, Err: err}
+	}
+	fmt.Fprintf(opts.IO.ErrOut, "boot sentinel: previous build restored; exiting with code %d for the service manager to start it\n", core.ExitCodeUpdate)
+	return &cmdutil.ExitError{Code: core.ExitCodeUpdate}
 }
 
 // agentExit turns the daemon's result into the command's: nil after a
@@ -214,6 +262,7 @@ type agentConfigLoad struct {
 var agentKnownKeys = []string{
 	"agent.id", "agent.nats_url", "agent.data_dir", "agent.groups", "agent.max_concurrent",
 	"agent.creds", "agent.nkey", "agent.user", "agent.password", "agent.tls_ca", "agent.tls_cert", "agent.tls_key",
+	"agent.command_keys_file", "agent.require_signed_commands_file",
 	"log.path", "log.level", "log.keep_days", "log.format",
 }
 
@@ -350,6 +399,10 @@ func applyAgentFile(cfg *winagent.Config, load *agentConfigLoad, file string, ra
 	str("agent.tls_ca", &cfg.TLSCA)
 	str("agent.tls_cert", &cfg.TLSCert)
 	str("agent.tls_key", &cfg.TLSKey)
+	// The command-signing keyring and its enforcement switch, when not in
+	// the platform's place (SPEC-2 §5).
+	str("agent.command_keys_file", &cfg.CommandKeysFile)
+	str("agent.require_signed_commands_file", &cfg.RequireSignedFile)
 	str("log.path", &cfg.Log.Path)
 	str("log.level", &cfg.Log.Level)
 	if v.IsSet("log.format") {

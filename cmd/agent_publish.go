@@ -13,7 +13,9 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
@@ -53,6 +55,9 @@ type AgentPublishResult struct {
 	Digest string `json:"digest"`
 	// SHA256 is the same digest in hex, as sha256sum prints it.
 	SHA256 string `json:"sha256"`
+	// SignedBy is the key id the release is signed with (SPEC-2 §5), ""
+	// when no signing key is configured.
+	SignedBy string `json:"signed_by,omitempty"`
 }
 
 // NewAgentPublishCmd is `kanade agent publish FILE`.
@@ -75,7 +80,14 @@ stamp, else the module version); --version is needed for other builds (an
 upstream agent) and must match what a kanade build reports, because agents
 refuse a binary whose ` + "`version`" + ` is not the rollout target.
 
-Prints the keys, the size and the SHA-256 digest agents verify.`,
+When a command-signing key is configured (KANADE_COMMAND_SIGNING_KEY and
+KANADE_COMMAND_SIGNING_KID, or command-signing-key-file in the CLI config),
+each key's object is signed: the signature covers its name and digest, and
+agents that require signed commands install no release without a valid one
+(docs/security.md).
+
+Prints the keys, the size, the SHA-256 digest agents verify and the signing
+key id.`,
 		Example: `  kanade agent publish dist/kanade_windows_amd64/kanade.exe
   kanade agent publish ./kanade-agent.exe --version 0.38.2
   kanade agent publish dist/kanade_linux_arm64/kanade --json`,
@@ -340,6 +352,19 @@ func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {
 		fmt.Fprintln(opts.IO.ErrOut, n)
 	}
 
+	// Signed when a signing key is configured: agents that enforce
+	// signatures install nothing else. The signature covers each key's
+	// name and the digest of the bytes, computed before the upload so the
+	// object is never in the store unsigned.
+	signer, err := cmdutil.CommandSigner(ctx)
+	if err != nil {
+		return err
+	}
+	digest, err := fileObjectDigest(opts.File)
+	if err != nil {
+		return err
+	}
+
 	js, err := opts.JetStream(ctx)
 	if err != nil {
 		return err
@@ -353,10 +378,21 @@ func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {
 		Bucket: core.ObjectAgentReleases, Keys: agentReleaseKeys(version, goos, goarch),
 		Version: version, OS: core.OSFamilyOf(goos), Arch: goarch, Size: fi.Size(),
 	}
+	if signer != nil {
+		res.SignedBy = signer.KID()
+	}
 	for _, key := range res.Keys {
-		info, sum, err := putAgentRelease(ctx, store, opts.IO, opts.File, key, res)
+		var sig nats.Header
+		if signer != nil {
+			sig = nats.Header{}
+			signer.SignRelease(key, digest, time.Now()).ApplyTo(sig)
+		}
+		info, sum, err := putAgentRelease(ctx, store, opts.IO, opts.File, key, res, sig)
 		if err != nil {
 			return err
+		}
+		if info.Digest != digest {
+			return fmt.Errorf("upload %s/%s: digest %s differs from the file's %s (was the file changed during the upload?)", core.ObjectAgentReleases, key, info.Digest, digest)
 		}
 		if info.Size != uint64(fi.Size()) {
 			return fmt.Errorf("upload %s/%s: stored %d bytes, the file has %d (was it changed during the upload?)", core.ObjectAgentReleases, key, info.Size, fi.Size())
@@ -377,19 +413,41 @@ func runAgentPublish(ctx context.Context, opts *AgentPublishOptions) error {
 		{"digest", res.Digest},
 		{"sha256", res.SHA256},
 	}
+	if res.SignedBy != "" {
+		rows = append(rows, [2]string{"signed by", res.SignedBy})
+	}
 	for _, k := range res.Keys {
 		rows = append(rows, [2]string{"key", res.Bucket + "/" + k})
 	}
 	if err := writeKV(opts.IO.Out, rows); err != nil {
 		return err
 	}
+	if res.SignedBy == "" {
+		fmt.Fprintf(opts.IO.ErrOut, "note: the release is not signed (no signing key configured): agents that require signed commands will not install it\n")
+	}
 	fmt.Fprintf(opts.IO.ErrOut, "next: kanade agent rollout %s --group canary --jitter 5m   (then --global --jitter 30m)\n", version)
 	return nil
 }
 
-// putAgentRelease uploads file under key, with progress on ErrOut, and
+// fileObjectDigest is the object store's digest of file's bytes
+// ("SHA-256=<base64url>"), what a release signature covers.
+func fileObjectDigest(file string) (string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", fmt.Errorf("read agent binary: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read agent binary: %w", err)
+	}
+	return jetstream.GetObjectDigestValue(h), nil
+}
+
+// putAgentRelease uploads file under key (with the release signature
+// headers sig, nil for none), with progress on ErrOut, and
 // returns the stored info and the hex SHA-256 of what was read.
-func putAgentRelease(ctx context.Context, store jetstream.ObjectStore, ios *cmdutil.IOStreams, file, key string, r AgentPublishResult) (*jetstream.ObjectInfo, string, error) {
+func putAgentRelease(ctx context.Context, store jetstream.ObjectStore, ios *cmdutil.IOStreams, file, key string, r AgentPublishResult, sig nats.Header) (*jetstream.ObjectInfo, string, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, "", fmt.Errorf("read agent binary: %w", err)
@@ -402,6 +460,7 @@ func putAgentRelease(ctx context.Context, store jetstream.ObjectStore, ios *cmdu
 		Name:        key,
 		Description: fmt.Sprintf("kanade agent %s for %s/%s", r.Version, r.OS, r.Arch),
 		Metadata:    map[string]string{"version": r.Version, "os": r.OS, "arch": r.Arch},
+		Headers:     sig,
 	}, pr)
 	pr.finish(err)
 	if err != nil {

@@ -14,6 +14,13 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/kanadehq/kanade-go/cmd/cmdutil"
+	"github.com/kanadehq/kanade-go/cmd/commandkey"
+	"github.com/kanadehq/kanade-go/cmd/execcmd"
+	"github.com/kanadehq/kanade-go/cmd/freeze"
+	"github.com/kanadehq/kanade-go/cmd/job"
+	"github.com/kanadehq/kanade-go/cmd/schedule"
+	"github.com/kanadehq/kanade-go/cmd/scheduler"
+	"github.com/kanadehq/kanade-go/cmd/script"
 	"github.com/kanadehq/kanade-go/internal/core"
 )
 
@@ -95,9 +102,14 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 		if c.Name() == cobra.ShellCompRequestCmd || c.Name() == cobra.ShellCompNoDescRequestCmd {
 			return nil
 		}
-		if _, err := f.Config(); err != nil {
+		cfg, err := f.Config()
+		if err != nil {
 			return err
 		}
+		// Commands published from here on are signed when a key is
+		// configured (cmdutil.PublishCommand); the key is read when first
+		// needed, so a verb that publishes nothing never touches it.
+		c.SetContext(cmdutil.WithSignerSource(c.Context(), cmdutil.ConfigSigner(cfg)))
 		return nil
 	}
 	root.PersistentPostRun = func(*cobra.Command, []string) {
@@ -115,6 +127,7 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 	root.AddCommand(
 		// Fleet operations.
 		NewRunCmd(f, nil),
+		execcmd.NewExecCmd(f, nil),
 		NewKillCmd(f, nil),
 		NewRevokeCmd(f, nil),
 		NewUnrevokeCmd(f, nil),
@@ -124,14 +137,23 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 		// Fleet configuration and the scripts catalog.
 		NewConfigCmd(f, nil),
 		NewGroupCmd(f, nil),
-		NewScriptCmd(f, nil),
+		script.NewScriptCmd(f, nil),
+		job.NewJobCmd(f),
+		schedule.NewScheduleCmd(f),
+		freeze.NewFreezeCmd(f),
 
 		// The agent daemon and its management verbs.
 		NewAgentCmd(f, nil),
 
+		// The service that fires runs_on: backend schedules.
+		scheduler.NewSchedulerCmd(f, nil),
+
 		// The broker.
 		NewJetstreamCmd(f),
 		NewDevbrokerCmd(f, nil),
+
+		// Command and release signing keys.
+		commandkey.NewCommandKeyCmd(f),
 
 		// Tooling.
 		NewCompletionCmd(f),
@@ -211,6 +233,9 @@ var envNames = map[string][]string{
 	"timeout":    {"KANADE_TIMEOUT"},
 	"log-level":  {"KANADE_LOG_LEVEL"},
 	"log-format": {"KANADE_LOG_FORMAT"},
+	// The command-signing key file (SPEC-2 §5); the key itself is never
+	// a config value (cmdutil.ResolveSigner).
+	cmdutil.ConfigSigningKeyFile: {cmdutil.EnvSigningKeyFile},
 }
 
 // loadCLIConfig reads the optional config file once and unmarshals every
@@ -257,6 +282,7 @@ func loadCLIConfig(v *viper.Viper, flags *pflag.FlagSet) (*cmdutil.CLIConfig, er
 	c.TLSKey = v.GetString("tls-key")
 	c.LogLevel = v.GetString("log-level")
 	c.LogFormat = v.GetString("log-format")
+	c.SigningKeyFile = v.GetString(cmdutil.ConfigSigningKeyFile)
 	c.Token = os.Getenv(envToken)
 	ts := v.GetString("timeout")
 	d, err := core.ParseDuration(ts)

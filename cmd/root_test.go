@@ -27,7 +27,7 @@ func execRoot(t *testing.T, args ...string) (int, string, string) {
 
 // TestUnknownCommandFails: a word that is no command is a usage error
 // naming it, with the closest commands as the hint. cobra alone prints the
-// root help and exits 0, so `kanade job validate x.yaml` in a script
+// root help and exits 0, so `kanade deploy x.yaml` in a script
 // "succeeded".
 func TestUnknownCommandFails(t *testing.T) {
 	isolateNATSContexts(t)
@@ -35,7 +35,7 @@ func TestUnknownCommandFails(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"job", "validate", "x.yaml"}, []string{`unknown command "job" for "kanade"`, "kanade --help"}},
+		{[]string{"deploy", "x.yaml"}, []string{`unknown command "deploy" for "kanade"`, "kanade --help"}},
 		{[]string{"stauts"}, []string{`unknown command "stauts" for "kanade"`, "did you mean `kanade status`?"}},
 		{[]string{"jetstream", "stat"}, []string{`unknown command "stat" for "kanade jetstream"`, "`kanade jetstream status`"}},
 		{[]string{"group", "lst"}, []string{`unknown command "lst"`, "`kanade group list`"}},

@@ -59,9 +59,12 @@ An agent is online when its last heartbeat is at most 2 minutes old. The
 verdict is:
   ok           the broker answers, no resource is missing, an agent is online
   degraded     a resource is missing, JetStream is off, every known agent
-               is offline, or an agent has outbox entries set aside (results
+               is offline, an agent has outbox entries set aside (results
                or events the broker refused for good, or corrupt files: kept
-               in the agent's data dir as *.refused or *.bad, never sent)
+               in the agent's data dir as *.refused or *.bad, never sent),
+               or an agent quarantined a build (a self-update that never
+               started healthy, rolled back; it is not installed again
+               until the target changes)
   unknown      no agent has reported yet (a fresh fleet)
   unreachable  the broker does not answer
 Exit code: 0 for ok and unknown, 1 for degraded and unreachable, so scripts
@@ -69,9 +72,9 @@ can use it. Drift (a resource that exists with other limits) is shown but
 does not degrade the verdict.
 
 On a terminal, a fleet taller than the screen shows a versions line, then
-the agents that need attention (offline, entries set aside) first, as many
-as fit, and counts the rest; --all lists every agent. Piped output and
---json always hold every agent.
+the agents that need attention (offline, entries set aside, a quarantined
+build) first, as many as fit, and counts the rest; --all lists every agent.
+Piped output and --json always hold every agent.
 
 --ping also asks every known agent (64 at a time) and adds a PING column.
 --watch keeps running: on a terminal the screen is redrawn as heartbeats
@@ -79,7 +82,7 @@ arrive; piped (or with --json) it prints one JSON agent row per line for
 every agent, then one per change, until interrupted.
 
 With PC, status shows one agent in detail: heartbeat, its own cpu/memory/disk
-figures, outbox entries set aside, inventory, groups and effective config. Exit 0 when it is online,
+figures, outbox entries set aside, quarantined builds, inventory, groups and effective config. Exit 0 when it is online,
 1 when offline.
 
 --json shapes (fields may be added, never renamed):
@@ -90,7 +93,8 @@ figures, outbox entries set aside, inventory, groups and effective config. Exit 
               fleet{known, online, offline}, agents[row]}
   row:        {pc_id, hostname, os_family, agent_version, state, online,
               last_seen, inventory_collected_at, ping{answered, rtt_ms, error},
-              outbox_set_aside{results, events} (omitted when none)}
+              outbox_set_aside{results, events} (omitted when none),
+              quarantined_versions[] (omitted when none)}
   status PC:  {pc_id, state, online, last_seen, agent (the agents_state
               row), groups, effective{config, sources, conflicts, malformed},
               ping}`,
@@ -357,19 +361,23 @@ func (sc *statusCollector) report() *StatusReport {
 	if sc.fleetErr != nil {
 		rep.FleetError = sc.fleetErr.Error()
 	}
-	setAside := 0
+	setAside, quarantined := 0, 0
 	for _, a := range rep.Agents {
 		if a.OutboxSetAside.Total() > 0 {
 			setAside++
 		}
+		if len(a.QuarantinedVersions) > 0 {
+			quarantined++
+		}
 	}
 	v, reasons := fleet.Judge(fleet.Health{
-		Reachable: sc.broker.Reachable,
-		JetStream: sc.broker.JetStream,
-		Resources: rep.ResourceSummary,
-		Known:     rep.Fleet.Known,
-		Online:    rep.Fleet.Online,
-		SetAside:  setAside,
+		Reachable:   sc.broker.Reachable,
+		JetStream:   sc.broker.JetStream,
+		Resources:   rep.ResourceSummary,
+		Known:       rep.Fleet.Known,
+		Online:      rep.Fleet.Online,
+		SetAside:    setAside,
+		Quarantined: quarantined,
 	})
 	rep.Verdict = v
 	if reasons != nil {
@@ -402,6 +410,7 @@ func agentRow(a *fleet.Agent, now time.Time, after time.Duration) AgentRow {
 	r := AgentRow{
 		PCID: s.PCID, Hostname: s.Hostname, OSFamily: s.OSFamily, AgentVersion: s.AgentVersion,
 		Online: fleet.Online(s.At, now, after), OutboxSetAside: s.OutboxSetAside,
+		QuarantinedVersions: s.QuarantinedVersions,
 	}
 	r.State = "offline"
 	if r.Online {

@@ -151,6 +151,10 @@ func writeAgentDetail(io *cmdutil.IOStreams, d *AgentDetail, now time.Time) erro
 		rows = append(rows, [2]string{"outbox", st.Warn.Render(fmt.Sprintf("%d %s set aside (%s), kept in the agent's outbox directories as *.refused or *.bad",
 			n, pluralWord(n, "entry", "entries"), setAsideList(a.OutboxSetAside)))})
 	}
+	if len(a.QuarantinedVersions) > 0 {
+		rows = append(rows, [2]string{"quarantined", st.Warn.Render(strings.Join(a.QuarantinedVersions, ", ") +
+			": installed by a self-update, never started healthy, rolled back; not installed again until the target changes")})
+	}
 	if d.Ping != nil {
 		p := "no answer"
 		if d.Ping.Answered {

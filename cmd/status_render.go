@@ -70,6 +70,9 @@ type AgentRow struct {
 	// OutboxSetAside counts the agent's outbox entries set aside (refused
 	// for good or corrupt), per outbox; omitted when none.
 	OutboxSetAside core.SetAsideCounts `json:"outbox_set_aside,omitempty"`
+	// QuarantinedVersions are the builds the agent's boot sentinel rolled
+	// back after they never started healthy; omitted when none.
+	QuarantinedVersions core.VersionList `json:"quarantined_versions,omitempty"`
 }
 
 // AgentPing is the outcome of `status --ping` for one agent.
@@ -113,6 +116,9 @@ func writeStatusView(io *cmdutil.IOStreams, rep *StatusReport, asJSON, withPing,
 	}
 	if b.Reachable {
 		rows = append(rows, [2]string{"fleet", fleetLine(st, rep)})
+	}
+	if q := quarantineLine(rep.Agents); q != "" {
+		rows = append(rows, [2]string{"quarantined", st.Warn.Render(q)})
 	}
 	rows = append(rows, [2]string{"verdict", verdictLine(st, rep)})
 	if err := writeKV(io.Out, rows); err != nil {
@@ -168,7 +174,7 @@ func writeStatusView(io *cmdutil.IOStreams, rep *StatusReport, asJSON, withPing,
 		}
 		what := "online, nothing set aside"
 		if attention > 0 {
-			what = fmt.Sprintf("%d of them offline or with entries set aside", attention)
+			what = fmt.Sprintf("%d of them offline, with entries set aside or a quarantined build", attention)
 		}
 		fmt.Fprintln(io.Out, st.Faint.Render(fmt.Sprintf("… and %d more agents (%s): `kanade status --all` lists all %d", hidden, what, len(rep.Agents))))
 	}
@@ -196,7 +202,49 @@ func agentRowsThatFit(io *cmdutil.IOStreams) int {
 	return max(h-statusChromeLines, 5)
 }
 
-func needsAttention(a AgentRow) bool { return !a.Online || a.OutboxSetAside.Total() > 0 }
+func needsAttention(a AgentRow) bool {
+	return !a.Online || a.OutboxSetAside.Total() > 0 || len(a.QuarantinedVersions) > 0
+}
+
+// maxQuarantinePCs is how many pc ids the quarantine summary names per
+// version; `kanade status --json` has them all.
+const maxQuarantinePCs = 5
+
+// quarantineLine summarises the quarantined builds across the fleet, per
+// version, most agents first: `0.43.51 on 2 agents (PC-1, PC-7)`. Empty
+// when no agent reports one.
+func quarantineLine(agents []AgentRow) string {
+	pcs := map[string][]string{}
+	for _, a := range agents {
+		for _, v := range a.QuarantinedVersions {
+			pcs[v] = append(pcs[v], a.PCID)
+		}
+	}
+	if len(pcs) == 0 {
+		return ""
+	}
+	vs := make([]string, 0, len(pcs))
+	for v := range pcs {
+		vs = append(vs, v)
+	}
+	sort.Slice(vs, func(i, j int) bool {
+		if len(pcs[vs[i]]) != len(pcs[vs[j]]) {
+			return len(pcs[vs[i]]) > len(pcs[vs[j]])
+		}
+		return vs[i] > vs[j]
+	})
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		ids := pcs[v]
+		n := len(ids)
+		named := strings.Join(ids[:min(n, maxQuarantinePCs)], ", ")
+		if n > maxQuarantinePCs {
+			named += fmt.Sprintf(", … %d more", n-maxQuarantinePCs)
+		}
+		parts[i] = fmt.Sprintf("%s on %d %s (%s)", v, n, pluralWord(n, "agent", "agents"), named)
+	}
+	return strings.Join(parts, "; ")
+}
 
 // attentionFirst keeps n agents: those that need attention first, then the
 // rest, each in the report's order.
@@ -309,6 +357,9 @@ func writeAgentTable(io *cmdutil.IOStreams, agents []AgentRow, now time.Time, wi
 		}
 		if n := a.OutboxSetAside.Total(); n > 0 {
 			state += ", " + st.Warn.Render(fmt.Sprintf("%d set aside", n))
+		}
+		if len(a.QuarantinedVersions) > 0 {
+			state += ", " + st.Warn.Render("quarantined "+strings.Join(a.QuarantinedVersions, " "))
 		}
 		row := []string{a.PCID, orDash(a.Hostname), orDash(a.OSFamily), orDash(a.AgentVersion), state,
 			cmdutil.FormatTime(io, deref(a.LastSeen), now), cmdutil.FormatTime(io, deref(a.InventoryAt), now)}

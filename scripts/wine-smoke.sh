@@ -3,6 +3,9 @@
 # a local broker and check what a Windows fleet depends on:
 #
 #   1. heartbeat   a heartbeat on heartbeat.<pc> says os_family "windows"
+#   1b. keyring    the command-signing keyring imported into the registry
+#                  (HKLM\SOFTWARE\kanade\agent CommandKeys) is what the
+#                  heartbeat reports in command_keys, with enforcing false
 #   2. cmd         `kanade run <pc> --shell cmd -- echo hello` exits 0 with hello
 #   2b. env        `cmd set` shows no KANADE_* or credential-like variable of
 #                  the agent's, and does show an ordinary one
@@ -18,7 +21,12 @@
 #                  rollout 9.9.2`: the 9.9.1 agent renames its running exe to
 #                  .old, exits 64, the script (standing in for the service
 #                  manager) starts it again, the new build's heartbeat says
-#                  9.9.2 and its boot removed the .old
+#                  9.9.2, and that heartbeat confirms it to the boot sentinel,
+#                  which removes the sentinel and the .old
+#   5. rollback    a 9.9.2 start that finds its boot sentinel over budget
+#                  renames its own running exe to .rolled-back, puts the
+#                  9.9.1 .old back, quarantines 9.9.2 and exits 64; the
+#                  restored 9.9.1 heartbeats with quarantined_versions 9.9.2
 #
 # It installs wine64 and the mingw-w64 compiler when missing (apt-get, as
 # root, in CI), makes a fresh WINEPREFIX, puts the bcryptprimitives.dll shim
@@ -151,6 +159,7 @@ bounded 150 go build -o "$work/kanade" . || fatal build "go build (linux) failed
 mkdir -p "$work/install" "$work/release"
 GOOS=windows GOARCH=amd64 bounded 150 go build -ldflags "-X $stamp=9.9.1" -o "$work/install/kanade.exe" . ||
   fatal build "go build (windows/amd64, 9.9.1) failed"
+cp "$work/install/kanade.exe" "$work/kanade-9.9.1.exe" # the self-update replaces the installed one
 GOOS=windows GOARCH=amd64 bounded 150 go build -ldflags "-X $stamp=9.9.2" -o "$work/release/kanade.exe" . ||
   fatal build "go build (windows/amd64, 9.9.2) failed"
 bounded 60 go build -o "$work/natswait" scripts/wine/natswait.go || fatal build "go build scripts/wine/natswait.go failed"
@@ -184,20 +193,37 @@ say "broker at $url"
 # Beats every second and no download jitter, set before the agent exists.
 bounded 30 "$work/kanade" config set heartbeat_interval=1s target_version_jitter=0s --pc "$pc" --server "$url" >/dev/null 2>"$work/config.err" ||
   fatal config "kanade config set failed: $(cat "$work/config.err")"
-# The loop is the service manager: exit code 64 means "start me again".
-(
-  while :; do
-    rc=0
-    # LC_ALL=C.UTF-8: Wine then takes an en-US locale, OEM code page 437,
-    # whatever the host's, so the non-ASCII checks in 2c mean one thing.
-    env LC_ALL=C.UTF-8 KANADE_NATS_URL="$url" KANADE_AGENT_ID="$pc" 'KANADE_AGENT_DATA_DIR=C:\kanade-data' KANADE_LOG_LEVEL=debug \
-      SMOKE_API_TOKEN=smoke-secret-value SMOKE_VISIBLE=smoke-visible-value \
-      "$WINE" "$work/install/kanade.exe" agent || rc=$?
-    echo "== wine-smoke: agent exited with code $rc"
-    [ "$rc" = 64 ] || exit 0
-  done
-) >"$work/agent.log" 2>&1 &
-agent_pid=$!
+# run_agent is the command line that starts the installed agent once.
+# LC_ALL=C.UTF-8: Wine then takes an en-US locale, OEM code page 437,
+# whatever the host's, so the non-ASCII checks in 2c mean one thing.
+run_agent=(env LC_ALL=C.UTF-8 KANADE_NATS_URL="$url" KANADE_AGENT_ID="$pc" 'KANADE_AGENT_DATA_DIR=C:\kanade-data' KANADE_LOG_LEVEL=debug
+  SMOKE_API_TOKEN=smoke-secret-value SMOKE_VISIBLE=smoke-visible-value
+  "$WINE" "$work/install/kanade.exe" agent)
+# start_agent_loop runs the agent in the background, as the service manager
+# would: exit code 64 means "start me again".
+start_agent_loop() {
+  (
+    while :; do
+      rc=0
+      "${run_agent[@]}" || rc=$?
+      echo "== wine-smoke: agent exited with code $rc"
+      [ "$rc" = 64 ] || exit 0
+    done
+  ) >>"$work/agent.log" 2>&1 &
+  agent_pid=$!
+}
+# The command-signing keyring in the registry, where Windows agents read it
+# (docs/security.md). Not enforced here: the other checks run unsigned.
+bounded 30 "$work/kanade" command-key generate --kid smoke-1 --out "$work/smoke-1.key.json" >"$work/keyring-entry.json" 2>"$work/keygen.err" ||
+  fatal keyring "kanade command-key generate failed: $(cat "$work/keygen.err")"
+keyring_fp=$(sed -n 's/^fingerprint: *//p' "$work/keygen.err")
+{
+  printf 'Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\kanade\\agent]\r\n'
+  printf '"CommandKeys"="[%s]"\r\n' "$(tr -d '\n' <"$work/keyring-entry.json" | sed 's/\\/\\\\/g; s/"/\\"/g')"
+} >"$work/keyring.reg"
+bounded 60 "$WINE" regedit /s "Z:${work//\//\\}\\keyring.reg" >"$work/regedit.log" 2>&1 ||
+  fatal keyring "regedit /s keyring.reg failed: $(tail -n 5 "$work/regedit.log")"
+start_agent_loop
 agent_started=$(date +%s)
 
 # 1. heartbeat from a windows agent
@@ -209,6 +235,17 @@ if hb=$(bounded 60 "$work/natswait" -s "$url" -subject "heartbeat.$pc" -timeout 
   fi
 else
   fail heartbeat "no heartbeat on heartbeat.$pc within 60s"
+fi
+
+# 1b. the keyring the agent read from the registry
+if [ -n "${hb:-}" ]; then
+  if grep -qF "\"command_keys\":[\"smoke-1:$keyring_fp\"]" <<<"$hb" && grep -qF '"enforcing":false' <<<"$hb"; then
+    pass "heartbeat reports the registry keyring smoke-1:$keyring_fp, not enforcing"
+  else
+    fail keyring "heartbeat without command_keys [smoke-1:$keyring_fp] and enforcing false: $hb"
+  fi
+else
+  fail keyring "skipped: no heartbeat"
 fi
 
 # 2. a cmd command round trip
@@ -335,10 +372,17 @@ else
       fail self-update "9.9.2 is running but the agent exited with 64 $exits times"
     elif ! cmp -s "$work/install/kanade.exe" "$work/release/kanade.exe"; then
       fail self-update "9.9.2 heartbeat, but install/kanade.exe is not the published build"
-    elif [ -e "$work/install/kanade.exe.old" ]; then
-      fail self-update "the new build left install/kanade.exe.old behind"
     else
-      pass "self-update 9.9.1 -> 9.9.2 (exit 64, restart, .old removed): rollout to the 9.9.2 heartbeat ${took}s"
+      # The confirmation follows the heartbeat's ack: give it a moment.
+      for _ in $(seq 100); do
+        [ -e "$work/install/kanade.exe.old" ] || [ -e "$work/install/kanade.exe.boot-sentinel.json" ] || break
+        sleep 0.1
+      done
+      if [ -e "$work/install/kanade.exe.old" ] || [ -e "$work/install/kanade.exe.boot-sentinel.json" ]; then
+        fail self-update "10s after its heartbeat the new build still has: $(cd "$work/install" && ls kanade.exe.*)"
+      else
+        pass "self-update 9.9.1 -> 9.9.2 (exit 64, restart, confirmed: sentinel and .old removed): rollout to the 9.9.2 heartbeat ${took}s"
+      fi
     fi
   elif ((failed == 0)); then
     fail self-update "no heartbeat from 9.9.2 within 90s of the rollout"
@@ -346,3 +390,44 @@ else
 fi
 
 kill -0 "$agent_pid" 2>/dev/null || fail agent "the agent process died during the checks"
+
+# 5. boot sentinel rollback on Windows, where the running exe can be renamed
+# but not deleted. The budget check itself is the same on every OS (go test
+# ./internal/winagent/update/ -run TestBoot); here a sentinel left over
+# budget stands in for three crashed starts of 9.9.2.
+if ((failed > 0)); then
+  fail rollback "skipped after an earlier failure"
+else
+  # End the agent and its loop (the loop stops on any exit code but 64).
+  timeout 20 "$WINESERVER" -k 2>/dev/null || true
+  wait "$agent_pid" 2>/dev/null || true
+  agent_pid=
+  cp "$work/kanade-9.9.1.exe" "$work/install/kanade.exe.old"
+  printf '{"version":"9.9.2","previous_version":"9.9.1","data_dir":"C:\\\\kanade-data","attempts":%d}' 3 \
+    >"$work/install/kanade.exe.boot-sentinel.json"
+  rc=0
+  bounded 60 "${run_agent[@]}" >"$work/rollback.log" 2>&1 || rc=$?
+  quarantine=$WINEPREFIX/drive_c/kanade-data/self-update.json
+  if [ "$rc" != 64 ]; then
+    fail rollback "the over-budget start exited $rc, want 64: $(tail -n 5 "$work/rollback.log")"
+  elif ! cmp -s "$work/install/kanade.exe" "$work/kanade-9.9.1.exe"; then
+    fail rollback "install/kanade.exe is not the 9.9.1 build after the rollback: $(tail -n 5 "$work/rollback.log")"
+  elif ! cmp -s "$work/install/kanade.exe.rolled-back" "$work/release/kanade.exe"; then
+    fail rollback "the failed 9.9.2 build is not kanade.exe.rolled-back"
+  elif ! grep -q '"failed_target":"9.9.2"' "$quarantine" 2>/dev/null || ! grep -q '"quarantined":true' "$quarantine"; then
+    fail rollback "9.9.2 not quarantined in C:\kanade-data\self-update.json: $(cat "$quarantine" 2>/dev/null)"
+  else
+    start_agent_loop
+    if hb3=$(bounded 60 "$work/natswait" -s "$url" -subject "heartbeat.$pc" -match '"quarantined_versions":["9.9.2"]' -timeout "$(remaining)s"); then
+      if ! grep -q '"agent_version":"9.9.1"' <<<"$hb3"; then
+        fail rollback "the quarantine heartbeat is not from 9.9.1: $hb3"
+      elif [ -e "$work/install/kanade.exe.rolled-back" ]; then
+        fail rollback "the restored build did not remove kanade.exe.rolled-back at its start"
+      else
+        pass "rollback 9.9.2 -> 9.9.1 (running exe renamed, exit 64, restart): $hb3"
+      fi
+    else
+      fail rollback "no heartbeat with quarantined_versions [9.9.2] from the restored build within 60s"
+    fi
+  fi
+fi

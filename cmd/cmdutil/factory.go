@@ -98,6 +98,9 @@ type CLIConfig struct {
 	// Token comes from KANADE_NATS_TOKEN (or a nats context): never a
 	// flag, never the file.
 	Token string `mapstructure:"-"`
+	// SigningKeyFile is command-signing-key-file: the key file commands
+	// and releases are signed with (see ResolveSigner), "" for none.
+	SigningKeyFile string `mapstructure:"command-signing-key-file"`
 
 	// Context is the nats context in use ("" for none); ContextSelected
 	// says it is the one `nats context select` chose, not --context.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/signing"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -14,10 +16,27 @@ import (
 const PCHint = "is the agent online? pc ids are case-sensitive (see `kanade status`)"
 
 // PublishCommand publishes body on every subject through JetStream, so EXEC
-// keeps it for agents that are offline.
+// keeps it for agents that are offline. When a signing key is configured
+// (CommandSigner: the environment or the CLI config's key file) the command
+// is signed now, over these exact bytes (SPEC-2 §5); with none it goes
+// unsigned, without any Kanade-Sig* header. A signing key that is
+// configured but unusable is an error: nothing is published unsigned.
 func PublishCommand(ctx context.Context, js jetstream.JetStream, subjects []string, body []byte) error {
+	signer, err := CommandSigner(ctx)
+	if err != nil {
+		return err
+	}
+	var sig signing.Headers
+	if signer != nil {
+		sig = signer.Sign(body, time.Now())
+	}
 	for _, subject := range subjects {
-		if _, err := js.Publish(ctx, subject, body); err != nil {
+		msg := nats.NewMsg(subject)
+		msg.Data = body
+		if signer != nil {
+			sig.Apply(msg)
+		}
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
 			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
 				return WithHint(fmt.Errorf("publish the command on %s: no stream %s stores it: %w", subject, core.StreamExec, err),
 					"run `kanade jetstream setup` first")

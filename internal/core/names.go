@@ -38,6 +38,28 @@ const (
 	BucketNotificationsRead  = "notifications_read"
 )
 
+// KeyFreeze is the fleet_config key holding the fleet-wide change freeze
+// (SPEC-2 §4): absent = not frozen.
+const KeyFreeze = "freeze"
+
+// Keys of fleet_config written by `kanade scheduler` (kanade-go's own;
+// upstream's backend scheduler is a single process and needs neither).
+// Agents follow only KeyFreeze, never the whole bucket, so the lease's
+// renewals every few seconds wake nobody else.
+const (
+	// KeySchedulerLease holds the lease naming the one active scheduler
+	// instance; standbys take it over when it stops being renewed.
+	KeySchedulerLease = "scheduler_lease"
+	// keySchedulerStatePrefix prefixes a backend schedule's firing
+	// state: the last calendar tick handled (written by compare-and-set
+	// before the fire, so no tick fires twice) and the pcs dispatched to
+	// and not yet answered.
+	keySchedulerStatePrefix = "scheduler_state."
+)
+
+// KeySchedulerState is the fleet_config key of schedule id's firing state.
+func KeySchedulerState(scheduleID string) string { return keySchedulerStatePrefix + scheduleID }
+
 // Object store names (SPEC §5).
 const (
 	ObjectAgentReleases = "agent_releases"
@@ -176,6 +198,11 @@ func SubjectDirectGetLast(stream, subject string) string {
 	return "$JS.API.DIRECT.GET." + stream + "." + subject
 }
 
+// SubjectDirectGet is the direct-get request subject (ADR-31) of stream for
+// requests that carry their selection in the body, such as a batch of the
+// last message of every subject matching a wildcard ("multi_last").
+func SubjectDirectGet(stream string) string { return "$JS.API.DIRECT.GET." + stream }
+
 // SubjectStreamMsgGet is the message-get API request subject of stream, for
 // streams without direct get.
 func SubjectStreamMsgGet(stream string) string { return "$JS.API.STREAM.MSG.GET." + stream }
@@ -220,6 +247,22 @@ func CommandFilterSubjects(pc string, groups []string) []string {
 // ReplayInactiveThreshold is how long a replay consumer may go without its
 // agent before the broker deletes it: EXEC's max_age (7 days) plus a day.
 const ReplayInactiveThreshold = 8 * 24 * time.Hour
+
+// agentInboxPrefix starts every agent's inbox subjects.
+const agentInboxPrefix = "_INBOX.agent_"
+
+// AgentInboxPrefix is the inbox prefix pc's agent connects with
+// (nats.CustomInboxPrefix): _INBOX.agent_<pc>, the pc id sanitised as in
+// ReplayConsumerName so it stays one token. Every reply the agent asks for
+// (JetStream API answers, publish acks, object chunks) arrives under it, so
+// the agent role can be limited to AgentInboxSubjects(pc) and one agent
+// cannot read another's replies. It stays under _INBOX., so a broker whose
+// roles still allow _INBOX.> keeps serving upgraded agents, and it cannot
+// be a random inbox of another client (those have no '_').
+func AgentInboxPrefix(pc string) string { return agentInboxPrefix + SanitizeToken(pc) }
+
+// AgentInboxSubjects is what pc's agent subscribes to for its replies.
+func AgentInboxSubjects(pc string) string { return AgentInboxPrefix(pc) + ".>" }
 
 // ReplayConsumerName is the durable replay consumer of pc on EXEC:
 // agent_replay_<pc> with every character outside [A-Za-z0-9_-] replaced by _.
@@ -296,6 +339,11 @@ const (
 	AdhocVersion    = "0.0.0"
 )
 
+// AuditActionExec is the audit action of `kanade exec` and of the
+// scheduler's fires (audit.operator.exec.<job id>, as upstream). Its payload
+// is the exec record `kanade exec status` reads back (internal/execjob).
+const AuditActionExec = "exec"
+
 // Synthetic and special exit codes (SPEC §4, SPEC-2 §1).
 const (
 	ExitKilled = -1
@@ -309,6 +357,33 @@ const (
 	ExitDeadline        = 125
 	ExitRevoked         = 126
 	ExitStaleness       = 127
+)
+
+// Command signature headers (SPEC-2 §5), upstream's names. A message with
+// none of them is unsigned; one with some but not all is malformed.
+const (
+	// HeaderSig is the standard padded base64 of the 64-byte Ed25519
+	// signature over the 8-byte big-endian signing time (Unix ms) and the
+	// message body.
+	HeaderSig = "Kanade-Sig"
+	// HeaderSigKID names the key that signed (not covered by the signature:
+	// a rewritten kid only selects a key under which verification fails).
+	HeaderSigKID = "Kanade-Sig-Kid"
+	// HeaderSigAlg is the algorithm, SigAlgEd25519.
+	HeaderSigAlg = "Kanade-Sig-Alg"
+	// HeaderSigAt is the signing time in decimal Unix milliseconds; it is
+	// covered by the signature.
+	HeaderSigAt = "Kanade-Sig-At"
+	// SigAlgEd25519 is the only algorithm emitted or accepted.
+	SigAlgEd25519 = "ed25519"
+)
+
+// Command protocols an agent reports in Heartbeat.command_protocols
+// (SPEC-2 §1, §5): the bare signed Command, and the v2 envelope whose kind
+// is CommandProtocolV2.
+const (
+	CommandProtocolLegacy = "legacy"
+	CommandProtocolV2     = "kanade.command.v2"
 )
 
 // ExitCodeUpdate is the agent's exit code after staging a self-update, so the

@@ -365,6 +365,71 @@ type Heartbeat struct {
 	// entries the broker refused for good. Our extension (upstream ignores
 	// unknown fields); omitted when nothing is set aside.
 	OutboxSetAside SetAsideCounts `json:"outbox_set_aside,omitempty"`
+	// QuarantinedVersions are the versions this agent's boot sentinel
+	// rolled back after they never started healthy, which it does not
+	// install again until the target changes (SPEC-2 §1, upstream #582).
+	// Omitted when none, as upstream does; older agents never send it.
+	QuarantinedVersions VersionList `json:"quarantined_versions,omitempty"`
+	// CommandKeys is the agent's command-signing keyring as it stands in
+	// memory, "<kid>:<fingerprint16>" sorted by kid (SPEC-2 §1, §5): an
+	// empty list (sent as []) when the ring is empty, absent when unknown
+	// (an agent without signing support).
+	CommandKeys StringList `json:"command_keys,omitzero"`
+	// Enforcing says whether the agent refuses unsigned or unverified
+	// commands now (requested locally and a non-empty ring).
+	Enforcing *bool `json:"enforcing,omitempty"`
+	// CommandProtocols are the command forms the agent verifies:
+	// ["legacy","kanade.command.v2"].
+	CommandProtocols StringList `json:"command_protocols,omitzero"`
+}
+
+// StringList is a list of strings on the wire that keeps an empty list
+// apart from an absent one (Heartbeat.command_keys is [] for an empty
+// keyring): nil is omitted (omitzero), an empty non-nil list encodes as [].
+type StringList []string
+
+// UnmarshalJSON is tolerant: a value that is not an array of strings keeps
+// only its string entries (null and non-arrays decode as absent), so a
+// peer's broken field never fails the whole heartbeat.
+func (l *StringList) UnmarshalJSON(b []byte) error {
+	var raw []json.RawMessage
+	if json.Unmarshal(b, &raw) != nil || raw == nil {
+		*l = nil
+		return nil
+	}
+	out := StringList{}
+	for _, r := range raw {
+		var v string
+		if json.Unmarshal(r, &v) == nil {
+			out = append(out, v)
+		}
+	}
+	*l = out
+	return nil
+}
+
+// VersionList is a list of version labels on the wire
+// (Heartbeat.quarantined_versions).
+type VersionList []string
+
+// UnmarshalJSON is tolerant: a value that is not an array decodes as an
+// empty list and entries that are not non-empty strings are dropped, so a
+// peer's broken field never fails the whole heartbeat.
+func (l *VersionList) UnmarshalJSON(b []byte) error {
+	var raw []json.RawMessage
+	if json.Unmarshal(b, &raw) != nil {
+		*l = nil
+		return nil
+	}
+	var out VersionList
+	for _, r := range raw {
+		var v string
+		if json.Unmarshal(r, &v) == nil && v != "" {
+			out = append(out, v)
+		}
+	}
+	*l = out
+	return nil
 }
 
 // Outbox names used as keys of Heartbeat.outbox_set_aside.

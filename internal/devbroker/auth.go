@@ -229,8 +229,10 @@ func AgentPermissions(pc string) *server.Permissions {
 		core.SubjectPing(pc),
 		core.SubjectLogsFetch(pc),
 		// Replies to its JetStream requests, publish acks and object
-		// reads all come to inboxes.
-		"_INBOX.>",
+		// reads come to its own inboxes (the agent connects with the
+		// inbox prefix _INBOX.agent_<pc>), so it cannot read other
+		// agents' or the operator's replies.
+		core.AgentInboxSubjects(pc),
 		// EXEC created anew (setup after a store loss) re-opens its
 		// replay consumer (internal/winagent/replay.go).
 		core.SubjectStreamCreatedAdvisory(core.StreamExec),

@@ -58,6 +58,8 @@ func TestJudge(t *testing.T) {
 		{"unreachable", Health{}, VerdictUnreachable, 1},
 		{"outbox entries set aside", Health{Reachable: true, JetStream: true, Resources: ok, Known: 3, Online: 3, SetAside: 1}, VerdictDegraded, 1},
 		{"set aside and all offline", Health{Reachable: true, JetStream: true, Resources: ok, Known: 3, SetAside: 2}, VerdictDegraded, 2},
+		{"a quarantined build", Health{Reachable: true, JetStream: true, Resources: ok, Known: 3, Online: 3, Quarantined: 1}, VerdictDegraded, 1},
+		{"quarantine and set aside", Health{Reachable: true, JetStream: true, Resources: ok, Known: 3, Online: 3, SetAside: 1, Quarantined: 2}, VerdictDegraded, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v, reasons := Judge(tc.h)

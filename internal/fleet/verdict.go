@@ -72,6 +72,10 @@ type Health struct {
 	Online    int
 	// SetAside counts the agents reporting outbox entries set aside.
 	SetAside int
+	// Quarantined counts the agents reporting a quarantined build: a
+	// self-update they rolled back because it never started healthy, so
+	// they stay behind the target until it changes.
+	Quarantined int
 }
 
 // Judge returns the verdict and the reasons behind it, worst first.
@@ -102,6 +106,10 @@ func Judge(h Health) (Verdict, []string) {
 	if h.SetAside > 0 {
 		degraded = true
 		reasons = append(reasons, fmt.Sprintf("%d %s outbox entries set aside (kanade status PC)", h.SetAside, plural(h.SetAside, "agent has", "agents have")))
+	}
+	if h.Quarantined > 0 {
+		degraded = true
+		reasons = append(reasons, fmt.Sprintf("%d %s back a self-update that never started healthy (roll out another version to retry)", h.Quarantined, plural(h.Quarantined, "agent rolled", "agents rolled")))
 	}
 	if degraded {
 		return VerdictDegraded, reasons

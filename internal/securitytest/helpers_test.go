@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/cmd"
+	"github.com/kanadehq/kanade-go/cmd/cmdutil"
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/natstest"
 	"github.com/kanadehq/kanade-go/internal/winagent"
@@ -113,7 +114,7 @@ type cliResult struct {
 func runCLI(t *testing.T, args ...string) cliResult {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	root := cmd.NewRootCmd(&cmd.Factory{IO: cmd.TestIO(strings.NewReader(""), &out, &errOut, false)})
+	root := cmd.NewRootCmd(&cmdutil.Factory{IO: cmdutil.TestIO(strings.NewReader(""), &out, &errOut, false)})
 	root.SetArgs(args)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -127,7 +128,7 @@ func runCLI(t *testing.T, args ...string) cliResult {
 func runCLIUntil(t *testing.T, args ...string) (out, errOut *lockedBuffer, stop func() int) {
 	t.Helper()
 	out, errOut = &lockedBuffer{}, &lockedBuffer{}
-	root := cmd.NewRootCmd(&cmd.Factory{IO: cmd.TestIO(strings.NewReader(""), out, errOut, false)})
+	root := cmd.NewRootCmd(&cmdutil.Factory{IO: cmdutil.TestIO(strings.NewReader(""), out, errOut, false)})
 	root.SetArgs(args)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

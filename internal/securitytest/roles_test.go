@@ -114,7 +114,13 @@ func (rb *rolesBroker) asAgent(t *testing.T, pc string) func(*winagent.Config) {
 // conn dials the broker as c, recording the permission errors it is sent.
 func (rb *rolesBroker) conn(t *testing.T, c devbroker.Credential) (*nats.Conn, jetstream.JetStream, *asyncErrs) {
 	t.Helper()
-	nc := connect(t, core.ConnectOptions{URL: rb.ClientURL(), User: c.User, Password: c.Password})
+	co := core.ConnectOptions{URL: rb.ClientURL(), User: c.User, Password: c.Password}
+	if pc, ok := strings.CutPrefix(c.User, "agent-"); ok {
+		// As the daemon connects: its replies come to its own inboxes,
+		// the only ones the agent role may subscribe to.
+		co.InboxPrefix = core.AgentInboxPrefix(pc)
+	}
+	nc := connect(t, co)
 	errs := &asyncErrs{}
 	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs.add(err) })
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(2*time.Second))

@@ -73,6 +73,7 @@ func (x *executor) runPending() {
 			continue
 		}
 		x.log.Info("running a command accepted before the restart", "subsystem", "ledger", "request_id", rec.RequestID, "accepted_at", rec.AcceptedAt)
+		x.adoptLocal(rec)
 		x.launch(cmd, rec.ResultID)
 	}
 }

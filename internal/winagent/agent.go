@@ -88,6 +88,16 @@ type Agent struct {
 	groups    *watchable[[]string]              // groupsFollower → configFollower, intake, replay
 	inventory atomic.Pointer[core.HwInventory]  // inventoryLoop → heartbeat
 	scripts   *scriptActivity                   // executor → updateLoop
+	reached   *onceSignal                       // heartbeat → bootConfirm
+	// verifier is the command-signing keyring (keyring.go): the executor
+	// checks commands with it, the updater releases, heartbeats report it.
+	verifier *commandVerifier
+
+	// Self-update, for an agent with an executable of its own (nil
+	// otherwise): the updater (updateLoop; its failure record's quarantine
+	// goes into heartbeats) and the boot sentinel (bootConfirm).
+	updater *update.Updater
+	boot    *update.Boot
 
 	// Set by Run once it has connected.
 	nc            *nats.Conn
@@ -125,6 +135,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Agent, error) {
 		effective: newWatchable(fleetconfig.Default(), func(a, b fleetconfig.Effective) bool { return a == b }),
 		groups:    newWatchable([]string{}, slices.Equal[[]string]),
 		scripts:   newScriptActivity(),
+		reached:   newOnceSignal(),
 	}
 	for _, o := range opts {
 		o(a)
@@ -165,6 +176,20 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Agent, error) {
 	}
 	if a.obs, err = outbox.Open(filepath.Join(cfg.DataDir, obsOutboxDir), a.log.With("subsystem", "outbox.obs")); err != nil {
 		return nil, fmt.Errorf("open obs outbox in %s: %w", cfg.DataDir, err)
+	}
+	if cfg.ExePath != "" {
+		ulog := a.log.With("subsystem", "update")
+		a.updater = &update.Updater{DataDir: cfg.DataDir, ExePath: cfg.ExePath, Log: ulog, Rand: a.rand, Clock: a.clock}
+		// Load the failure record now: a quarantine is logged at start.
+		a.updater.Tracker()
+		a.boot = &update.Boot{Exe: cfg.ExePath, Version: core.AgentVersion(), Log: ulog}
+	}
+	// The keyring is local configuration, loaded before anything can
+	// arrive (SPEC-2 §5).
+	a.verifier = newCommandVerifier(cfg.ID, newLocalKeyringStore(cfg), a.clock, a.log.With("subsystem", "signing"))
+	a.verifier.report = a.obsEmitter().signatureState
+	if a.updater != nil {
+		a.updater.CheckRelease = a.verifier.checkRelease
 	}
 	// Answer the runs a crash interrupted before intake can take new
 	// commands (SPEC-2 §2: launching → exit 121); pending ones run in Run.
@@ -224,6 +249,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		nc.Close()
 		return fmt.Errorf("set up jetstream: %w", err)
 	}
+	if a.updater != nil {
+		a.updater.JS = a.js
+	}
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	a.stop = stop
@@ -250,6 +278,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		slots:         newRunSlots(runSlotLimit(a.effective.Get(), a.cfg.MaxConcurrent)),
 		source:        scriptSource{js: a.js, cacheDir: filepath.Join(a.cfg.DataDir, scriptCacheDir)},
 		runCtx:        runCtx,
+		verifier:      a.verifier,
+		// Completions are timing decisions of the local scheduler.
+		local: openLocalFires(a.cfg.DataDir, a.clock.Now, a.log.With("subsystem", "schedules")),
 	}
 	// Commands admitted before a restart that never started run now,
 	// re-gated like new ones.
@@ -307,7 +338,8 @@ func (a *Agent) subsystems() []subsystem {
 
 		// Presence and requests.
 		&heartbeat{pc: a.cfg.ID, nc: a.nc, js: a.js, connected: a.tracker.Connected, clock: a.clock,
-			effective: a.effective, build: a.heartbeatSource().build, inventory: a.inventory.Load, log: log("heartbeat")},
+			effective: a.effective, build: a.heartbeatSource().build, inventory: a.inventory.Load, log: log("heartbeat"),
+			reached: a.reached.fire},
 		&responder{name: "ping", subject: core.SubjectPing(a.cfg.ID), nc: a.nc, retrier: a.retrier,
 			connected: a.tracker.Connected, clock: a.clock, handle: pingHandler(a.heartbeatSource().build, log("ping"))},
 		&responder{name: "logs", subject: core.SubjectLogsFetch(a.cfg.ID), nc: a.nc, retrier: a.retrier,
@@ -317,12 +349,19 @@ func (a *Agent) subsystems() []subsystem {
 		&slotLimitFollower{slots: a.exec.slots, local: a.cfg.MaxConcurrent, effective: a.effective, log: log("slots")},
 
 		// Periodic work.
+		&localScheduler{pc: a.cfg.ID, nc: a.nc, tracker: a.tracker, clock: a.clock, rand: a.rand, log: log("schedules"),
+			dataDir: a.cfg.DataDir, groups: a.groups, fires: a.exec.local, fire: a.exec.fireLocal,
+			prefetch: prefetchScript(a.js, a.exec.source)},
 		&inventoryLoop{pc: a.cfg.ID, col: &inventory.Collector{Log: a.log}, js: a.js, retrier: a.retrier,
 			effective: a.effective, setInventory: a.SetInventory, clock: a.clock, rand: a.rand, log: log("inventory")},
-		&updateLoop{running: core.AgentVersion(), updater: a.selfUpdater(log("update")), watch: a.WatchEffective,
+		&updateLoop{running: core.AgentVersion(), updater: a.selfUpdater(), watch: a.WatchEffective,
 			restart: a.stopWith, connected: a.tracker.Connected, clock: a.clock, rand: a.rand, scripts: a.scripts,
 			updated: a.obsEmitter().updated, log: log("update")},
+		// Start-up memory is given back once the agent runs.
 		&residencyTrimmer{clock: a.clock, settle: residencySettle, every: residencyEvery, trim: residency.Trim, log: log("residency")},
+		// A just-installed build confirms its healthy start.
+		&bootConfirm{boot: a.bootSentinel(), reached: a.reached.done(), everConnected: a.everConnected,
+			clock: a.clock, uptime: update.BootHealthyUptime, log: log("boot")},
 	}
 }
 
@@ -339,7 +378,11 @@ func (a *Agent) follow(name string) kvFollow {
 // heartbeatSource builds the heartbeats sent by the heartbeat loop and in
 // ping replies.
 func (a *Agent) heartbeatSource() heartbeatSource {
-	return heartbeatSource{pc: a.cfg.ID, perf: a.perf, results: a.results, events: a.events, obs: a.obs}
+	s := heartbeatSource{pc: a.cfg.ID, perf: a.perf, results: a.results, events: a.events, obs: a.obs, signing: a.verifier.status}
+	if a.updater != nil {
+		s.quarantined = a.updater.Tracker().Quarantined
+	}
+	return s
 }
 
 // logTail is the last n lines of the agent's log, at most core.MaxLogsReply
@@ -354,11 +397,25 @@ func (a *Agent) logTail(n int) []byte {
 
 // selfUpdater is the updater of the installed executable, or nil for an
 // agent with none of its own (ExePath empty: in-process agents).
-func (a *Agent) selfUpdater(log *slog.Logger) selfUpdater {
-	if a.cfg.ExePath == "" {
+func (a *Agent) selfUpdater() selfUpdater {
+	if a.updater == nil {
 		return nil
 	}
-	return &update.Updater{JS: a.js, DataDir: a.cfg.DataDir, ExePath: a.cfg.ExePath, Log: log, Rand: a.rand, Clock: a.clock}
+	return a.updater
+}
+
+// bootSentinel is the installed executable's boot sentinel, or nil.
+func (a *Agent) bootSentinel() bootSentinel {
+	if a.boot == nil {
+		return nil
+	}
+	return a.boot
+}
+
+// everConnected reports whether the broker was reached during this start.
+func (a *Agent) everConnected() bool {
+	_, ok := a.tracker.LastConnected()
+	return ok
 }
 
 // drainConn drains nc within timeout, then closes it regardless.

@@ -3,7 +3,10 @@ package winagent
 import (
 	"fmt"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/signing"
 	"github.com/kanadehq/kanade-go/internal/winagent/ledger"
 )
 
@@ -22,11 +25,31 @@ import (
 // path leaves it unacked for the durable consumer to hand over at the next
 // boot. durable is closed once the ledger record is on stable storage: the
 // replay path acks only then.
-func (x *executor) acceptCommand(via, subject string, data []byte) (handled bool, durable <-chan struct{}) {
+//
+// Signatures are checked first (keyring.go), before the ledger: a refused
+// command does not consume its request id. A verified v2 envelope is
+// admitted as the command inside it; a refused envelope is dropped without
+// an answer; a legacy command refused by an enforcing agent is answered
+// with exit 123.
+func (x *executor) acceptCommand(via, subject string, hdr nats.Header, data []byte) (handled bool, durable <-chan struct{}) {
+	raw := data
+	envelope := x.verifier != nil && signing.IsEnvelope(data)
+	if envelope {
+		v := x.verifier.check(via, subject, hdr, data, "")
+		if v.drop {
+			return true, closedChan
+		}
+		data = v.data
+	}
 	cmd, err := core.DecodeCommand(data)
 	if err != nil {
 		x.log.Warn("ignoring command that does not decode", "subsystem", "intake", "via", via, "subject", subject, "bytes", len(data), "error", err)
 		return true, closedChan
+	}
+	if x.verifier != nil && !envelope && core.ValidToken(cmd.RequestID) {
+		if v := x.verifier.check(via, subject, hdr, data, cmd.RequestID); v.refuse != "" {
+			return x.refuseUnverified(cmd, v.refuse, hdr, raw)
+		}
 	}
 	// An id that cannot be a subject token would be published on a subject
 	// the broker refuses (results.<request_id>, kill.<exec_id>), or
@@ -75,6 +98,31 @@ func (x *executor) acceptCommand(via, subject string, data []byte) (handled bool
 		"request_id", cmd.RequestID, "id", cmd.ID, "version", cmd.Version, "exec_id", cmd.ExecIDValue(), "shell", cmd.Shell)
 	x.launch(cmd, rec.ResultID)
 	return true, durable
+}
+
+// refuseUnverified answers a command the agent refuses for its signature:
+// exit 123, stderr "refused: <reason>", the deterministic result_id of
+// signing.RefusalResultID, and nothing in the ledger. One command seen on
+// both intake paths is answered once per process.
+func (x *executor) refuseUnverified(cmd *core.Command, reason string, hdr nats.Header, raw []byte) (bool, <-chan struct{}) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closing || x.runCtx.Err() != nil {
+		return false, closedChan
+	}
+	if !x.verifier.firstRefusal(cmd.RequestID, hdr, raw) {
+		return true, closedChan
+	}
+	now := core.Now() // wire timestamps
+	r := core.ExecResult{
+		ResultID: signing.RefusalResultID(cmd.RequestID, x.pc), RequestID: cmd.RequestID, ExecID: cmd.ExecIDValue(), PCID: x.pc,
+		ExitCode: core.ExitSignatureDenied, Stderr: "refused: " + reason, StartedAt: now, FinishedAt: now, ManifestID: cmd.ID,
+	}
+	if err := x.queueResult(r); err != nil {
+		x.log.Error("could not queue the signature refusal; the command is refused again when it is delivered again", "subsystem", "intake",
+			"request_id", cmd.RequestID, "error", err)
+	}
+	return true, closedChan
 }
 
 // invalidCommandID names the first id of cmd that cannot be used where the

@@ -45,6 +45,15 @@ type Config struct {
 	// share their host's executable and must never replace it.
 	ExePath string
 
+	// CommandKeysFile and RequireSignedFile are agent.command_keys_file and
+	// agent.require_signed_commands_file: where the command-signing keyring
+	// and the enforcement switch are read from (SPEC-2 §5). Empty means the
+	// platform's place: /etc/kanade/command-keys.json and
+	// /etc/kanade/require-signed-commands off Windows, the registry only on
+	// Windows (where a named file is read when the registry has no value).
+	CommandKeysFile   string
+	RequireSignedFile string
+
 	// Groups is the deprecated agent.groups key: parsed so old files load,
 	// warned about, and ignored (membership lives in KV agent_groups).
 	Groups []string
@@ -180,6 +189,9 @@ func (c *Config) ConnectOptions(tr *core.Tracker) core.ConnectOptions {
 		Name:    core.ConnectionName("agent", c.ID),
 		Retry:   true,
 		Tracker: tr,
+		// Replies come to an inbox of this pc's own, which the agent role
+		// can limit it to (docs/security.md).
+		InboxPrefix: core.AgentInboxPrefix(c.ID),
 	}
 }
 

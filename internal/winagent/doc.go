@@ -27,8 +27,10 @@
 //	outbox.events   outbox_drain.go      events outbox → events.started
 //	heartbeat       heartbeat.go         heartbeat.<pc> and agents_state/<pc>
 //	ping, logs      responders.go        request/reply on ping.<pc> and logs.fetch.<pc>
+//	schedules       local_scheduler.go   runs_on: agent schedules, from an on-disk copy of the buckets (local_fire.go, local_boot.go, kvlist.go)
 //	inventory       inventory_loop.go    hw/sw/net inventory (collectors: inventory/)
 //	update          update_loop.go       self-update to target_version (mechanics: update/)
+//	boot            boot_confirm.go      confirms a just-installed build to the boot sentinel (update/sentinel.go)
 //
 // # The command path
 //

@@ -52,7 +52,7 @@ func (x *executor) execute(ctx context.Context, j job) {
 			case <-gctx.Done():
 			}
 		}()
-		v := evaluateGates(cmd, x.gateInputs(gctx, cmd.ID))
+		v := evaluateGates(cmd, x.gateInputsFor(gctx, cmd))
 		switch {
 		case isClosed(j.kill):
 			killedBeforeStart()
@@ -166,10 +166,10 @@ func isClosed(ch <-chan struct{}) bool {
 // the first read); after it the staleness rule answers (127).
 const gateLoadWait = 30 * time.Second
 
-// gateInputs reads what the gates need for script id: each cache answers
+// gateInputs reads what the gates need for script id at version: each cache answers
 // from a value current for this connection or reads it now. Data that never
 // loaded is waited for (bounded) and, if still missing, reported Unloaded.
-func (x *executor) gateInputs(ctx context.Context, id string) gateInputs {
+func (x *executor) gateInputs(ctx context.Context, id, version string) gateInputs {
 	lookups := []struct {
 		c   *gateCache
 		got gateLookup
@@ -204,6 +204,14 @@ wait:
 		}
 	}
 	cur, st := lookups[0].got, lookups[1].got
+	// A pin mismatch or a revoke is confirmed with a fresh read before it
+	// refuses the command (gateCache.Confirm).
+	if cur.Known && !cur.Stale && cur.Present && cur.Value != version {
+		cur = x.scriptCurrent.Confirm(ctx, id)
+	}
+	if st.Known && !st.Stale && st.Present && st.Value == core.ScriptStatusRevoked {
+		st = x.scriptStatus.Confirm(ctx, id)
+	}
 	in.ScriptCurrent = func(string) (string, bool) { return cur.Value, cur.Present }
 	in.ScriptStatus = func(string) (string, bool) { return st.Value, st.Present }
 	return in
@@ -221,6 +229,7 @@ func (x *executor) finishResult(log *slog.Logger, r core.ExecResult) {
 	if err := x.ledger.Finish(r.RequestID); err != nil {
 		log.Warn("could not mark the request finished in the admission ledger; the next boot may answer it again (the same result_id, dropped by the stream as a duplicate)", "error", err)
 	}
+	x.local.finished(r)
 }
 
 // queueResult writes r to the results outbox.

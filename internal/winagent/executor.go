@@ -42,6 +42,12 @@ type executor struct {
 	source scriptSource
 	// runCtx is Run's: its end kills the running scripts.
 	runCtx context.Context
+	// verifier checks command signatures before admission (keyring.go);
+	// nil in tests that build an executor without one.
+	verifier *commandVerifier
+	// local tracks the local scheduler's fires (local_fire.go); nil in
+	// tests that build an executor without one.
+	local *localFires
 
 	// mu guards closing; running counts accepted commands until their
 	// result is in the outbox.

@@ -101,9 +101,23 @@ func (c *gateCache) current(e *gateEntry) bool {
 // Lookup returns key's value, reading it from the broker unless the cache
 // is current for it. A failed read falls back to the last value known.
 func (c *gateCache) Lookup(ctx context.Context, key string) gateLookup {
+	return c.lookup(ctx, key, false)
+}
+
+// Confirm reads key from the broker even when the cache is current for it,
+// so a refusal never rests on a cached value alone: `kanade exec` writes
+// script_current (and a revoke is lifted) just before it publishes, and the
+// command can reach this agent before the $KV subscription brings the new
+// value. It costs a direct get only when a gate would refuse. A failed
+// read falls back to the last value known.
+func (c *gateCache) Confirm(ctx context.Context, key string) gateLookup {
+	return c.lookup(ctx, key, true)
+}
+
+func (c *gateCache) lookup(ctx context.Context, key string, fresh bool) gateLookup {
 	c.mu.Lock()
 	e := c.entries[key]
-	if e != nil && c.current(e) {
+	if e != nil && !fresh && c.current(e) {
 		l := gateLookup{Value: e.value, Present: e.present, Known: true}
 		c.mu.Unlock()
 		return l

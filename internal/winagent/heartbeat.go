@@ -12,6 +12,7 @@ import (
 
 	"github.com/kanadehq/kanade-go/internal/core"
 	"github.com/kanadehq/kanade-go/internal/fleetconfig"
+	"github.com/kanadehq/kanade-go/internal/signing"
 	"github.com/kanadehq/kanade-go/internal/winagent/inventory"
 	"github.com/kanadehq/kanade-go/internal/winagent/outbox"
 )
@@ -36,8 +37,13 @@ type heartbeat struct {
 	// inventory is the latest hardware inventory (nil before the first).
 	inventory func() *core.HwInventory
 	log       *slog.Logger
+	// reached is called after the first beat the broker accepted (the
+	// agents_state put acked, or the publish flushed): the boot sentinel's
+	// proof of a healthy start (bootConfirm). Nil calls nothing.
+	reached func()
 
-	kvWarned bool
+	kvWarned    bool
+	reachedDone bool
 }
 
 var _ subsystem = (*heartbeat)(nil)
@@ -84,25 +90,38 @@ func (h *heartbeat) beat(ctx context.Context) {
 		h.log.Error("encode heartbeat", "error", err)
 		return
 	}
-	if err := h.nc.Publish(core.SubjectHeartbeat(h.pc), data); err != nil {
-		h.log.Debug("publish heartbeat", "error", err)
+	pubErr := h.nc.Publish(core.SubjectHeartbeat(h.pc), data)
+	if pubErr != nil {
+		h.log.Debug("publish heartbeat", "error", pubErr)
 	}
-	h.putState(ctx, hb)
+	acked := h.putState(ctx, hb)
+	if h.reached != nil && !h.reachedDone && pubErr == nil {
+		// Without agents_state (no `jetstream setup` yet) a round trip
+		// proves the broker has the heartbeat. Only the first beat pays it.
+		if !acked {
+			acked = h.nc.FlushTimeout(5*time.Second) == nil
+		}
+		if acked {
+			h.reachedDone = true
+			h.reached()
+		}
+	}
 }
 
 // putState writes agents_state/<pc>: a KV put is a JetStream publish on
 // the key's subject, so it is sent as one, without binding a bucket handle
 // (whose lookup costs a STREAM.INFO on every start). A bucket that is
 // missing (no stream answers) is warned about once; heartbeats never wait
-// for it, and a bucket created later is written to from the next beat.
-func (h *heartbeat) putState(ctx context.Context, hb core.Heartbeat) {
+// for it, and a bucket created later is written to from the next beat. It
+// reports whether the broker acked the put.
+func (h *heartbeat) putState(ctx context.Context, hb core.Heartbeat) bool {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	st := core.AgentState{Heartbeat: hb, Inventory: h.inventory(), UpdatedAt: core.Now()} // wire timestamp
 	data, err := json.Marshal(st)
 	if err != nil {
 		h.log.Error("encode agent state", "error", err)
-		return
+		return false
 	}
 	if _, err := h.js.Publish(ctx, core.SubjectKVKey(core.BucketAgentsState, h.pc), data); err != nil {
 		lvl := slog.LevelDebug
@@ -110,9 +129,10 @@ func (h *heartbeat) putState(ctx context.Context, hb core.Heartbeat) {
 			lvl, h.kvWarned = slog.LevelWarn, true
 		}
 		h.log.Log(ctx, lvl, "could not write agents_state; heartbeats go on without it (run `kanade jetstream setup` if the bucket is missing)", "error", err)
-		return
+		return false
 	}
 	h.kvWarned = false
+	return true
 }
 
 // heartbeatSource builds the Heartbeat that the heartbeat loop publishes and
@@ -123,6 +143,14 @@ type heartbeatSource struct {
 	// results and events are the outboxes whose set-aside entries are
 	// counted.
 	results, events, obs *outbox.Outbox
+	// quarantined lists the versions the boot sentinel rolled back
+	// (update.Tracker.Quarantined); nil for an agent without an
+	// executable of its own.
+	quarantined func() []string
+	// signing reports the command keyring and whether the agent enforces
+	// (commandVerifier.status; refresh re-reads the store first); nil
+	// reports nothing.
+	signing func(refresh bool) (keys []string, enforcing bool)
 }
 
 // build makes a Heartbeat now. withCPU adds agent_cpu_pct (percent of one
@@ -140,6 +168,17 @@ func (s heartbeatSource) build(withCPU bool) core.Heartbeat {
 	}
 	s.perf.fill(&hb, withCPU)
 	hb.OutboxSetAside = s.setAside()
+	if s.quarantined != nil {
+		hb.QuarantinedVersions = s.quarantined()
+	}
+	if s.signing != nil {
+		// Every heartbeat re-reads the keyring (one small read when it is
+		// unchanged): that is how a removed key stops being trusted and a
+		// new one shows in command_keys. Ping replies re-read it too.
+		keys, enforcing := s.signing(true)
+		hb.CommandKeys, hb.Enforcing = keys, &enforcing
+		hb.CommandProtocols = signing.Protocols()
+	}
 	return hb
 }
 

@@ -20,7 +20,7 @@ type intake struct {
 	// groups is the membership; its group subjects are subscribed.
 	groups *watchable[[]string]
 	// accept is the executor's acceptCommand.
-	accept func(via, subject string, data []byte) (handled bool, durable <-chan struct{})
+	accept func(via, subject string, hdr nats.Header, data []byte) (handled bool, durable <-chan struct{})
 	log    *slog.Logger
 	subs   map[string]*nats.Subscription
 }
@@ -56,7 +56,7 @@ func (in *intake) Run(ctx context.Context) error {
 			s, err := core.WaitForSubscription(ctx, in.retrier, in.nc, subj, func(m *nats.Msg) {
 				// A core message cannot be kept for later; the replay
 				// consumer holds the same command if this one is refused.
-				_, _ = in.accept("core", m.Subject, m.Data)
+				_, _ = in.accept("core", m.Subject, m.Header, m.Data)
 			}, in.Name())
 			if err != nil {
 				return nil // ctx ended

@@ -2,7 +2,9 @@ package winagent
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -31,6 +33,19 @@ func (o obsEmitter) online(version string) {
 // updated queues agent_update for a self-update from → to.
 func (o obsEmitter) updated(from, to string) {
 	o.put(core.ObsKindAgentUpdate, core.ObsSourceSelfUpdate, nil, map[string]string{"from": from, "to": to})
+}
+
+// signatureState queues a change of the command-signature outcome class
+// (keyring.go), upstream's command_signature_* events: which pcs verify,
+// which still see unsigned commands, which miss a key.
+func (o obsEmitter) signatureState(kind string, from, to outcome) {
+	var fromKind *string
+	if from != "" {
+		k := signatureObsKindPrefix + string(from)
+		fromKind = &k
+	}
+	id := fmt.Sprintf("%s:%d", kind, time.Now().UnixMilli())
+	o.put(kind, signatureObsSource, &id, map[string]*string{"from": fromKind, "to": &kind})
 }
 
 func (o obsEmitter) put(kind, source string, recordID *string, payload any) {

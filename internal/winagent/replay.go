@@ -28,7 +28,7 @@ type replay struct {
 	// groups is the membership; the consumer's filter follows it.
 	groups *watchable[[]string]
 	// accept is the executor's acceptCommand.
-	accept func(via, subject string, data []byte) (handled bool, durable <-chan struct{})
+	accept func(via, subject string, hdr nats.Header, data []byte) (handled bool, durable <-chan struct{})
 	log    *slog.Logger
 }
 
@@ -168,7 +168,7 @@ func (r *replay) Run(ctx context.Context) error {
 // the agent is stopping stays unacked, so the durable consumer hands it over
 // at the next boot.
 func (r *replay) handle(msg jetstream.Msg) {
-	handled, durable := r.accept("replay", msg.Subject(), msg.Data())
+	handled, durable := r.accept("replay", msg.Subject(), msg.Headers(), msg.Data())
 	if !handled {
 		r.log.Debug("agent stopping; replayed command left for the next boot", "subject", msg.Subject())
 		return

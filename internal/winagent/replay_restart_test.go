@@ -59,13 +59,13 @@ func TestAcceptCommandWhileStopping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if handled, _ := x.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), data); handled {
+	if handled, _ := x.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), nil, data); handled {
 		t.Fatal("a stopping agent took a command")
 	}
 	if _, ok := ta.ledger.Lookup(c.RequestID); ok {
 		t.Fatal("a command that never ran has an admission record: the next boot would skip it")
 	}
-	if handled, _ := x.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), []byte("{not json")); !handled {
+	if handled, _ := x.acceptCommand("replay", core.SubjectCommandsPC(ta.cfg.ID), nil, []byte("{not json")); !handled {
 		t.Fatal("an undecodable command must be acked, not redelivered forever")
 	}
 }

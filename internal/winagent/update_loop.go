@@ -29,7 +29,8 @@ var _ selfUpdater = (*update.Updater)(nil)
 // Outcomes of an attempt: a release not published yet (or an object store
 // not set up) is polled for with backoff (1 s doubling to 5 min); a broker
 // or disk error is retried the same way; a refused release (digest
-// mismatch, failed smoke test, failed swap, invalid version) and a target
+// mismatch, a signature an enforcing agent refuses, failed smoke test,
+// failed swap, invalid version) and a target
 // that failed before are left alone until the target changes. A change of
 // the target (or of its jitter) abandons an attempt still in its jitter wait
 // or download and starts over. A reconnect to the broker cuts a retry
@@ -230,7 +231,8 @@ func (l *updateLoop) finish(ctx context.Context, err error, g updateGoal) update
 	case errors.Is(err, update.ErrPreviouslyFailed):
 		l.log.Info("target failed before; not retrying until the target changes", "target", g.target, "error", err)
 		return outcomeIdle
-	case errors.Is(err, update.ErrDigestMismatch), errors.Is(err, update.ErrSmokeTest), errors.Is(err, update.ErrInvalidTarget):
+	case errors.Is(err, update.ErrDigestMismatch), errors.Is(err, update.ErrSmokeTest), errors.Is(err, update.ErrInvalidTarget),
+		errors.Is(err, update.ErrReleaseSignature):
 		// Recorded by the updater (and logged there): a later Apply would
 		// only say ErrPreviouslyFailed.
 		l.log.Error("self-update refused; not retrying until the target changes", "target", g.target, "error", err)

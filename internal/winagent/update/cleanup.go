@@ -6,10 +6,12 @@ import (
 	"os"
 )
 
-// CleanupLeftovers removes <exe>.old and <exe>.new left by a previous update
-// (SPEC §6.1). On Windows the .old may still be locked for a moment after the
-// service manager restarted us: that is logged and left for the next boot or
-// the next update, never an error.
+// CleanupLeftovers removes <exe>.old, <exe>.new and <exe>.rolled-back left
+// by a previous update or rollback (SPEC §6.1). While a boot sentinel is
+// armed, <exe>.old is the build to roll back to and stays until the new
+// build confirms a healthy start (sentinel.go). On Windows a leftover may
+// still be locked for a moment after the service manager restarted us: that
+// is logged and left for the next boot or the next update, never an error.
 func CleanupLeftovers(exePath string, log *slog.Logger) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -17,7 +19,11 @@ func CleanupLeftovers(exePath string, log *slog.Logger) {
 	if exePath == "" {
 		return
 	}
-	for _, p := range []string{exePath + ".old", exePath + ".new"} {
+	leftovers := []string{exePath + newSuffix, exePath + rolledBackSuffix}
+	if !sentinelExists(exePath) {
+		leftovers = append([]string{exePath + oldSuffix}, leftovers...)
+	}
+	for _, p := range leftovers {
 		err := os.Remove(p)
 		switch {
 		case err == nil:

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/kanadehq/kanade-go/internal/winagent/durable"
 )
 
 // StateFile is the failure record's name in the data dir.
@@ -17,10 +19,20 @@ const StateFile = "self-update.json"
 // Failure is a target that failed to install, with the digest of the bytes
 // that failed (empty when it failed before download).
 type Failure struct {
-	Target string    `json:"failed_target"`
-	Digest string    `json:"failed_digest,omitempty"`
-	Error  string    `json:"error"`
-	At     time.Time `json:"failed_at"`
+	Target string `json:"failed_target"`
+	Digest string `json:"failed_digest,omitempty"`
+	// Signature is the release's Kanade-Sig header when it failed (empty
+	// for none), so a release re-published with the same bytes but a new
+	// signature is tried again.
+	Signature string    `json:"failed_signature,omitempty"`
+	Error     string    `json:"error"`
+	At        time.Time `json:"failed_at"`
+	// Quarantined marks a build that was installed but never confirmed a
+	// healthy start, so the boot sentinel rolled it back (sentinel.go).
+	// Heartbeats list it in quarantined_versions. Builds that predate the
+	// field ignore it and still refuse failed_target: the record is the
+	// same one a failed smoke test writes.
+	Quarantined bool `json:"quarantined,omitempty"`
 }
 
 // Tracker remembers the last failed target, in memory and in
@@ -58,9 +70,25 @@ func NewTracker(dataDir string, log *slog.Logger) *Tracker {
 			log.Warn("self-update: ignoring a malformed failure record", "path", t.path, "err", err)
 		} else {
 			t.rec = &f
+			if f.Quarantined {
+				log.Warn("self-update: a self-installed build never started healthy and was rolled back; not installing it again until the target changes",
+					"quarantined", f.Target, "reason", f.Error, "at", f.At.Format(time.RFC3339))
+			}
 		}
 	}
 	return t
+}
+
+// Quarantined lists the versions the boot sentinel rolled back and that
+// are not retried until the target changes (heartbeat quarantined_versions,
+// SPEC-2 §1): none, or the one recorded.
+func (t *Tracker) Quarantined() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.rec == nil || !t.rec.Quarantined {
+		return nil
+	}
+	return []string{t.rec.Target}
 }
 
 // Failed returns the failure recorded for target, if any.
@@ -73,15 +101,17 @@ func (t *Tracker) Failed(target string) (Failure, bool) {
 	return *t.rec, true
 }
 
-// Record remembers f (stamped now when f.At is zero) and persists it.
-func (t *Tracker) Record(f Failure) {
+// Record remembers f (stamped now when f.At is zero) and persists it. The
+// error is the persisting one (also logged); the record holds in memory
+// either way.
+func (t *Tracker) Record(f Failure) error {
 	if f.At.IsZero() {
 		f.At = time.Now().UTC()
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.rec = &f
-	t.persist()
+	return t.persist()
 }
 
 // Observe forgets a failure recorded for a target other than target. An
@@ -112,24 +142,31 @@ func (t *Tracker) Clear() {
 	}
 }
 
-// persist writes the record atomically (tmp + rename), or removes the file
-// when there is none. A write error is logged: the in-memory record still
-// protects this process.
-func (t *Tracker) persist() {
+// persist writes the record durably (writeAtomic), or removes the file when
+// there is none. A write error is logged and returned: the in-memory record
+// still protects this process.
+func (t *Tracker) persist() error {
 	if t.path == "" {
-		return
+		return nil
 	}
 	if t.rec == nil {
 		if err := os.Remove(t.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			t.log.Warn("self-update: cannot remove the failure record", "path", t.path, "err", err)
+			return err
 		}
-		return
+		return nil
 	}
 	if err := writeAtomic(t.path, t.rec); err != nil {
 		t.log.Warn("self-update: cannot persist the failure record", "path", t.path, "err", err)
+		return err
 	}
+	return nil
 }
 
+// writeAtomic writes v as JSON to path so that a crash or power cut leaves
+// either the old file or the new one: a temp file in the same directory,
+// fsynced, renamed over path, and the directory fsynced so the rename
+// itself survives.
 func writeAtomic(path string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -138,7 +175,7 @@ func writeAtomic(path string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".self-update-*.tmp")
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*.tmp")
 	if err != nil {
 		return err
 	}
@@ -155,6 +192,9 @@ func writeAtomic(path string, v any) error {
 	if err != nil {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := durable.SyncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("sync the directory of %s: %w", path, err)
 	}
 	return nil
 }

@@ -9,8 +9,10 @@
 // binary until the new one is on disk, verified and has run. The swap copies
 // the staged file next to the executable as <exe>.new (the data dir may be on
 // another volume), renames <exe> to <exe>.old (Windows allows renaming a
-// running executable, not deleting it) and <exe>.new to <exe>; the next boot
-// removes the leftovers (CleanupLeftovers).
+// running executable, not deleting it) and <exe>.new to <exe>. A boot
+// sentinel armed before the swap keeps <exe>.old until the new build has
+// started healthy, and rolls back a build that never does (sentinel.go);
+// the next boot removes the other leftovers (CleanupLeftovers).
 package update
 
 import (
@@ -47,6 +49,11 @@ var ErrDigestMismatch = errors.New("agent release digest mismatch")
 // ErrSmokeTest means the staged binary did not run, or did not report the
 // target version, when asked for its version. The binary is untouched.
 var ErrSmokeTest = errors.New("staged agent binary failed its smoke test")
+
+// ErrReleaseSignature means the release's signature (SPEC-2 §5, set by
+// `kanade agent publish` with a signing key) is missing or does not verify
+// and this agent requires signed releases. Nothing was downloaded or run.
+var ErrReleaseSignature = errors.New("agent release signature refused")
 
 // ErrInvalidTarget means target_version is not a usable version label.
 var ErrInvalidTarget = errors.New("invalid target version")
@@ -99,6 +106,13 @@ type Updater struct {
 	// RunVersion runs the staged binary and returns the version it reports;
 	// nil runs `<path> version --json` (falling back to `<path> --version`).
 	RunVersion func(ctx context.Context, path string) (string, error)
+	// CheckRelease vets the release object before anything is downloaded
+	// (its signature headers cover its name and digest); an error refuses
+	// the release as ErrReleaseSignature. Nil accepts every release.
+	CheckRelease func(info *jetstream.ObjectInfo) error
+	// Running is the version of the build being replaced, recorded in the
+	// boot sentinel; empty means core.AgentVersion().
+	Running string
 
 	// afterDownload, when set by tests, sees the staged file between the
 	// download and the digest check.
@@ -118,6 +132,13 @@ func (u *Updater) log() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return u.Log
+}
+
+func (u *Updater) running() string {
+	if u.Running != "" {
+		return u.Running
+	}
+	return core.AgentVersion()
 }
 
 func (u *Updater) goos() string {
@@ -202,6 +223,16 @@ func (u *Updater) Apply(ctx context.Context, target string, jitter time.Duration
 		return err
 	}
 	log = log.With("key", info.Name, "size", info.Size)
+	if u.CheckRelease != nil {
+		// Before the download, so a refused release never reaches the disk,
+		// let alone the smoke test.
+		if err := u.CheckRelease(info); err != nil {
+			err = fmt.Errorf("%w: %s: %w", ErrReleaseSignature, info.Name, err)
+			tr.Record(Failure{Target: target, Digest: info.Digest, Signature: info.Headers.Get(core.HeaderSig), Error: err.Error()})
+			log.Error("self-update: refusing the release; it is not downloaded or run", "err", err)
+			return err
+		}
+	}
 	log.Info("self-update: downloading release")
 
 	stageDir := filepath.Join(u.DataDir, "staging")
@@ -227,7 +258,7 @@ func (u *Updater) Apply(ctx context.Context, target string, jitter time.Duration
 	if err := download(ctx, store, info, staged); err != nil {
 		if errors.Is(err, jetstream.ErrDigestMismatch) {
 			err = fmt.Errorf("%w: %w", ErrDigestMismatch, err)
-			tr.Record(Failure{Target: target, Digest: info.Digest, Error: err.Error()})
+			tr.Record(Failure{Target: target, Digest: info.Digest, Signature: info.Headers.Get(core.HeaderSig), Error: err.Error()})
 		}
 		return err
 	}
@@ -235,7 +266,7 @@ func (u *Updater) Apply(ctx context.Context, target string, jitter time.Duration
 		u.afterDownload(staged)
 	}
 	if err := verifyDigest(staged, info.Digest); err != nil {
-		tr.Record(Failure{Target: target, Digest: info.Digest, Error: err.Error()})
+		tr.Record(Failure{Target: target, Digest: info.Digest, Signature: info.Headers.Get(core.HeaderSig), Error: err.Error()})
 		log.Error("self-update: refusing the release", "err", err)
 		return err
 	}
@@ -243,18 +274,26 @@ func (u *Updater) Apply(ctx context.Context, target string, jitter time.Duration
 		return fmt.Errorf("make %s executable: %w", staged, err)
 	}
 	if err := u.smokeTest(ctx, staged, target); err != nil {
-		tr.Record(Failure{Target: target, Digest: info.Digest, Error: err.Error()})
+		tr.Record(Failure{Target: target, Digest: info.Digest, Signature: info.Headers.Get(core.HeaderSig), Error: err.Error()})
 		log.Error("self-update: refusing the release", "err", err)
 		return err
 	}
+	// Arm the boot sentinel before the swap: from the moment the new
+	// binary is in place, any start of it must be counted (sentinel.go).
+	if err := u.arm(target, info); err != nil {
+		log.Error("self-update: cannot arm the boot sentinel; not installing without it", "err", err)
+		return err
+	}
 	if err := u.swap(staged); err != nil {
+		u.disarm()
 		err = fmt.Errorf("install %s over %s: %w", info.Name, u.ExePath, err)
-		tr.Record(Failure{Target: target, Digest: info.Digest, Error: err.Error()})
+		tr.Record(Failure{Target: target, Digest: info.Digest, Signature: info.Headers.Get(core.HeaderSig), Error: err.Error()})
 		log.Error("self-update: swap failed, previous binary kept", "err", err)
 		return err
 	}
 	tr.Clear()
-	log.Info("self-update: new binary installed; restarting", "exe", u.ExePath, "backup", u.ExePath+".old", "exit_code", core.ExitCodeUpdate)
+	log.Info("self-update: new binary installed; restarting", "exe", u.ExePath, "backup", u.ExePath+oldSuffix,
+		"boot_sentinel", SentinelPath(u.ExePath), "exit_code", core.ExitCodeUpdate)
 	return ErrRestartRequired
 }
 
@@ -308,7 +347,9 @@ func (u *Updater) republished(ctx context.Context, target string, f Failure) boo
 	ctx, cancel := context.WithTimeout(ctx, failureCheckTimeout)
 	defer cancel()
 	_, info, err := u.find(ctx, target)
-	return err == nil && info.Digest != "" && info.Digest != f.Digest
+	// Re-signed bytes count too: a release refused for its signature and
+	// published again signed has the same digest.
+	return err == nil && info.Digest != "" && (info.Digest != f.Digest || info.Headers.Get(core.HeaderSig) != f.Signature)
 }
 
 // download streams the object to path (created fresh, owner-only).
@@ -401,7 +442,7 @@ func (u *Updater) swap(staged string) (err error) {
 	if rename == nil {
 		rename = os.Rename
 	}
-	newPath, oldPath := exe+".new", exe+".old"
+	newPath, oldPath := exe+newSuffix, exe+oldSuffix
 	fi, err := os.Stat(exe)
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", exe, err)

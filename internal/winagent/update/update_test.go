@@ -41,6 +41,12 @@ func TestMain(m *testing.M) {
 
 func fakeAgent(args []string) int {
 	v := os.Getenv(envFakeVersion)
+	if tv := ownTrailerVersion(); tv != "" {
+		v = tv // a build stamped by withVersion (sentinel_test.go)
+	}
+	if len(args) == 1 && args[0] == "agent" {
+		return fakeDaemon(v)
+	}
 	if v == "fail" {
 		fmt.Fprintln(os.Stderr, "fatal: cannot load runtime")
 		return 3
@@ -118,6 +124,9 @@ func (f *fixture) assertExeUntouched(t *testing.T) {
 	if entries, _ := os.ReadDir(filepath.Join(f.dataDir, "staging")); len(entries) != 0 {
 		t.Errorf("staging not cleaned: %v", entries)
 	}
+	if _, err := os.Stat(SentinelPath(f.exe)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("boot sentinel left armed after a refused update (err %v)", err)
+	}
 }
 
 // selfBinary is the test binary's bytes: a real executable for the smoke test.
@@ -180,10 +189,19 @@ func TestApplySwapsRealBinary(t *testing.T) {
 		t.Errorf("installed binary reports %q, %v", v, err)
 	}
 
-	// Next boot removes the backup.
+	// The next boot keeps the backup while the new build has not
+	// confirmed a healthy start (the boot sentinel may need it), and the
+	// confirmation removes it.
+	CleanupLeftovers(f.exe, nil)
+	if _, err := os.Stat(f.exe + ".old"); err != nil {
+		t.Errorf("CleanupLeftovers removed .old before the new build was confirmed: %v", err)
+	}
+	if ok, err := (&Boot{Exe: f.exe, Version: "0.39.0"}).Confirm(); !ok || err != nil {
+		t.Fatalf("Confirm = %v, %v", ok, err)
+	}
 	CleanupLeftovers(f.exe, nil)
 	if _, err := os.Stat(f.exe + ".old"); !errors.Is(err, os.ErrNotExist) {
-		t.Error("CleanupLeftovers kept .old")
+		t.Error(".old kept after the new build was confirmed")
 	}
 }
 
