@@ -553,3 +553,19 @@ FIRED                 TICK                  OUTCOME                       EXEC I
 		t.Fatalf("--json: %v\n%s", err, e.out.String())
 	}
 }
+
+// TestExamplesValidate keeps docs/examples/schedules accepted by
+// `schedule validate`.
+func TestExamplesValidate(t *testing.T) {
+	errOut := &bytes.Buffer{}
+	opts := &CreateOptions{IO: cmdutil.TestIO(nil, &bytes.Buffer{}, errOut, false), Now: time.Now, Local: time.UTC, Offline: true,
+		Paths: []string{filepath.Join("..", "..", "docs", "examples", "schedules")}}
+	if err := runCreate(context.Background(), opts); err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	for _, id := range []string{"disk-usage-once", "nightly-uptime", "uptime-at-boot"} {
+		if !strings.Contains(errOut.String(), "✓ valid "+id+" ") {
+			t.Errorf("example %s not validated:\n%s", id, errOut)
+		}
+	}
+}
