@@ -253,6 +253,14 @@ func AgentPermissions(pc string) *server.Permissions {
 		if f.wholeBucket {
 			pub = append(pub, core.SubjectStreamMsgGet(kvStream(f.bucket)))
 		}
+		// A whole bucket is listed in one batch direct get (the body names
+		// the subjects, so only where every key is readable anyway); a
+		// broker that cannot batch is read through a short-lived watch.
+		if f.wholeBucket && f.bucket == core.BucketSchedules {
+			pub = append(pub, core.SubjectDirectGet(kvStream(f.bucket)),
+				jsAPI+"STREAM.INFO."+kvStream(f.bucket),
+				orderedConsumer(kvStream(f.bucket), kvSubject(f.bucket)+">"))
+		}
 		// A bucket created or deleted under a running agent (`jetstream
 		// setup`, `reset`): the broker's advisories say so at once.
 		sub = append(sub,
@@ -352,5 +360,12 @@ func agentKVFollows(pc string) []kvFollowGrant {
 		{bucket: core.BucketAgentGroupsDerived, keys: []string{pc}},
 		{bucket: core.BucketScriptCurrent, keys: []string{">"}, wholeBucket: true},
 		{bucket: core.BucketScriptStatus, keys: []string{">"}, wholeBucket: true},
+		// The local scheduler (internal/winagent/local_scheduler.go):
+		// every schedule (fleet-wide data; a batch direct get lists them),
+		// the jobs its schedules name, and the fleet freeze only — never
+		// the scheduler's lease and state rows of fleet_config.
+		{bucket: core.BucketSchedules, keys: []string{">"}, wholeBucket: true},
+		{bucket: core.BucketJobs, keys: []string{">"}, wholeBucket: true},
+		{bucket: core.BucketFleetConfig, keys: []string{core.KeyFreeze}},
 	}
 }

@@ -171,6 +171,16 @@ func (d Days) Match(y int, m time.Month, day int) bool {
 // spring-forward night in Europe is 03:30 summer time).
 func WallTime(y int, mo time.Month, d, h, m int, loc *time.Location) time.Time {
 	t := time.Date(y, mo, d, h, m, 0, 0, loc)
+	if ty, tm, td := t.Date(); ty != y || tm != mo || td != d || t.Hour() != h || t.Minute() != m {
+		// In a gap. time.Date does not promise which side's offset it
+		// applies (Berlin comes out after the gap, New York an hour
+		// before it); the rule is the offset in effect before the
+		// transition, which puts the instant past the gap by as much as
+		// the wall time is past its start. Three hours back is before any
+		// transition near this wall time.
+		_, before := t.Add(-3 * time.Hour).Zone()
+		return time.Date(y, mo, d, h, m, 0, 0, time.UTC).Add(-time.Duration(before) * time.Second).In(loc)
+	}
 	// time.Date picks one of the two instants of a repeated wall time;
 	// look back for an earlier one with the same wall clock (zones shift
 	// by 30 min to 2 h).

@@ -73,6 +73,8 @@ func TestNextCalendar(t *testing.T) {
 		// New York springs forward 2026-03-08, falls back 2026-11-01.
 		{"new york across both changes", cal("01:30"), newYork, time.Date(2026, 3, 7, 12, 0, 0, 0, utc),
 			[]string{"2026-03-08T06:30:00Z", "2026-03-09T05:30:00Z"}},
+		{"new york 02:30 in the spring gap fires once, at 03:30 daylight time", cal("02:30"), newYork, time.Date(2026, 3, 7, 12, 0, 0, 0, utc),
+			[]string{"2026-03-08T07:30:00Z", "2026-03-09T06:30:00Z", "2026-03-10T06:30:00Z"}},
 		{"new york fold", cal("01:30"), newYork, time.Date(2026, 10, 31, 12, 0, 0, 0, utc),
 			[]string{"2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"}},
 		{"tz local one-shot in berlin", cal("2026-07-01 09:00"), berlin, time.Date(2026, 1, 1, 0, 0, 0, 0, utc),

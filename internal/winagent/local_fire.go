@@ -301,6 +301,11 @@ func (x *executor) gateInputsFor(ctx context.Context, cmd *core.Command) gateInp
 	in := gateInputs{Now: x.clock.Now(), Staleness: x.tracker.Staleness()}
 	if x.scriptStatus != nil {
 		if st := x.scriptStatus.Lookup(ctx, cmd.ID); st.Known {
+			// As for every command: a revoke is confirmed with a fresh
+			// read before it refuses.
+			if !st.Stale && st.Present && st.Value == core.ScriptStatusRevoked {
+				st = x.scriptStatus.Confirm(ctx, cmd.ID)
+			}
 			in.ScriptStatus = func(string) (string, bool) { return st.Value, st.Present }
 		}
 	}

@@ -144,7 +144,10 @@ type localScheduler struct {
 	// this pc's group rows itself, so the cache (and an offline restart)
 	// targets by what the broker holds.
 	groups *watchable[[]string]
-	fires  *localFires
+	// membershipRead is set once a re-read has read both group rows
+	// itself (the first after start); later re-reads take groups.
+	membershipRead bool
+	fires          *localFires
 	// fire hands a built command to the executor (executor.fireLocal).
 	fire func(*core.Command, localOrigin) error
 	// prefetch resolves a script_object's digest and caches its bytes for
@@ -576,10 +579,17 @@ func (s *localScheduler) reload(ctx context.Context, changes chan *nats.Msg) err
 		}
 	}
 
-	// Membership, read here so a cache written now carries it.
+	// Membership, so a cache written now carries it. Once this process
+	// has read it, the live membership is as current as a read would be:
+	// the groups followers re-read both rows at every reconnect, and a
+	// change makes this scheduler read again (groupsChanged). Reading them
+	// here too would cost every agent two more requests per reconnect.
 	groups := []string{}
+	if s.membershipRead {
+		groups = s.groups.Get()
+	}
 	for _, bucket := range []string{core.BucketAgentGroups, core.BucketAgentGroupsDerived} {
-		if !core.ValidKVKey(s.pc) {
+		if !core.ValidKVKey(s.pc) || s.membershipRead {
 			break
 		}
 		v, err := kvGet(ctx, s.nc, bucket, s.pc)
@@ -615,6 +625,7 @@ func (s *localScheduler) reload(ctx context.Context, changes chan *nats.Msg) err
 	}
 
 	s.followKeys(needed, changes)
+	s.membershipRead = true
 	if sameCache(old, fresh) {
 		return nil
 	}

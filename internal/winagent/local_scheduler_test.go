@@ -567,13 +567,13 @@ func TestPrefetchScriptCachesTheVerifiedBytes(t *testing.T) {
 	if err != nil || sha != core.ScriptSHA256(body) {
 		t.Fatalf("digest = %q %v, want %s", sha, err, core.ScriptSHA256(body))
 	}
+	if _, err := prefetchScript(js, src)(ctx, "missing/1"); err == nil {
+		t.Fatal("a missing object resolved")
+	}
 	// Cached: the script resolves with the broker gone.
 	s.Shutdown()
 	got, err := src.resolve(ctx, &core.Command{ScriptObject: "inv/1.0", ScriptObjectSHA256: sha})
 	if err != nil || got != string(body) {
 		t.Fatalf("offline resolve = %q %v", got, err)
-	}
-	if _, err := prefetchScript(js, src)(ctx, "missing/1"); err == nil {
-		t.Fatal("a missing object resolved")
 	}
 }
