@@ -322,6 +322,16 @@ func ReadonlyPermissions() *server.Permissions {
 	for _, b := range kvBuckets() {
 		pub = append(pub, kvWatch(b, ">")[1:]...)
 	}
+	// `exec status|list` and `schedule status|coverage` read the exec
+	// records, started events and results through short-lived ordered
+	// consumers: reading, never writing.
+	for _, stream := range []string{core.StreamAudit, core.StreamEvents, core.StreamResults} {
+		pub = append(pub,
+			jsAPI+"CONSUMER.CREATE."+stream+".>",
+			jsAPI+"CONSUMER.MSG.NEXT."+stream+".*",
+			jsAPI+"CONSUMER.INFO."+stream+".*",
+			jsAPI+"CONSUMER.DELETE."+stream+".*")
+	}
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: []string{

@@ -485,6 +485,10 @@ func TestRolesEndToEnd(t *testing.T) {
 			t.Fatalf("group members as readonly: %q", r.Out)
 		}
 		mustCLI(t, "agent", "current")
+		// Reading exec records and schedules is reading.
+		mustCLI(t, "exec", "list")
+		mustCLI(t, "schedule", "list")
+		mustCLI(t, "job", "list")
 		for _, tc := range []struct {
 			args    []string
 			subject string
