@@ -11,19 +11,26 @@ import (
 	"testing"
 
 	"github.com/kanadehq/kanade-go/cmd/cmdutil"
+	"github.com/kanadehq/kanade-go/internal/gendocs/reference"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
+
+// generateReference writes the reference of the command tree under dir, as
+// internal/gendocs does.
+func generateReference(dir string) error {
+	return reference.Generate(NewReferenceRoot(), GenerateCompletion, dir)
+}
 
 // TestGeneratedReferenceUpToDate regenerates completions/, docs/cli/ and
 // docs/man/ from the command tree and fails when the committed files differ,
 // are missing or are no longer generated.
 func TestGeneratedReferenceUpToDate(t *testing.T) {
 	tmp := t.TempDir()
-	if err := GenerateReference(tmp); err != nil {
+	if err := generateReference(tmp); err != nil {
 		t.Fatal(err)
 	}
-	d, err := CompareReference(tmp, "..")
+	d, err := reference.Compare(tmp, "..")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,22 +43,22 @@ func TestGeneratedReferenceUpToDate(t *testing.T) {
 // trees: no dates, paths or environment in the output.
 func TestGenerateReferenceDeterministic(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
-	if err := GenerateReference(a); err != nil {
+	if err := generateReference(a); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("SOURCE_DATE_EPOCH", "1")
 	t.Setenv("HOME", t.TempDir())
-	if err := GenerateReference(b); err != nil {
+	if err := generateReference(b); err != nil {
 		t.Fatal(err)
 	}
-	d, err := CompareReference(a, b)
+	d, err := reference.Compare(a, b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !d.Empty() {
 		t.Fatalf("two generations differ:\n%s", d)
 	}
-	files, err := referenceFiles(a)
+	files, err := reference.Files(a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +68,7 @@ func TestGenerateReferenceDeterministic(t *testing.T) {
 		"docs/man/kanade.1", "docs/man/kanade-run.1",
 	} {
 		if _, ok := files[want]; !ok {
-			t.Errorf("GenerateReference did not write %s", want)
+			t.Errorf("reference.Generate did not write %s", want)
 		}
 	}
 	for name, body := range files {
@@ -77,22 +84,22 @@ func TestGenerateReferenceDeterministic(t *testing.T) {
 // TestCompletionMatchesCommand checks that the committed scripts are what
 // `kanade completion SHELL` prints, so the two never drift apart.
 func TestCompletionMatchesCommand(t *testing.T) {
-	for _, s := range referenceShells {
+	for _, s := range reference.Shells {
 		var out, errOut bytes.Buffer
 		root := NewRootCmd(&cmdutil.Factory{IO: cmdutil.TestIO(&bytes.Buffer{}, &out, &errOut, false)})
-		root.SetArgs([]string{"completion", s.shell})
+		root.SetArgs([]string{"completion", s.Shell})
 		if err := root.Execute(); err != nil {
-			t.Fatalf("kanade completion %s: %v", s.shell, err)
+			t.Fatalf("kanade completion %s: %v", s.Shell, err)
 		}
 		var want bytes.Buffer
-		if err := GenerateCompletion(newReferenceRoot(), s.shell, &want); err != nil {
+		if err := GenerateCompletion(NewReferenceRoot(), s.Shell, &want); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(out.Bytes(), want.Bytes()) {
-			t.Errorf("kanade completion %s differs from the generated %s", s.shell, s.file)
+			t.Errorf("kanade completion %s differs from the generated %s", s.Shell, s.File)
 		}
 		if out.Len() < 1000 || !strings.Contains(out.String(), "kanade") {
-			t.Errorf("kanade completion %s printed %d bytes, want a real script naming kanade", s.shell, out.Len())
+			t.Errorf("kanade completion %s printed %d bytes, want a real script naming kanade", s.Shell, out.Len())
 		}
 	}
 }
@@ -119,7 +126,7 @@ func TestCompareAndSyncReference(t *testing.T) {
 	write(dst, "docs/cli/kanade_gone.md", "removed command")
 	write(dst, "docs/quickstart.md", "hand-written, outside the generated dirs")
 
-	d, err := CompareReference(src, dst)
+	d, err := reference.Compare(src, dst)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,10 +139,10 @@ func TestCompareAndSyncReference(t *testing.T) {
 	if got, want := strings.Join(d.Extra, ","), "docs/cli/kanade_gone.md"; got != want {
 		t.Errorf("Extra = %q, want %q", got, want)
 	}
-	if _, err := SyncReference(src, dst); err != nil {
+	if _, err := reference.Sync(src, dst); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := CompareReference(src, dst); err != nil || !d.Empty() {
+	if d, err := reference.Compare(src, dst); err != nil || !d.Empty() {
 		t.Fatalf("after sync: %v %v", d, err)
 	}
 	if _, err := os.Stat(filepath.Join(dst, "docs", "quickstart.md")); err != nil {
@@ -163,7 +170,7 @@ func TestGuidesUseRealCommands(t *testing.T) {
 	if len(guides) == 0 {
 		t.Fatal("no guides found in ../docs")
 	}
-	root := newReferenceRoot()
+	root := NewReferenceRoot()
 	checked := 0
 	for _, g := range guides {
 		b, err := os.ReadFile(g)

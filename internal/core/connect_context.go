@@ -1,7 +1,6 @@
 package core
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -9,15 +8,15 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nats-io/jsm.go/natscontext"
 	"github.com/nats-io/nats.go"
 )
 
 // NATSContext is a nats CLI context (`nats context add`), reduced to what
 // kanade connects with. The nats CLI keeps contexts as JSON files under
 // $XDG_CONFIG_HOME/nats/context (else ~/.config/nats/context) and the
-// selected one's name in nats/context.txt; natscontext reads them, so
-// kanade sees exactly what `nats --context NAME` sees.
+// selected one's name in nats/context.txt; natscontext_store.go reads them
+// as the nats CLI does, so kanade sees what `nats --context NAME` sees, or
+// refuses the context naming the setting it cannot honour.
 //
 // Its secrets are never printed: String shows the name and redacted URL.
 type NATSContext struct {
@@ -32,15 +31,16 @@ type NATSContext struct {
 	// its path). User, Password and Token are literal values.
 	Creds, NKey, User, Password, Token string
 	// AuthOptions authenticate instead of the fields above when the
-	// context references secrets kanade does not read itself: op://,
-	// nsc://, env:// or data: references, or a user JWT. They are built by
-	// natscontext, as the nats CLI builds them.
+	// context's user, password or token is an env:// or file://
+	// reference, or it holds a user JWT. They are built as the nats CLI
+	// builds them.
 	AuthOptions []nats.Option
 
 	TLSCA, TLSCert, TLSKey string
 	TLSFirst               bool
-	// ExtraOptions are settings kanade has no option of its own for: a
-	// SOCKS proxy, a Windows certificate store.
+	// ExtraOptions are passed to nats.go last. Always empty now: the
+	// settings that needed them (a SOCKS proxy, the Windows certificate
+	// store) refuse the context instead (unsupportedSettings).
 	ExtraOptions []nats.Option
 
 	InboxPrefix string
@@ -85,108 +85,137 @@ func (e *NATSContextError) Unwrap() error { return e.Err }
 func LoadNATSContext(name string) (*NATSContext, error) {
 	selected := false
 	if name == "" {
-		if name = natscontext.SelectedContext(); name == "" {
+		if name = selectedNATSContext(); name == "" {
 			return nil, nil
 		}
 		selected = true
 	}
-	if !natscontext.IsKnown(name) {
-		known := natscontext.KnownContexts()
-		slices.Sort(known)
-		return nil, &NATSContextError{Name: name, Known: known, Err: ErrNoSuchContext}
+	f, path, err := ReadNATSContextFile(name)
+	if errors.Is(err, ErrNoSuchContext) {
+		return nil, &NATSContextError{Name: name, Known: knownNATSContexts(), Err: err}
 	}
-	c, err := natscontext.New(name, true)
 	if err != nil {
 		return nil, &NATSContextError{Name: name, Err: err}
 	}
-	out, err := fromNATSContext(c)
+	out, err := fromNATSContext(name, path, f)
 	if err != nil {
 		return nil, &NATSContextError{Name: name, Err: err}
-	}
-	// Loading fills in nats.go's default URL for a context without one,
-	// which must not hide a kanade config file's server.
-	var raw struct {
-		URL string `json:"url"`
-	}
-	if b, lerr := os.ReadFile(c.Path()); lerr == nil && json.Unmarshal(b, &raw) == nil && raw.URL == "" && c.NscURL() == "" {
-		out.URL = ""
 	}
 	out.Selected = selected
 	return out, nil
 }
 
-// fromNATSContext maps a loaded context onto kanade's fields. What kanade
+// fromNATSContext maps a context file onto kanade's fields. What kanade
 // checks itself (files named by path, literal passwords and tokens) is
-// mapped; the rest is turned into nats options by natscontext.
-func fromNATSContext(c *natscontext.Context) (*NATSContext, error) {
-	out := &NATSContext{
-		Name: c.Name, Path: c.Path(), URL: c.ServerURL(),
-		TLSFirst: c.TLSHandshakeFirst(), InboxPrefix: c.InboxPrefix(),
-		JSDomain: c.JSDomain(), JSAPIPrefix: c.JSAPIPrefix(),
+// mapped; references and user JWTs become nats options, built as the nats
+// CLI builds them. A URL the file leaves empty stays empty (the nats CLI
+// would use nats.DefaultURL), so it cannot hide a kanade config file's
+// server.
+func fromNATSContext(name, path string, f *NATSContextFile) (*NATSContext, error) {
+	if err := unsupportedSettings(f); err != nil {
+		return nil, err
 	}
-	creds, credsPlain := filePath(c.Creds())
-	nkey, nkeyPlain := filePath(c.NKey())
-	literal := !isReference(c.User()) && !isReference(c.Password()) && !isReference(c.Token())
-	if credsPlain && nkeyPlain && literal && c.UserJWT() == "" && c.UserSeed() == "" {
-		out.Creds, out.NKey, out.User, out.Password, out.Token = creds, nkey, c.User(), c.Password(), c.Token()
+	out := &NATSContext{
+		Name: name, Path: path, URL: f.URL,
+		TLSFirst: f.TLSFirst, InboxPrefix: f.InboxPrefix,
+		JSDomain: f.JSDomain, JSAPIPrefix: f.JSAPIPrefix,
+	}
+	creds, credsPlain := filePath(f.Creds)
+	nkey, nkeyPlain := filePath(f.NKey)
+	literal := !isReference(f.User) && !isReference(f.Password) && !isReference(f.Token)
+	if credsPlain && nkeyPlain && literal && f.UserJWT == "" && f.UserSeed == "" {
+		out.Creds, out.NKey, out.User, out.Password, out.Token = creds, nkey, f.User, f.Password, f.Token
 	} else {
-		// Only the auth settings go into this context, so the options
-		// it builds are exactly its way to authenticate.
 		if !credsPlain || !nkeyPlain {
 			return nil, fmt.Errorf("resolve its credentials: creds and nkey must be file paths (or file://PATH)")
 		}
-		user, uerr := resolveSecret(c.User())
-		password, perr := resolveSecret(c.Password())
-		token, terr := resolveSecret(c.Token())
+		user, uerr := resolveSecret(f.User)
+		password, perr := resolveSecret(f.Password)
+		token, terr := resolveSecret(f.Token)
 		if err := errors.Join(uerr, perr, terr); err != nil {
 			return nil, fmt.Errorf("resolve its credentials: %w", err)
 		}
-		auth, err := natscontext.New(c.Name, false,
-			natscontext.WithCreds(creds), natscontext.WithNKey(nkey),
-			natscontext.WithUser(user), natscontext.WithPassword(password),
-			natscontext.WithToken(token),
-			natscontext.WithUserJWT(c.UserJWT()), natscontext.WithUserSeed(c.UserSeed()))
-		if err == nil {
-			out.AuthOptions, err = auth.NATSOptions()
-		}
+		var err error
+		out.AuthOptions, err = contextAuthOptions(user, password, token, creds, nkey, f.UserJWT, f.UserSeed)
 		if err != nil {
 			return nil, fmt.Errorf("resolve its credentials: %w", err)
 		}
 	}
 	var tlsErr error
-	if out.TLSCA, tlsErr = tlsPath(c.CA(), "ca"); tlsErr != nil {
+	if out.TLSCA, tlsErr = tlsPath(f.CA, "ca"); tlsErr != nil {
 		return nil, tlsErr
 	}
-	if out.TLSCert, tlsErr = tlsPath(c.Certificate(), "cert"); tlsErr != nil {
+	if out.TLSCert, tlsErr = tlsPath(f.Cert, "cert"); tlsErr != nil {
 		return nil, tlsErr
 	}
-	if out.TLSKey, tlsErr = tlsPath(c.Key(), "key"); tlsErr != nil {
+	if out.TLSKey, tlsErr = tlsPath(f.Key, "key"); tlsErr != nil {
 		return nil, tlsErr
-	}
-	if c.SocksProxy() != "" || c.WindowsCertStore() != "" {
-		extra, err := natscontext.New(c.Name, false,
-			natscontext.WithSocksProxy(c.SocksProxy()),
-			natscontext.WithWindowsCertStore(c.WindowsCertStore()),
-			natscontext.WithWindowsCertStoreMatchBy(c.WindowsCertStoreMatchBy()),
-			natscontext.WithWindowsCertStoreMatch(c.WindowsCertStoreMatch()),
-			natscontext.WithWindowsCaCertsMatch(c.WindowsCaCertsMatch()...))
-		if err == nil {
-			out.ExtraOptions, err = extra.NATSOptions()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("resolve its connection settings: %w", err)
-		}
 	}
 	return out, nil
 }
 
-// resolveSecret resolves a user, password or token written as a reference:
-// env://NAME is read from the environment here. Why not natscontext: the
-// jsm.go release that resolves references itself (v0.5) requires the real
-// antithesis SDK in place of nats-server's no-op build, which added 9 MiB of
-// resident memory to every `kanade agent` process (measured with
-// `go run ./bench idle`); v0.4.1 reads the files and leaves references to
-// the caller. Other schemes (op://, nsc://, data:) are refused by name.
+// unsupportedSettings refuses a context that needs what only the nats CLI
+// does: dial through a SOCKS proxy, take TLS material from the Windows
+// certificate store, or run nsc to find credentials. Connecting without
+// them would reach another server, or the same one as someone else, so the
+// context is refused by name rather than half used.
+func unsupportedSettings(f *NATSContextFile) error {
+	var names []string
+	for _, s := range []struct {
+		name string
+		set  bool
+	}{
+		{"socks_proxy", f.SocksProxy != ""},
+		{"windows_cert_store", f.WinCertStore != ""},
+		{"windows_cert_match_by", f.WinCertStoreMatchBy != ""},
+		{"windows_cert_match", f.WinCertStoreMatch != ""},
+		{"windows_ca_certs_match", len(f.WinCACertsMatch) > 0},
+		{"nsc", f.NSCLookup != ""},
+	} {
+		if s.set {
+			names = append(names, s.name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return fmt.Errorf("it sets %s, which kanade does not support", strings.Join(names, ", "))
+}
+
+// contextAuthOptions builds the nats options for a context's credentials
+// the way the nats CLI does: one of user and password, creds, nkey, or a
+// user JWT (with its seed, or alone as a bearer JWT), in that order of
+// precedence, plus the token.
+func contextAuthOptions(user, password, token, creds, nkey, userJWT, userSeed string) ([]nats.Option, error) {
+	var opts []nats.Option
+	switch {
+	case user != "":
+		opts = append(opts, nats.UserInfo(user, password))
+	case creds != "":
+		opts = append(opts, nats.UserCredentials(creds))
+	case nkey != "":
+		o, err := nats.NkeyOptionFromSeed(nkey)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o)
+	case userJWT != "" && userSeed != "":
+		opts = append(opts, nats.UserJWTAndSeed(userJWT, userSeed))
+	case userJWT != "":
+		opts = append(opts, nats.UserJWT(
+			func() (string, error) { return userJWT, nil },
+			func([]byte) ([]byte, error) { return nil, nil }))
+	}
+	if token != "" {
+		opts = append(opts, nats.Token(token))
+	}
+	return opts, nil
+}
+
+// resolveSecret resolves a user, password or token written as a reference,
+// as newer nats CLIs do: env://NAME is read from the environment and
+// file://PATH from the file (trimmed). The schemes that need an outside
+// tool or format (op://, nsc://, data:) are refused by name.
 func resolveSecret(s string) (string, error) {
 	if !isReference(s) {
 		return s, nil
@@ -210,10 +239,10 @@ func resolveSecret(s string) (string, error) {
 	return "", fmt.Errorf("%s:// references are not supported here; use env://NAME, file://PATH or the value itself", u.Scheme)
 }
 
-// referenceSchemes are the schemes natscontext resolves secrets from.
+// referenceSchemes are the schemes the nats CLI resolves secrets from.
 var referenceSchemes = []string{"file", "op", "nsc", "env", "data"}
 
-// isReference reports a value natscontext would resolve rather than use
+// isReference reports a value the nats CLI would resolve rather than use
 // as written (op://vault/item, env://VAR, data:…).
 func isReference(s string) bool {
 	u, err := url.Parse(s)

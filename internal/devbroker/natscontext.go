@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/nats-io/jsm.go/natscontext"
+	"github.com/kanadehq/kanade-go/internal/core"
 )
 
 // contextDescription starts the description of every nats context a dev
@@ -28,8 +28,7 @@ type ContextSettings struct {
 
 // ValidContextName checks name is one the nats CLI accepts for a context.
 func ValidContextName(name string) error {
-	_, err := natscontext.ContextPath(name)
-	return err
+	return core.ValidNATSContextName(name)
 }
 
 // WriteNATSContext saves the nats context name (in the nats CLI's store:
@@ -39,30 +38,26 @@ func ValidContextName(name string) error {
 // dev broker wrote (passwords change at every start) and refuses any
 // other with ErrContextNotOurs. It does not select the context.
 func WriteNATSContext(name string, s ContextSettings) (string, error) {
-	path, err := natscontext.ContextPath(name)
+	path, err := core.NATSContextPath(name)
 	if err != nil {
 		return "", err
 	}
-	if natscontext.IsKnown(name) {
-		old, err := natscontext.New(name, true)
-		if err != nil {
-			return "", fmt.Errorf("read the existing nats context %q: %w", name, err)
-		}
-		if !strings.HasPrefix(old.Description(), contextDescription) {
-			return "", fmt.Errorf("%w: %s", ErrContextNotOurs, path)
-		}
+	old, _, err := core.ReadNATSContextFile(name)
+	switch {
+	case errors.Is(err, core.ErrNoSuchContext):
+	case err != nil:
+		return "", fmt.Errorf("read the existing nats context %q: %w", name, err)
+	case !strings.HasPrefix(old.Description, contextDescription):
+		return "", fmt.Errorf("%w: %s", ErrContextNotOurs, path)
 	}
 	desc := contextDescription
 	if s.Store != "" {
 		desc += " (store " + s.Store + ")"
 	}
-	c, err := natscontext.New(name, false,
-		natscontext.WithServerURL(s.URL), natscontext.WithDescription(desc),
-		natscontext.WithToken(s.Token), natscontext.WithUser(s.User), natscontext.WithPassword(s.Password))
+	path, err = core.SaveNATSContextFile(name, core.NATSContextFile{
+		Description: desc, URL: s.URL, Token: s.Token, User: s.User, Password: s.Password,
+	})
 	if err != nil {
-		return "", err
-	}
-	if err := c.Save(name); err != nil {
 		return "", fmt.Errorf("write nats context %q: %w", name, err)
 	}
 	return path, nil

@@ -6,6 +6,8 @@
 //
 // or scripts/gen-docs.sh. With -check it changes nothing and exits 1 when the
 // committed files are stale. cmd/generated_test.go runs the same comparison.
+// The generators live in internal/gendocs/reference, out of the kanade
+// binary.
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 	"path/filepath"
 
 	"github.com/kanadehq/kanade-go/cmd"
+	"github.com/kanadehq/kanade-go/internal/gendocs/reference"
 )
 
 func main() {
@@ -36,11 +39,11 @@ func run(dir string, check bool) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	if err := cmd.GenerateReference(tmp); err != nil {
+	if err := reference.Generate(cmd.NewReferenceRoot(), cmd.GenerateCompletion, tmp); err != nil {
 		return err
 	}
 	if check {
-		d, err := cmd.CompareReference(tmp, dir)
+		d, err := reference.Compare(tmp, dir)
 		if err != nil {
 			return err
 		}
@@ -50,7 +53,7 @@ func run(dir string, check bool) error {
 		fmt.Println("generated reference is up to date")
 		return nil
 	}
-	d, err := cmd.SyncReference(tmp, dir)
+	d, err := reference.Sync(tmp, dir)
 	if err != nil {
 		return err
 	}
@@ -59,6 +62,6 @@ func run(dir string, check bool) error {
 		return nil
 	}
 	fmt.Print(d)
-	fmt.Printf("updated %d file(s) in %v\n", len(d.Files()), cmd.ReferenceDirs)
+	fmt.Printf("updated %d file(s) in %v\n", len(d.Files()), reference.Dirs)
 	return nil
 }
