@@ -73,6 +73,9 @@ results, heartbeats and inventory. No inbound ports on the PCs, no Active Direct
 		if !loaded {
 			loaded = true
 			cfg, cfgErr = loadCLIConfig(v, pf)
+			if cfgErr == nil && cfg.ContextNote != "" {
+				fmt.Fprintf(f.IO.ErrOut, "warning: %s\n", cfg.ContextNote)
+			}
 		}
 		return cfg, cfgErr
 	}
@@ -356,7 +359,6 @@ func applyNATSContext(c *cmdutil.CLIConfig, v *viper.Viper, flags *pflag.FlagSet
 	c.TLSFirst = nctx.TLSFirst
 	c.InboxPrefix = nctx.InboxPrefix
 	c.JSDomain, c.JSAPIPrefix = nctx.JSDomain, nctx.JSAPIPrefix
-	c.ExtraOptions = nctx.ExtraOptions
 	return nil
 }
 

@@ -207,6 +207,21 @@ func TestConfigFromNATSContext(t *testing.T) {
 	}
 }
 
+// TestStaleSelectedContextWarns: a selected context that is gone does not
+// stop kanade, and it says so once, on stderr.
+func TestStaleSelectedContextWarns(t *testing.T) {
+	dir := isolateNATSContexts(t)
+	writeNATSContext(t, dir, "stale", `{"url":"nats://stale:4222"}`, true)
+	os.Remove(filepath.Join(dir, "nats", "context", "stale.json"))
+	code, _, errOut := execRoot(t, "status", "-s", "nats://127.0.0.1:1", "--timeout", "200ms")
+	if code == cmdutil.ExitUsage {
+		t.Fatalf("a stale selection stopped the command:\n%s", errOut)
+	}
+	if n := strings.Count(errOut, `warning: ignoring the selected nats context`); n != 1 || !strings.Contains(errOut, `"stale"`) {
+		t.Fatalf("want one warning naming the stale context, got %d:\n%s", n, errOut)
+	}
+}
+
 func TestUnknownNATSContext(t *testing.T) {
 	dir := isolateNATSContexts(t)
 	writeNATSContext(t, dir, "prod", `{"url":"nats://prod:4222","password":"pw-secret","user":"u"}`, false)

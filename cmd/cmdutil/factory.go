@@ -116,7 +116,6 @@ type CLIConfig struct {
 	InboxPrefix           string        `mapstructure:"-"`
 	JSDomain, JSAPIPrefix string        `mapstructure:"-"`
 	AuthOptions           []nats.Option `mapstructure:"-"`
-	ExtraOptions          []nats.Option `mapstructure:"-"`
 }
 
 // ConnectOptions turns the CLI config into core connect options for role.
@@ -126,6 +125,6 @@ func (c *CLIConfig) ConnectOptions(role string) core.ConnectOptions {
 		Token: c.Token, TLSCA: c.TLSCA, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
 		Timeout: c.Timeout, Name: core.ConnectionName(role, ""),
 		TLSFirst: c.TLSFirst, InboxPrefix: c.InboxPrefix, JSDomain: c.JSDomain, JSAPIPrefix: c.JSAPIPrefix,
-		AuthOptions: c.AuthOptions, ExtraOptions: c.ExtraOptions,
+		AuthOptions: c.AuthOptions,
 	}
 }

@@ -47,8 +47,6 @@ type ConnectOptions struct {
 	// AuthOptions authenticate in a way kanade does not read itself (a
 	// context's op:// or nsc:// reference); they count as one way.
 	AuthOptions []nats.Option
-	// ExtraOptions are passed to nats.go last (a SOCKS proxy dialer).
-	ExtraOptions []nats.Option
 
 	// Name is the client connection name; see ConnectionName.
 	Name string
@@ -191,7 +189,6 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 	if o.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
 	}
-	opts = append(opts, o.ExtraOptions...)
 	opts = append(opts, o.eventHandlers()...)
 	return opts, nil
 }

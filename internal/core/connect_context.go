@@ -38,12 +38,7 @@ type NATSContext struct {
 
 	TLSCA, TLSCert, TLSKey string
 	TLSFirst               bool
-	// ExtraOptions are passed to nats.go last. Always empty now: the
-	// settings that needed them (a SOCKS proxy, the Windows certificate
-	// store) refuse the context instead (unsupportedSettings).
-	ExtraOptions []nats.Option
-
-	InboxPrefix string
+	InboxPrefix            string
 	// JSDomain and JSAPIPrefix select the JetStream API to talk to.
 	JSDomain, JSAPIPrefix string
 }

@@ -300,6 +300,30 @@ func ValidToken(s string) bool {
 	return true
 }
 
+// MaxManifestID is the longest job or schedule id.
+const MaxManifestID = 128
+
+// ValidManifestID reports whether id can name a job or a schedule: it
+// becomes a KV key, an audit subject token, the Command id and part of the
+// local completion key, so 1-128 letters, digits, '-' or '_', starting with
+// a letter or digit. (A loop, not a regexp: `{0,127}` compiles to some
+// 118 KB that every agent process would keep alive.)
+func ValidManifestID(id string) bool {
+	if id == "" || len(id) > MaxManifestID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case (c == '-' || c == '_') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // ValidKVKey reports whether s can be a KV key (the gates look a command's
 // id up in script_current and script_status): letters, digits and -/_=.
 // only, with no empty token (no leading, trailing or doubled '.').

@@ -218,3 +218,15 @@ func TestReleaseKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestValidManifestID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"inventory-software": true, "a": true, "A_1-b": true, strings.Repeat("x", 128): true,
+		"": false, strings.Repeat("x", 129): false, "-lead": false, "_lead": false,
+		"has.dot": false, "has space": false, "wild*": false, "ünï": false, "a/b": false,
+	} {
+		if got := core.ValidManifestID(id); got != want {
+			t.Errorf("ValidManifestID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}

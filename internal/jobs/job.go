@@ -72,14 +72,13 @@ var (
 		"require_approval", "aggregate", "feed", "tier"}
 	executeKeys    = []string{"shell", "script", "script_file", "script_object", "timeout", "run_as", "cwd", "bypass_local_limit"}
 	stalenessKeys  = []string{"mode", "max_cache_age"}
-	idPattern      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
 	objNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 )
 
 // ValidID reports whether id can name a job: it becomes a KV key, an audit
 // subject token and the Command id, so letters, digits, '-' and '_' only.
 func ValidID(id string) error {
-	if !idPattern.MatchString(id) {
+	if !core.ValidManifestID(id) {
 		return fmt.Errorf("invalid job id %q: want 1-128 letters, digits, '-' or '_', starting with a letter or digit", id)
 	}
 	return nil

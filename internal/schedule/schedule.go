@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -145,14 +144,13 @@ var (
 	whenKeys               = []string{string(KindPerPC), string(KindPerTarget), string(KindCalendar), string(KindOn)}
 	calendarKeys           = []string{"at", "days"}
 	everyKeys              = []string{"every"}
-	idPattern              = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
 )
 
 // ValidID reports whether id can name a schedule (or a job): it becomes a
 // KV key and part of the local completion key, so letters, digits, '-' and
 // '_' only.
 func ValidID(id string) error {
-	if !idPattern.MatchString(id) {
+	if !core.ValidManifestID(id) {
 		return fmt.Errorf("invalid id %q: want 1-128 letters, digits, '-' or '_', starting with a letter or digit", id)
 	}
 	return nil
