@@ -261,3 +261,48 @@ func TestSchedulerWithRealAgents(t *testing.T) {
 		t.Fatalf("lease %v %+v", err, lease)
 	}
 }
+
+// TestStatusStaleLease: an instance that died without releasing the lease
+// (kill -9, power loss) leaves its record behind. `scheduler status` must
+// not call it active: nothing fires, so it says so and exits 1.
+func TestStatusStaleLease(t *testing.T) {
+	srv := natstest.Run(t)
+	js := natstest.Setup(t, srv.URL())
+	ss, err := schedule.ParseYAML("s.yaml", []byte("id: s1\njob_id: hello\nwhen: {per_pc: once}\ntarget: {all: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, js, core.BucketSchedules, "s1", &ss[0])
+	now := time.Now()
+	put(t, js, core.BucketFleetConfig, core.KeySchedulerLease, sched.LeaseRecord{Holder: "host-a:42:deadbeef", Host: "host-a", PID: 42,
+		Since: now.Add(-time.Hour).UTC(), RenewedAt: now.UTC(), TTL: "6s"})
+
+	run := func(at time.Time, asJSON bool) (string, error) {
+		var out bytes.Buffer
+		opts := &StatusOptions{IO: cmdutil.TestIO(nil, &out, &bytes.Buffer{}, false),
+			JetStream: func(context.Context) (jetstream.JetStream, error) { return js, nil },
+			Now:       func() time.Time { return at }, JSON: asJSON}
+		err := runStatus(context.Background(), opts)
+		return out.String(), err
+	}
+	// Renewed just now: active, exit 0.
+	if out, err := run(now, false); err != nil || !strings.Contains(out, "active: host-a:42:deadbeef") {
+		t.Fatalf("fresh lease: %v\n%s", err, out)
+	}
+	// Ten minutes later the record has not changed: its holder is gone.
+	later := now.Add(10 * time.Minute)
+	out, err := run(later, false)
+	var ee *cmdutil.ExitError
+	if !errors.As(err, &ee) || ee.Code != cmdutil.ExitFailure || !strings.Contains(out, "no scheduler instance is active") ||
+		!strings.Contains(out, "host-a:42:deadbeef") {
+		t.Fatalf("stale lease: err %v\n%s", err, out)
+	}
+	out, err = run(later, true)
+	var doc struct {
+		Active *sched.LeaseRecord `json:"active"`
+		Stale  *sched.LeaseRecord `json:"stale_lease"`
+	}
+	if !errors.As(err, &ee) || json.Unmarshal([]byte(out), &doc) != nil || doc.Active != nil || doc.Stale == nil || doc.Stale.Holder != "host-a:42:deadbeef" {
+		t.Fatalf("stale lease --json: err %v\n%s", err, out)
+	}
+}

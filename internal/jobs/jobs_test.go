@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/kanadehq/kanade-go/internal/core"
 )
@@ -120,6 +122,10 @@ func TestValidate(t *testing.T) {
 		{"id: a\nversion: 1\nexecute: {shell: sh, script: x, bypass_local_limit: yes please}\n", "want true or false"},
 		{"- a\n- b\n", "a manifest is a mapping"},
 		{"id: a\nid: b\n", "m.yaml:2: duplicate key id (first at line 1)"},
+		// A strict max_cache_age that does not parse would reach every
+		// agent as 0 s (each run answered 127): refused on write.
+		{"id: a\nversion: 1\nexecute: {shell: sh, script: x}\nstaleness: {mode: strict, max_cache_age: soon}\n", `m.yaml:4: job "a": staleness.max_cache_age: "soon" is not a duration`},
+		{"id: a\nversion: 1\nexecute: {shell: sh, script: x}\nstaleness: {mode: strict, max_cache_age: 1h, mode: cached}\n", "duplicate key staleness.mode"},
 	} {
 		_, err := Parse("m.yaml", []byte(tc.src))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -176,5 +182,27 @@ func TestYAMLRoundTrip(t *testing.T) {
 	}
 	if !strings.Contains(string(y), "version: \"1.10\"\n") || !strings.Contains(string(y), "script: |\n") {
 		t.Fatalf("yaml:\n%s", y)
+	}
+}
+
+// TestUTF16ManifestStoresUTF8 keeps jobs_yaml UTF-8 for a manifest saved as
+// UTF-16 (PowerShell 5's `>` and Notepad's "Unicode" write UTF-16LE with a
+// BOM): the YAML decoder reads it, so the raw text must not be its bytes.
+func TestUTF16ManifestStoresUTF8(t *testing.T) {
+	src := "\ufeffid: u\nversion: \"1\"\nexecute: {shell: sh, script: echo hi}\n"
+	var b []byte
+	for _, c := range utf16.Encode([]rune(src)) {
+		b = append(b, byte(c), byte(c>>8))
+	}
+	docs, err := Parse("u16.yaml", b)
+	if err != nil || len(docs) != 1 {
+		t.Fatalf("%d docs, err %v", len(docs), err)
+	}
+	if !utf8.Valid(docs[0].Raw) {
+		t.Fatalf("raw YAML is not UTF-8: %q", docs[0].Raw)
+	}
+	back, err := Parse("back.yaml", docs[0].Raw)
+	if err != nil || back[0].Job.ID != "u" || back[0].Job.Execute.Script != "echo hi" {
+		t.Fatalf("raw does not read back: %v %q", err, docs[0].Raw)
 	}
 }

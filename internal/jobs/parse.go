@@ -107,8 +107,10 @@ func Parse(name string, data []byte) ([]Doc, error) {
 		return nil, fmt.Errorf("%s: no manifest in the file", name)
 	}
 	raws := splitDocuments(data)
-	if len(raws) != len(nodes) {
-		raws = nil // unusual layout: re-encode each document instead
+	if len(raws) != len(nodes) || !utf8.Valid(data) {
+		// An unusual layout, or text the decoder read as UTF-16 (the
+		// stored YAML must be UTF-8): re-encode each document instead.
+		raws = nil
 	}
 	var docs []Doc
 	var errs []error
@@ -333,6 +335,9 @@ func stalenessFromNode(n *yaml.Node) (*core.Staleness, error) {
 	case yaml.ScalarNode:
 		obj["mode"] = n.Value
 	case yaml.MappingNode:
+		if err := duplicateKeys(n, "staleness."); err != nil {
+			return nil, err
+		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], resolve(n.Content[i+1])
 			if !slices.Contains(stalenessKeys, k.Value) {
@@ -351,6 +356,11 @@ func stalenessFromNode(n *yaml.Node) (*core.Staleness, error) {
 	var s core.Staleness
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, keyError(n, "staleness: %v", err)
+	}
+	if s.InvalidMaxCacheAge != "" {
+		// Stored, it would reach every agent as 0 s and each run would
+		// be answered 127: a typo must not become that default.
+		return nil, keyError(n, "staleness.max_cache_age: %q is not a duration (like 30m, 1h, 7d)", obj["max_cache_age"])
 	}
 	return &s, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -441,10 +442,15 @@ func (e *Engine) poll(ctx context.Context, en *entry, now time.Time) bool {
 	successes := e.succ.For(s.JobID)
 	next := st.clone()
 	next.prune(now, window)
+	alive := make(map[string]bool, len(expected))
+	for _, pc := range expected {
+		alive[pc] = true
+	}
+	next.holdOffline(alive, window, now)
 	rec := FireRecord{At: now.UTC(), Outcome: OutcomeFired, JobVersion: job.Version, Instance: e.Instance}
 	var target execjob.Target
 	if s.When.PerPC != nil {
-		pcs := EligiblePCs(expected, successes, every, st.DispatchedTimes(), window, now)
+		pcs := EligiblePCs(expected, successes, every, next.DispatchedTimes(), window, now)
 		if len(pcs) == 0 {
 			e.note(en, "")
 			return e.savePruned(ctx, s.ID, st, next, rev)
@@ -494,9 +500,10 @@ func (e *Engine) poll(ctx context.Context, en *entry, now time.Time) bool {
 }
 
 // savePruned writes the state back when pruning dropped expired dispatch
-// marks, so the key does not grow; nothing else changed.
+// marks (so the key does not grow) or held the marks of offline pcs;
+// nothing else changed.
 func (e *Engine) savePruned(ctx context.Context, id string, old, pruned *FireState, rev uint64) bool {
-	if len(old.Dispatched) == len(pruned.Dispatched) {
+	if maps.Equal(old.Dispatched, pruned.Dispatched) {
 		return true
 	}
 	if _, err := writeFireState(ctx, e.kvFleet, id, pruned, rev); err != nil && !errors.Is(err, errStateMoved) {

@@ -17,19 +17,21 @@ const PollEvery = time.Minute
 
 // In-flight suppression (upstream's dispatch marks): a pc (or a whole
 // target) fired at is not fired at again for jitter + the job's timeout +
-// DispatchDrain, clamped to [DispatchWindowMin, DispatchWindowMax], so the
-// minute poll does not re-fire it while its result is on its way. A pc
-// whose run failed is retried once the window has passed.
+// DispatchDrain (at least DispatchWindowMin), so the minute poll does not
+// re-fire it while its run may still be going or its result is on its way.
+// There is no upper clamp: a run may take its whole timeout, and firing
+// again before that runs the job twice on the pc. A pc whose run failed is
+// retried once the window has passed; a pc that went offline keeps its mark
+// (FireState.holdOffline), since the command waits in EXEC for it.
 const (
 	DispatchDrain     = 90 * time.Second
 	DispatchWindowMin = 90 * time.Second
-	DispatchWindowMax = 30 * time.Minute
 )
 
 // DispatchWindow is the in-flight suppression window of a schedule whose
 // fires sleep up to jitter and run up to timeout.
 func DispatchWindow(jitter, timeout time.Duration) time.Duration {
-	return min(max(jitter+timeout+DispatchDrain, DispatchWindowMin), DispatchWindowMax)
+	return max(jitter+timeout+DispatchDrain, DispatchWindowMin)
 }
 
 // OwedTick is the calendar tick a scheduler waking at now owes: the latest

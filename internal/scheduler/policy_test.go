@@ -16,7 +16,9 @@ func TestDispatchWindow(t *testing.T) {
 		{0, 0, DispatchWindowMin},
 		{0, time.Second, time.Second + DispatchDrain},
 		{time.Minute, time.Minute, 2*time.Minute + DispatchDrain},
-		{time.Hour, time.Hour, DispatchWindowMax},
+		// No upper clamp: a job may run its whole timeout (a 30-minute cap
+		// fired a 40-minute run a second time at minute 31).
+		{time.Hour, time.Hour, 2*time.Hour + DispatchDrain},
 	} {
 		if got := DispatchWindow(c.jitter, c.timeout); got != c.want {
 			t.Errorf("DispatchWindow(%s, %s) = %s, want %s", c.jitter, c.timeout, got, c.want)
@@ -107,5 +109,44 @@ func TestNextPoll(t *testing.T) {
 	t.Parallel()
 	if got := NextPoll(time.Date(2026, 1, 31, 23, 59, 30, 0, time.UTC)); !got.Equal(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)) {
 		t.Fatalf("NextPoll = %v", got)
+	}
+}
+
+// TestHoldOfflineKeepsAFiredPCInFlight: a pc fired at that then went offline
+// keeps its dispatch mark while it is away, so when it comes back (and runs
+// the command waiting in EXEC) the minute poll does not fire it again.
+// Before, the mark expired while the pc was away and the first poll after
+// its return fired the job a second time.
+func TestHoldOfflineKeepsAFiredPCInFlight(t *testing.T) {
+	t.Parallel()
+	window := DispatchWindow(0, time.Minute) // 2m30s
+	st := &FireState{Dispatched: map[string]int64{"a": at(0).Unix(), "b": at(0).Unix()}}
+	// Minutes 1..10: "a" is alive and answers; "b" went off right after
+	// the fire.
+	for m := 1; m <= 10; m++ {
+		now := at(60 * m)
+		st.prune(now, window)
+		st.holdOffline(map[string]bool{"a": true}, window, now)
+	}
+	if _, ok := st.Dispatched["a"]; ok {
+		t.Fatal("the alive pc's mark outlived its window")
+	}
+	if got := st.DispatchedTimes()["b"]; !got.Equal(at(600)) {
+		t.Fatalf("the offline pc's mark = %s, want renewed to %s", got, at(600))
+	}
+	// "b" is back at minute 11 with no success yet: not fired again while
+	// its replayed run may still be going.
+	now := at(660)
+	st.prune(now, window)
+	st.holdOffline(map[string]bool{"a": true, "b": true}, window, now)
+	if pcs := EligiblePCs([]string{"b"}, nil, 0, st.DispatchedTimes(), window, now); len(pcs) != 0 {
+		t.Fatalf("fired again at %v right after it came back", pcs)
+	}
+	// Once a whole window has passed with it online, a pc without a
+	// success is fired again (a failed or lost run is retried).
+	now = at(600).Add(window)
+	st.prune(now, window)
+	if pcs := EligiblePCs([]string{"b"}, nil, 0, st.DispatchedTimes(), window, now); len(pcs) != 1 {
+		t.Fatalf("not retried after a full window online: %v", pcs)
 	}
 }

@@ -87,6 +87,24 @@ func (s *FireState) record(f FireRecord) {
 	}
 }
 
+// holdOffline renews, to now, the dispatch marks still within window of
+// pcs that are not alive now. Such a pc was fired at and went away (or was
+// fired at while already off, in the 2 minutes a pc still counts as alive):
+// the command waits in EXEC and runs when the pc comes back, so its window
+// must start no earlier than that, or the first poll after its return fires
+// the job a second time while the replayed copy runs. It reports whether a
+// mark changed.
+func (s *FireState) holdOffline(alive map[string]bool, window time.Duration, now time.Time) bool {
+	changed := false
+	for pc, sec := range s.Dispatched {
+		if !alive[pc] && now.Sub(time.Unix(sec, 0)) < window && sec != now.Unix() {
+			s.Dispatched[pc] = now.Unix()
+			changed = true
+		}
+	}
+	return changed
+}
+
 // prune drops dispatch marks older than window.
 func (s *FireState) prune(now time.Time, window time.Duration) {
 	for pc, sec := range s.Dispatched {
