@@ -31,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -149,9 +150,9 @@ func (e *VerifyError) Error() string {
 	case Unsigned:
 		return "no signature"
 	case UnknownKey:
-		return fmt.Sprintf("signed by key id %q, which is not in this agent's keyring", e.KID)
+		return fmt.Sprintf("signed by key id %q, which is not in this agent's keyring", clip(e.KID))
 	case UnsupportedAlg:
-		return fmt.Sprintf("unsupported signature algorithm %q (want %s)", e.Detail, core.SigAlgEd25519)
+		return fmt.Sprintf("unsupported signature algorithm %q (want %s)", clip(e.Detail), core.SigAlgEd25519)
 	case Malformed:
 		return "malformed signature: " + e.Detail
 	case BadSignature:
@@ -160,6 +161,24 @@ func (e *VerifyError) Error() string {
 		return fmt.Sprintf("signature by key %q is %s old, outside its %s freshness bound", e.KID, e.Age.Round(time.Millisecond), e.MaxAge)
 	}
 	return "signature check failed"
+}
+
+// clipLen bounds how much of a value the sender chose an error quotes.
+const clipLen = 64
+
+// clip is s cut to clipLen bytes (on a rune boundary) with an ellipsis. A
+// refusal's reason is the stderr of the result every enforcing pc
+// publishes, so a header value quoted whole would let one forged message
+// make each pc upload a multiple of it.
+func clip(s string) string {
+	if len(s) <= clipLen {
+		return s
+	}
+	cut := clipLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // ReasonOf is the Reason of err, 0 when err is not a *VerifyError.
@@ -194,7 +213,7 @@ func VerifySignature(ring *Keyring, body []byte, h Headers) (Authentic, error) {
 	}
 	atMS, err := strconv.ParseInt(h.At, 10, 64)
 	if err != nil {
-		return Authentic{}, &VerifyError{Reason: Malformed, KID: h.KID, Detail: fmt.Sprintf("%s %q is not a decimal number of milliseconds", core.HeaderSigAt, h.At)}
+		return Authentic{}, &VerifyError{Reason: Malformed, KID: h.KID, Detail: fmt.Sprintf("%s %q is not a decimal number of milliseconds", core.HeaderSigAt, clip(h.At))}
 	}
 	if h.Alg != core.SigAlgEd25519 {
 		return Authentic{}, &VerifyError{Reason: UnsupportedAlg, KID: h.KID, Detail: h.Alg}

@@ -46,7 +46,11 @@ func (x *executor) acceptCommand(via, subject string, hdr nats.Header, data []by
 		x.log.Warn("ignoring command that does not decode", "subsystem", "intake", "via", via, "subject", subject, "bytes", len(data), "error", err)
 		return true, closedChan
 	}
-	if x.verifier != nil && !envelope && core.ValidToken(cmd.RequestID) {
+	// The very bytes the ledger admitted before (they passed the check then) are a
+	// redelivery: the ledger below answers it as a duplicate. Judging it
+	// again could refuse a request that ran (its key retired since, a
+	// break-glass signature aged out) and answer it a second time.
+	if x.verifier != nil && !envelope && core.ValidToken(cmd.RequestID) && !x.admittedBefore(cmd.RequestID, data) {
 		if v := x.verifier.check(via, subject, hdr, data, cmd.RequestID); v.refuse != "" {
 			return x.refuseUnverified(cmd, v.refuse, hdr, raw)
 		}
@@ -123,6 +127,14 @@ func (x *executor) refuseUnverified(cmd *core.Command, reason string, hdr nats.H
 			"request_id", cmd.RequestID, "error", err)
 	}
 	return true, closedChan
+}
+
+// admittedBefore reports whether the ledger holds requestID admitted with
+// exactly these bytes (or with bytes it no longer knows, when every command
+// with the id is a duplicate): nothing with them can run again.
+func (x *executor) admittedBefore(requestID string, data []byte) bool {
+	rec, ok := x.ledger.Lookup(requestID)
+	return ok && (rec.Fingerprint == "" || rec.Fingerprint == ledger.Fingerprint(data))
 }
 
 // invalidCommandID names the first id of cmd that cannot be used where the

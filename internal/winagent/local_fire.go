@@ -65,11 +65,17 @@ type localFires struct {
 	// before it fires a failing schedule again (retryAt).
 	failed   map[string]int
 	failedAt map[string]time.Time
+	// unread is why the file, which exists, could not be read; nil once
+	// it was (or when there is none).
+	unread error
 }
 
 // openLocalFires loads dataDir's completions file. A file that does not
 // decode is kept aside (.bad) and the agent starts with no completions: a
-// per_pc schedule then runs once more, which beats never running again.
+// per_pc schedule then runs once more, which beats never running again. A
+// file that exists but cannot be read (locked, a bad ACL) is not taken for
+// "none": per_pc schedules wait until it reads (readable), and it is not
+// overwritten meanwhile.
 func openLocalFires(dataDir string, now func() time.Time, log *slog.Logger) *localFires {
 	l := &localFires{
 		path: filepath.Join(dataDir, localCompletionsFile), now: now, log: log,
@@ -77,20 +83,54 @@ func openLocalFires(dataDir string, now func() time.Time, log *slog.Logger) *loc
 		byRequest: map[string]localOrigin{}, bySchedule: map[string]string{},
 		failed: map[string]int{}, failedAt: map[string]time.Time{},
 	}
+	l.loadLocked()
+	if l.unread != nil {
+		log.Warn("cannot read local completions; per_pc schedules wait until it reads", "path", l.path, "error", l.unread)
+	}
+	return l
+}
+
+// loadLocked reads the file into completions, keeping a completion this
+// process recorded when it is newer; a read that fails sets unread.
+func (l *localFires) loadLocked() {
 	b, err := os.ReadFile(l.path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		log.Warn("cannot read local completions; starting with none", "path", l.path, "error", err)
+		l.unread = err
+		return
 	default:
-		if err := json.Unmarshal(b, &l.completions); err != nil {
-			l.completions = map[string]time.Time{}
+		var m map[string]time.Time // null leaves it nil
+		if err := json.Unmarshal(b, &m); err != nil {
+			m = nil
 			bad := l.path + ".bad"
 			_ = os.Rename(l.path, bad)
-			log.Warn("local completions do not decode; kept aside, starting with none", "path", l.path, "moved_to", bad, "error", err)
+			l.log.Warn("local completions do not decode; kept aside, starting with none", "path", l.path, "moved_to", bad, "error", err)
+		}
+		for k, t := range m {
+			if cur, ok := l.completions[k]; !ok || t.After(cur) {
+				l.completions[k] = t
+			}
 		}
 	}
-	return l
+	l.unread = nil
+}
+
+// readable is why the completions cannot be trusted, nil when they can.
+// While the file could not be read, each call tries it again.
+func (l *localFires) readable() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.unread != nil {
+		if l.loadLocked(); l.unread == nil {
+			l.log.Info("local completions read", "path", l.path, "completions", len(l.completions))
+			// With what this process recorded while it could not.
+			if err := l.saveLocked(); err != nil {
+				l.log.Error("could not write local completions; a restart could run a schedule again", "path", l.path, "error", err)
+			}
+		}
+	}
+	return l.unread
 }
 
 // lastSuccess is the time of the last exit-0 fire of key (CompletionKey).
@@ -187,6 +227,12 @@ func (l *localFires) finished(r core.ExecResult) {
 // saveLocked writes the completions atomically: temp file, fsync, rename,
 // directory fsync.
 func (l *localFires) saveLocked() error {
+	if l.unread != nil {
+		// Writing now would replace the completions it holds.
+		if l.loadLocked(); l.unread != nil {
+			return fmt.Errorf("not written, since the file could not be read: %w", l.unread)
+		}
+	}
 	b, err := json.MarshalIndent(l.completions, "", "  ")
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package winagent
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -253,6 +254,9 @@ func (s *localScheduler) init() {
 		if err := json.Unmarshal(b, &s.markers); err != nil {
 			s.markers = map[string]json.RawMessage{}
 			s.log.Warn("startup markers do not decode; on: startup schedules may fire again this boot", "error", err)
+		}
+		if s.markers == nil { // the file held null
+			s.markers = map[string]json.RawMessage{}
 		}
 	}
 }
@@ -824,7 +828,14 @@ func (s *localScheduler) tick(now time.Time) time.Time {
 			delete(s.seen, id) // targeted again later: starts afresh
 			continue
 		}
-		if raw := string(c.Schedules[id]); s.seen[id] != raw {
+		// Compact: the cache file is indented, the broker's copy is not,
+		// and the same schedule read from either must not start afresh.
+		var b bytes.Buffer
+		if json.Compact(&b, c.Schedules[id]) != nil {
+			b.Reset()
+			b.Write(c.Schedules[id])
+		}
+		if raw := b.String(); s.seen[id] != raw {
 			s.seen[id] = raw
 			s.cursor[id] = now
 			delete(s.said, id)
@@ -861,6 +872,10 @@ func (s *localScheduler) tick(now time.Time) time.Time {
 func (s *localScheduler) perPC(c *localCache, sch *schedule.Schedule, now time.Time) time.Time {
 	if s.fires.inFlight(sch.ID) {
 		return time.Time{} // its end wakes the loop
+	}
+	if err := s.fires.readable(); err != nil {
+		s.hold(sch, fmt.Sprintf("%s cannot be read, so whether it succeeded before is unknown (%v)", localCompletionsFile, err), slog.LevelWarn)
+		return now.Add(schedulerMaxSleep)
 	}
 	last, done := s.fires.lastSuccess(schedule.CompletionKey(sch.ID, sch.JobID))
 	if done {
