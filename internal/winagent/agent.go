@@ -349,7 +349,7 @@ func (a *Agent) subsystems() []subsystem {
 		&slotLimitFollower{slots: a.exec.slots, local: a.cfg.MaxConcurrent, effective: a.effective, log: log("slots")},
 
 		// Periodic work.
-		&localScheduler{pc: a.cfg.ID, nc: a.nc, tracker: a.tracker, clock: a.clock, rand: a.rand, log: log("schedules"),
+		&localScheduler{enforcing: a.verifier.enforcing, pc: a.cfg.ID, nc: a.nc, tracker: a.tracker, clock: a.clock, rand: a.rand, log: log("schedules"),
 			dataDir: a.cfg.DataDir, groups: a.groups, fires: a.exec.local, fire: a.exec.fireLocal,
 			prefetch: prefetchScript(a.js, a.exec.source)},
 		&inventoryLoop{pc: a.cfg.ID, col: &inventory.Collector{Log: a.log}, js: a.js, retrier: a.retrier,

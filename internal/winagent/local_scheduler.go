@@ -134,6 +134,10 @@ func (c *localCache) freezeState() schedule.FreezeState {
 
 // localScheduler is the subsystem.
 type localScheduler struct {
+	// enforcing reports whether this agent refuses unsigned commands
+	// (keyring.go); its agent-side fires are then held (enforcingHold).
+	enforcing func() bool
+
 	pc      string
 	nc      *nats.Conn
 	tracker *core.Tracker
@@ -983,6 +987,9 @@ func (s *localScheduler) attempt(c *localCache, sch *schedule.Schedule, now, tic
 	if c.ScriptStatus[sch.JobID] == core.ScriptStatusRevoked {
 		return hold(fmt.Sprintf("job %q is revoked (script_status[%s] = REVOKED)", sch.JobID, sch.JobID), slog.LevelInfo)
 	}
+	if s.enforcing != nil && s.enforcing() {
+		return hold(enforcingHold, slog.LevelWarn)
+	}
 	opts := jobs.CommandOptions{RequestID: uuid.NewString(), ExecID: uuid.NewString(), Jitter: sch.JitterDuration(), ScriptSHA256: cj.ScriptSHA256}
 	if d, ok := sch.StartingDeadlineDuration(); ok {
 		dl := tick.Add(d).UTC()
@@ -1000,6 +1007,13 @@ func (s *localScheduler) attempt(c *localCache, sch *schedule.Schedule, now, tic
 		"exec_id", cmd.ExecIDValue(), "tick", tick.UTC().Format(time.RFC3339))
 	return true
 }
+
+// enforcingHold is why an enforcing agent fires no runs_on: agent schedule.
+// A local fire is built from the job in KV jobs, which carries no
+// signature: whoever can write that bucket would otherwise run code on a pc
+// that refuses every unsigned command (SPEC-2 §5's promise). Backend
+// schedules are fired by kanade scheduler as signed commands.
+const enforcingHold = "this agent enforces signed commands, and an agent-side fire carries no signature (its job is read from KV jobs); nothing is run — use runs_on: backend, whose fires kanade scheduler signs"
 
 // hold logs why sch is held back, once per reason (then at debug).
 func (s *localScheduler) hold(sch *schedule.Schedule, why string, level slog.Level) {

@@ -368,3 +368,27 @@ func TestCommandEnvelopeV2(t *testing.T) {
 		}
 	}
 }
+
+// TestEnforcingAgentHoldsAgentSideSchedules: a runs_on: agent schedule is
+// built from KV jobs, which carries no signature, so an enforcing agent
+// never runs it (whoever can write the bucket would otherwise run code on
+// a pc that refuses every unsigned command); a relaxed agent runs it.
+func TestEnforcingAgentHoldsAgentSideSchedules(t *testing.T) {
+	f := newSigningFleet(t)
+	marker := filepath.Join(t.TempDir(), "ran")
+	putJobKV(t, f.js, "kv-job", "echo $(hostname) >> "+marker+"; echo local")
+	putAgentSchedule(t, f.js, "kv-sched", "kv-job", `{"per_pc":"once"}`)
+	natstest.Eventually(t, 20*time.Second, "the relaxed agent ran the schedule", func() bool {
+		r := resultsFor(t, f.js, "kv-job")["pc-relaxed"]
+		return len(r) == 1 && r[0].ExitCode == 0
+	})
+	natstest.Eventually(t, 10*time.Second, "the enforcing agent held it with a warning", func() bool {
+		return strings.Contains(f.enforcing.logs.String(), "agent-side fire carries no signature")
+	})
+	if r := resultsFor(t, f.js, "kv-job")["pc-enforcing"]; len(r) != 0 {
+		t.Fatalf("the enforcing agent ran a KV-defined job: %+v", r)
+	}
+	if strings.Contains(f.enforcing.logs.String(), `msg="schedule fired"`) {
+		t.Fatalf("the enforcing agent fired the schedule:\n%s", f.enforcing.logs.String())
+	}
+}
