@@ -226,10 +226,14 @@ func (x *executor) finishResult(log *slog.Logger, r core.ExecResult) {
 		log.Error("could not queue result; the next boot answers the request", "result_id", r.ResultID, "exit_code", r.ExitCode, "error", err)
 		return
 	}
+	// A local fire's completion is recorded before the ledger says
+	// finished: a crash between the two then costs a 121 at the next boot
+	// (the same result_id, dropped by the stream as a duplicate), never a
+	// second run of a per_pc: once schedule.
+	x.local.finished(r)
 	if err := x.ledger.Finish(r.RequestID); err != nil {
 		log.Warn("could not mark the request finished in the admission ledger; the next boot may answer it again (the same result_id, dropped by the stream as a duplicate)", "error", err)
 	}
-	x.local.finished(r)
 }
 
 // queueResult writes r to the results outbox.
