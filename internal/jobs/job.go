@@ -12,13 +12,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/manifest"
 )
 
 // DefaultTimeout is a job's script timeout when execute.timeout is absent
@@ -221,7 +221,7 @@ func (j *Job) Command(o CommandOptions) core.Command {
 // MarshalJSON writes the known fields and the kept upstream keys.
 func (j Job) MarshalJSON() ([]byte, error) {
 	type plain Job
-	return marshalWithExtra(plain(j), j.Extra)
+	return manifest.MarshalWithExtra(plain(j), j.Extra)
 }
 
 // UnmarshalJSON reads tolerantly: unknown keys go to Extra.
@@ -231,7 +231,7 @@ func (j *Job) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
-	extra, err := extraKeys(b, topKeys)
+	extra, err := manifest.ExtraKeys(b, topKeys)
 	if err != nil {
 		return err
 	}
@@ -243,7 +243,7 @@ func (j *Job) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes the known fields and any kept unknown keys.
 func (e Execute) MarshalJSON() ([]byte, error) {
 	type plain Execute
-	return marshalWithExtra(plain(e), e.Extra)
+	return manifest.MarshalWithExtra(plain(e), e.Extra)
 }
 
 // UnmarshalJSON reads tolerantly: unknown keys go to Extra.
@@ -253,44 +253,13 @@ func (e *Execute) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
-	extra, err := extraKeys(b, executeKeys)
+	extra, err := manifest.ExtraKeys(b, executeKeys)
 	if err != nil {
 		return err
 	}
 	p.Extra = extra
 	*e = Execute(p)
 	return nil
-}
-
-func marshalWithExtra(v any, extra map[string]json.RawMessage) ([]byte, error) {
-	b, err := json.Marshal(v)
-	if err != nil || len(extra) == 0 {
-		return b, err
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	for k, raw := range extra {
-		if _, known := m[k]; !known {
-			m[k] = raw
-		}
-	}
-	return json.Marshal(m)
-}
-
-func extraKeys(b []byte, known []string) (map[string]json.RawMessage, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	for _, k := range known {
-		delete(m, k)
-	}
-	if len(m) == 0 {
-		return nil, nil
-	}
-	return maps.Clone(m), nil
 }
 
 // Decode reads a stored job (KV jobs) tolerantly.

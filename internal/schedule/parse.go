@@ -1,17 +1,13 @@
 package schedule
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"regexp"
 	"slices"
-	"strconv"
-	"strings"
 
+	"github.com/kanadehq/kanade-go/internal/manifest"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -53,48 +49,24 @@ func ParseYAML(name string, data []byte) ([]Schedule, error) {
 // when others are not; the error joins one line per problem, each starting
 // "<file>:<line>: ".
 func Parse(name string, data []byte) ([]Doc, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var nodes []*yaml.Node
-	for {
-		var n yaml.Node
-		err := dec.Decode(&n)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			msg := strings.TrimPrefix(err.Error(), "yaml: ")
-			if m := lineRef.FindStringSubmatch(msg); m != nil {
-				return nil, fmt.Errorf("%s:%s: %s", name, m[1], msg[len(m[0]):])
-			}
-			return nil, fmt.Errorf("%s: %s", name, msg)
-		}
-		if len(n.Content) == 0 || (n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null") {
-			continue // an empty document
-		}
-		nodes = append(nodes, &n)
-	}
-	if len(nodes) == 0 {
-		return nil, fmt.Errorf("%s: no schedule in the file", name)
-	}
-	raws := splitDocuments(data)
-	if len(raws) != len(nodes) {
-		raws = nil // unusual layout: re-encode each document instead
+	nodes, err := manifest.Documents(name, "schedule", data)
+	if err != nil {
+		return nil, err
 	}
 	var docs []Doc
 	var errs []error
-	for i, n := range nodes {
-		d := Doc{File: name, Line: n.Content[0].Line}
-		if raws != nil {
-			d.Raw = raws[i]
-		} else if b, err := yaml.Marshal(n); err == nil {
-			d.Raw = b
-		}
-		s, err := fromNode(n.Content[0])
+	for _, n := range nodes {
+		d := Doc{File: name, Line: n.Line, Raw: n.Raw}
+		s, err := fromNode(n.Root)
 		if err == nil {
 			err = s.Validate()
 		}
 		if err != nil {
-			errs = append(errs, docError(name, d.Line, s, err))
+			label := ""
+			if s != nil && s.ID != "" {
+				label = fmt.Sprintf("schedule %q: ", s.ID)
+			}
+			errs = append(errs, manifest.DocError(name, d.Line, label, err))
 			continue
 		}
 		d.Schedule = s
@@ -103,90 +75,18 @@ func Parse(name string, data []byte) ([]Doc, error) {
 	return docs, errors.Join(errs...)
 }
 
-// lineRef matches the "line N: " that nodeError puts first.
-var lineRef = regexp.MustCompile(`^line (\d+): `)
-
-// docError puts the file and line first on every line of err:
-// "schedules/x.yaml:7: schedule \"x\": unknown key when.calendar.dyas".
-func docError(file string, line int, s *Schedule, err error) error {
-	id := ""
-	if s != nil && s.ID != "" {
-		id = fmt.Sprintf("schedule %q: ", s.ID)
-	}
-	var lines []string
-	for _, l := range strings.Split(err.Error(), "\n") {
-		at := line
-		if m := lineRef.FindStringSubmatch(l); m != nil {
-			at, _ = strconv.Atoi(m[1])
-			l = l[len(m[0]):]
-		}
-		lines = append(lines, fmt.Sprintf("%s:%d: %s%s", file, at, id, l))
-	}
-	return errors.New(strings.Join(lines, "\n"))
-}
-
-// splitDocuments cuts data at "---" lines and drops parts holding only
-// comments and blank lines, so part i is the text of document i.
-func splitDocuments(data []byte) [][]byte {
-	var parts [][]byte
-	var cur []byte
-	flush := func() {
-		if hasContent(cur) {
-			parts = append(parts, cur)
-		}
-		cur = nil
-	}
-	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
-		t := bytes.TrimRight(line, "\r\n")
-		if bytes.Equal(t, []byte("---")) || bytes.HasPrefix(t, []byte("--- ")) || bytes.Equal(t, []byte("...")) {
-			flush()
-			continue
-		}
-		cur = append(cur, line...)
-	}
-	flush()
-	return parts
-}
-
-func hasContent(b []byte) bool {
-	for _, l := range bytes.Split(b, []byte("\n")) {
-		l = bytes.TrimSpace(l)
-		if len(l) > 0 && l[0] != '#' && !bytes.HasPrefix(l, []byte("%")) {
-			return true
-		}
-	}
-	return false
-}
-
-// nodeError is a problem at a node, with its line for docError.
-func nodeError(n *yaml.Node, format string, a ...any) error {
-	return fmt.Errorf("line %d: %s", n.Line, fmt.Sprintf(format, a...))
-}
-
-func resolve(n *yaml.Node) *yaml.Node {
-	for n != nil && n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
-	return n
-}
-
 // mapping walks a mapping node's pairs after refusing duplicate keys and
 // anything that is not a mapping.
 func mapping(n *yaml.Node, path, hint string, each func(k, v *yaml.Node) error) error {
 	if n.Kind != yaml.MappingNode {
-		return nodeError(n, "%s: want a mapping (%s)", path, hint)
+		return manifest.NodeError(n, "%s: want a mapping (%s)", path, hint)
 	}
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i]
-		if first, ok := seen[k.Value]; ok {
-			return nodeError(k, "duplicate key %s%s (first at line %d)", prefix(path), k.Value, first)
-		}
-		seen[k.Value] = k.Line
+	if err := manifest.DuplicateKeys(n, prefix(path)); err != nil {
+		return err
 	}
 	var errs []error
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		if err := each(n.Content[i], resolve(n.Content[i+1])); err != nil {
+		if err := each(n.Content[i], manifest.Resolve(n.Content[i+1])); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -203,52 +103,52 @@ func prefix(path string) string {
 // fromNode builds a Schedule from a document's root, refusing unknown keys
 // by their dotted path.
 func fromNode(root *yaml.Node) (*Schedule, error) {
-	root = resolve(root)
+	root = manifest.Resolve(root)
 	s := &Schedule{Enabled: true}
 	allowed := append(slices.Clone(topKeys), upstreamTopKeys...)
 	err := mapping(root, "", "id: …, job_id: …, when: …, target: …", func(k, v *yaml.Node) error {
 		var err error
 		switch k.Value {
 		case "id":
-			s.ID, err = scalar(v, "id")
+			s.ID, err = manifest.Scalar(v, "id")
 		case "job_id":
-			s.JobID, err = scalar(v, "job_id")
+			s.JobID, err = manifest.Scalar(v, "job_id")
 		case "when":
 			err = whenFromNode(v, &s.When)
 		case "target":
 			err = targetFromNode(v, &s.Target)
 		case "runs_on":
-			s.RunsOn, err = scalar(v, "runs_on")
+			s.RunsOn, err = manifest.Scalar(v, "runs_on")
 		case "enabled":
-			s.Enabled, err = boolean(v, "enabled")
+			s.Enabled, err = manifest.Boolean(v, "enabled")
 		case "tz":
-			s.TZ, err = scalar(v, "tz")
+			s.TZ, err = manifest.Scalar(v, "tz")
 		case "jitter":
-			s.Jitter, err = scalar(v, "jitter")
+			s.Jitter, err = manifest.Scalar(v, "jitter")
 		case "starting_deadline":
-			s.StartingDeadline, err = scalar(v, "starting_deadline")
+			s.StartingDeadline, err = manifest.Scalar(v, "starting_deadline")
 		case "active":
 			err = mapping(v, "active", "from: …, until: …", func(k, v *yaml.Node) error {
 				switch k.Value {
 				case "from":
-					s.Active.From, err = scalar(v, "active.from")
+					s.Active.From, err = manifest.Scalar(v, "active.from")
 				case "until":
-					s.Active.Until, err = scalar(v, "active.until")
+					s.Active.Until, err = manifest.Scalar(v, "active.until")
 				default:
-					return unknownKey(k, "active."+k.Value, activeKeys)
+					return manifest.UnknownKey(k, "active."+k.Value, activeKeys)
 				}
 				return err
 			})
 		case "constraints":
 			err = constraintsFromNode(v, &s.Constraints)
 		case "tags":
-			s.Tags, err = stringList(v, "tags")
+			s.Tags, err = manifest.StringList(v, "tags")
 		default:
 			if !slices.Contains(upstreamTopKeys, k.Value) {
-				return unknownKey(k, k.Value, allowed)
+				return manifest.UnknownKey(k, k.Value, allowed)
 			}
 			var raw json.RawMessage
-			if raw, err = nodeJSON(v, k.Value); err == nil {
+			if raw, err = manifest.NodeJSON(v, k.Value); err == nil {
 				if s.Extra == nil {
 					s.Extra = map[string]json.RawMessage{}
 				}
@@ -266,13 +166,13 @@ func targetFromNode(n *yaml.Node, t *Target) error {
 		var err error
 		switch k.Value {
 		case "all":
-			t.All, err = boolean(v, "target.all")
+			t.All, err = manifest.Boolean(v, "target.all")
 		case "groups":
-			t.Groups, err = stringList(v, "target.groups")
+			t.Groups, err = manifest.StringList(v, "target.groups")
 		case "pcs":
-			t.PCs, err = stringList(v, "target.pcs")
+			t.PCs, err = manifest.StringList(v, "target.pcs")
 		default:
-			return unknownKey(k, "target."+k.Value, targetKeys)
+			return manifest.UnknownKey(k, "target."+k.Value, targetKeys)
 		}
 		return err
 	})
@@ -283,15 +183,15 @@ func constraintsFromNode(n *yaml.Node, c *Constraints) error {
 		var err error
 		switch k.Value {
 		case "window":
-			c.Window, err = scalar(v, "constraints.window")
+			c.Window, err = manifest.Scalar(v, "constraints.window")
 		case "skip_dates":
-			c.SkipDates, err = stringList(v, "constraints.skip_dates")
+			c.SkipDates, err = manifest.StringList(v, "constraints.skip_dates")
 		default:
 			if !slices.Contains(upstreamConstraintKeys, k.Value) {
-				return unknownKey(k, "constraints."+k.Value, append(slices.Clone(constraintKeys), upstreamConstraintKeys...))
+				return manifest.UnknownKey(k, "constraints."+k.Value, append(slices.Clone(constraintKeys), upstreamConstraintKeys...))
 			}
 			var raw json.RawMessage
-			if raw, err = nodeJSON(v, "constraints."+k.Value); err == nil {
+			if raw, err = manifest.NodeJSON(v, "constraints."+k.Value); err == nil {
 				if c.Extra == nil {
 					c.Extra = map[string]json.RawMessage{}
 				}
@@ -305,13 +205,13 @@ func constraintsFromNode(n *yaml.Node, c *Constraints) error {
 // whenFromNode reads a when mapping with exactly one kind.
 func whenFromNode(n *yaml.Node, w *When) error {
 	if n.Kind != yaml.MappingNode {
-		return nodeError(n, "when: want a mapping like {per_pc: once} or {calendar: {at: \"09:00\"}}")
+		return manifest.NodeError(n, "when: want a mapping like {per_pc: once} or {calendar: {at: \"09:00\"}}")
 	}
 	if len(n.Content) != 2 {
 		if len(n.Content) == 0 {
-			return nodeError(n, "when: empty; give one of per_pc, per_target, calendar, on")
+			return manifest.NodeError(n, "when: empty; give one of per_pc, per_target, calendar, on")
 		}
-		return nodeError(n, "when: give exactly one of per_pc, per_target, calendar, on")
+		return manifest.NodeError(n, "when: give exactly one of per_pc, per_target, calendar, on")
 	}
 	return mapping(n, "when", "", func(k, v *yaml.Node) error {
 		switch Kind(k.Value) {
@@ -332,22 +232,22 @@ func whenFromNode(n *yaml.Node, w *When) error {
 				var err error
 				switch k.Value {
 				case "at":
-					c.At, err = scalar(v, "when.calendar.at")
+					c.At, err = manifest.Scalar(v, "when.calendar.at")
 				case "days":
-					c.Days, err = stringList(v, "when.calendar.days")
+					c.Days, err = manifest.StringList(v, "when.calendar.days")
 				default:
-					return unknownKey(k, "when.calendar."+k.Value, calendarKeys)
+					return manifest.UnknownKey(k, "when.calendar."+k.Value, calendarKeys)
 				}
 				return err
 			})
 		case KindOn:
-			on, err := stringList(v, "when.on")
+			on, err := manifest.StringList(v, "when.on")
 			if err != nil {
 				return err
 			}
 			w.On = on
 		default:
-			return unknownKey(k, "when."+k.Value, whenKeys)
+			return manifest.UnknownKey(k, "when."+k.Value, whenKeys)
 		}
 		return nil
 	})
@@ -359,138 +259,26 @@ func perFromNode(n *yaml.Node, path string) (Per, error) {
 	case yaml.ScalarNode:
 		if n.Value != "once" {
 			msg := fmt.Sprintf("%s: %q is not once or {every: <duration>}", path, n.Value)
-			if editDistance(n.Value, "once") <= 2 {
+			if manifest.Closest(n.Value, []string{"once"}) != "" {
 				msg += " (did you mean once?)"
 			}
-			return Per{}, nodeError(n, "%s", msg)
+			return Per{}, manifest.NodeError(n, "%s", msg)
 		}
 		return Per{}, nil
 	case yaml.MappingNode:
 		var p Per
 		err := mapping(n, path, "every: 6h", func(k, v *yaml.Node) error {
 			if k.Value != "every" {
-				return unknownKey(k, path+"."+k.Value, everyKeys)
+				return manifest.UnknownKey(k, path+"."+k.Value, everyKeys)
 			}
 			var err error
-			p.Every, err = scalar(v, path+".every")
+			p.Every, err = manifest.Scalar(v, path+".every")
 			return err
 		})
 		if err == nil && p.Every == "" {
-			err = nodeError(n, "%s: want once or {every: <duration>}", path)
+			err = manifest.NodeError(n, "%s: want once or {every: <duration>}", path)
 		}
 		return p, err
 	}
-	return Per{}, nodeError(n, "%s: want once or {every: <duration>}", path)
-}
-
-// scalar returns a scalar's text exactly as written.
-func scalar(n *yaml.Node, path string) (string, error) {
-	if n.Kind != yaml.ScalarNode {
-		return "", nodeError(n, "%s: want a single value, not a list or mapping", path)
-	}
-	if n.Tag == "!!null" {
-		return "", nil
-	}
-	return n.Value, nil
-}
-
-func boolean(n *yaml.Node, path string) (bool, error) {
-	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
-		return false, nodeError(n, "%s: want true or false", path)
-	}
-	var b bool
-	err := n.Decode(&b)
-	return b, err
-}
-
-func stringList(n *yaml.Node, path string) ([]string, error) {
-	if n.Kind != yaml.SequenceNode {
-		return nil, nodeError(n, "%s: want a list", path)
-	}
-	out := make([]string, 0, len(n.Content))
-	for i, c := range n.Content {
-		s, err := scalar(resolve(c), path+"["+strconv.Itoa(i)+"]")
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, nil
-}
-
-// nodeJSON converts an upstream passthrough value to JSON.
-func nodeJSON(n *yaml.Node, path string) (json.RawMessage, error) {
-	var v any
-	if err := n.Decode(&v); err != nil {
-		return nil, nodeError(n, "%s: %v", path, err)
-	}
-	b, err := json.Marshal(jsonable(v))
-	if err != nil {
-		return nil, nodeError(n, "%s: cannot be stored as JSON: %v", path, err)
-	}
-	return b, nil
-}
-
-// jsonable turns YAML's map[any]any (non-string keys) into JSON objects.
-func jsonable(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		for k, x := range t {
-			t[k] = jsonable(x)
-		}
-		return t
-	case map[any]any:
-		m := make(map[string]any, len(t))
-		for k, x := range t {
-			m[fmt.Sprint(k)] = jsonable(x)
-		}
-		return m
-	case []any:
-		for i, x := range t {
-			t[i] = jsonable(x)
-		}
-		return t
-	}
-	return v
-}
-
-func unknownKey(k *yaml.Node, path string, known []string) error {
-	last := path[strings.LastIndex(path, ".")+1:]
-	msg := "unknown key " + path
-	if s := closest(last, known); s != "" {
-		msg += fmt.Sprintf(" (did you mean %s?)", s)
-	}
-	return nodeError(k, "%s", msg)
-}
-
-// closest is the known key within edit distance 2 of s, if any.
-// Hand-rolled: a dozen lines do not justify a dependency.
-func closest(s string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if d := editDistance(s, k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return Per{}, manifest.NodeError(n, "%s: want once or {every: <duration>}", path)
 }

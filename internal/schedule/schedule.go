@@ -20,12 +20,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/manifest"
 )
 
 // Values of runs_on.
@@ -340,7 +340,7 @@ func (s Schedule) MarshalJSON() ([]byte, error) {
 	if p.RunsOn == "" {
 		p.RunsOn = RunsOnBackend
 	}
-	return marshalWithExtra(p, s.Extra)
+	return manifest.MarshalWithExtra(p, s.Extra)
 }
 
 // UnmarshalJSON reads tolerantly: unknown keys go to Extra; enabled
@@ -351,7 +351,7 @@ func (s *Schedule) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
-	extra, err := extraKeys(b, topKeys)
+	extra, err := manifest.ExtraKeys(b, topKeys)
 	if err != nil {
 		return err
 	}
@@ -373,7 +373,7 @@ func (s *Schedule) fillDefaults() {
 // MarshalJSON writes the known constraints and the kept upstream ones.
 func (c Constraints) MarshalJSON() ([]byte, error) {
 	type plain Constraints
-	return marshalWithExtra(plain(c), c.Extra)
+	return manifest.MarshalWithExtra(plain(c), c.Extra)
 }
 
 // UnmarshalJSON reads tolerantly: unknown keys go to Extra.
@@ -383,44 +383,13 @@ func (c *Constraints) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
-	extra, err := extraKeys(b, constraintKeys)
+	extra, err := manifest.ExtraKeys(b, constraintKeys)
 	if err != nil {
 		return err
 	}
 	p.Extra = extra
 	*c = Constraints(p)
 	return nil
-}
-
-func marshalWithExtra(v any, extra map[string]json.RawMessage) ([]byte, error) {
-	b, err := json.Marshal(v)
-	if err != nil || len(extra) == 0 {
-		return b, err
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	for k, raw := range extra {
-		if _, known := m[k]; !known {
-			m[k] = raw
-		}
-	}
-	return json.Marshal(m)
-}
-
-func extraKeys(b []byte, known []string) (map[string]json.RawMessage, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	for _, k := range known {
-		delete(m, k)
-	}
-	if len(m) == 0 {
-		return nil, nil
-	}
-	return maps.Clone(m), nil
 }
 
 // Decode reads a stored schedule (KV schedules) tolerantly. A `when` of a
