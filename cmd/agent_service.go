@@ -51,7 +51,7 @@ root-only) or the registry value HKLM\SOFTWARE\kanade\agent\NatsToken
 
 // NewAgentServiceCmd is one of `kanade agent install|uninstall|start|stop`.
 func NewAgentServiceCmd(f *cmdutil.Factory, action string, runF func(context.Context, *AgentServiceOptions) error) *cobra.Command {
-	opts := &AgentServiceOptions{IO: f.IO, Log: f.Log, Executable: agentExecutable, Action: action}
+	opts := &AgentServiceOptions{IO: f.IO, Log: f.Log, Executable: cmdutil.Executable, Action: action}
 	help := agentServiceHelp[action]
 	c := &cobra.Command{
 		Use:   action,
@@ -81,19 +81,6 @@ func NewAgentServiceCmd(f *cmdutil.Factory, action string, runF func(context.Con
 		c.Flags().StringVarP(&opts.ConfigPath, "config", "c", "", "agent config file the service passes to kanade agent --config")
 	}
 	return c
-}
-
-// agentExecutable is the running binary with symlinks resolved, so the
-// service keeps working when a package manager repoints a link.
-func agentExecutable() (string, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	if r, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = r
-	}
-	return filepath.Abs(exe)
 }
 
 func runAgentService(_ context.Context, opts *AgentServiceOptions) error {

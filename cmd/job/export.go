@@ -3,8 +3,6 @@ package job
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -103,30 +101,9 @@ func runExport(ctx context.Context, opts *ExportOptions) error {
 		fmt.Fprintln(opts.IO.ErrOut, "no jobs to export")
 		return nil
 	}
-	if opts.OutDir != "" {
-		if err := os.MkdirAll(opts.OutDir, 0o755); err != nil {
-			return fmt.Errorf("create %s: %w", opts.OutDir, err)
-		}
-	}
-	for i, j := range list {
+	return cmdutil.WriteExports(opts.IO, opts.OutDir, len(list), func(i int) (cmdutil.ExportDoc, error) {
+		j := list[i]
 		b, err := manifestYAML(ctx, js, j)
-		if err != nil {
-			return err
-		}
-		if opts.OutDir == "" {
-			if i > 0 {
-				fmt.Fprintln(opts.IO.Out, "---")
-			}
-			if _, err := opts.IO.Out.Write(b); err != nil {
-				return err
-			}
-			continue
-		}
-		p := filepath.Join(opts.OutDir, j.ID+".yaml")
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", p, err)
-		}
-		fmt.Fprintf(opts.IO.ErrOut, "wrote %s (%s %s)\n", p, j.ID, j.Version)
-	}
-	return nil
+		return cmdutil.ExportDoc{Name: j.ID, Label: j.ID + " " + j.Version, YAML: b}, err
+	})
 }

@@ -52,7 +52,7 @@ Windows use a creds or nkey file named in the config file.`,
 
 // NewServiceCmd is one of `kanade scheduler install|uninstall|start|stop`.
 func NewServiceCmd(f *cmdutil.Factory, action string, runF func(context.Context, *ServiceOptions) error) *cobra.Command {
-	opts := &ServiceOptions{IO: f.IO, Log: f.Log, Executable: executable, Do: doService, Action: action}
+	opts := &ServiceOptions{IO: f.IO, Log: f.Log, Executable: cmdutil.Executable, Do: doService, Action: action}
 	help := serviceHelp[action]
 	c := &cobra.Command{
 		Use:   action,
@@ -81,17 +81,6 @@ func NewServiceCmd(f *cmdutil.Factory, action string, runF func(context.Context,
 		c.Flags().StringVarP(&opts.ConfigPath, "config", "c", "", "kanade CLI config file the service passes to kanade scheduler --config")
 	}
 	return c
-}
-
-func executable() (string, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	if r, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = r
-	}
-	return filepath.Abs(exe)
 }
 
 func doService(action string, o service.InstallOptions) error {
