@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanadehq/kanade-go/internal/core"
+	"github.com/kanadehq/kanade-go/internal/fleet"
 )
 
 // ErrNotFound is returned when KV jobs has no job with the id asked for.
@@ -55,7 +56,7 @@ func List(ctx context.Context, js jetstream.JetStream, bad func(id string, err e
 		return nil, fmt.Errorf("open kv %q: %w", core.BucketJobs, err)
 	}
 	var out []*Stored
-	err = readAll(ctx, kv, func(e jetstream.KeyValueEntry) {
+	err = fleet.ReadAll(ctx, kv, func(e jetstream.KeyValueEntry) {
 		j, err := Decode(e.Value())
 		if err != nil {
 			if bad != nil {
@@ -81,7 +82,7 @@ func ReadWords(ctx context.Context, js jetstream.JetStream, bucket string) (map[
 	if err != nil {
 		return out, fmt.Errorf("open kv %q: %w", bucket, err)
 	}
-	err = readAll(ctx, kv, func(e jetstream.KeyValueEntry) {
+	err = fleet.ReadAll(ctx, kv, func(e jetstream.KeyValueEntry) {
 		out[e.Key()] = strings.TrimSpace(string(e.Value()))
 	})
 	return out, err
@@ -104,31 +105,6 @@ func Word(ctx context.Context, js jetstream.JetStream, bucket, key string) (stri
 		return "", fmt.Errorf("read %s/%s: %w", bucket, key, err)
 	}
 	return strings.TrimSpace(string(e.Value())), nil
-}
-
-// readAll calls fn with the latest value of every key, deletes skipped.
-func readAll(ctx context.Context, kv jetstream.KeyValue, fn func(jetstream.KeyValueEntry)) error {
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("watch kv %q: %w", kv.Bucket(), err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("read kv %q: %w", kv.Bucket(), ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("read kv %q: the watch ended early", kv.Bucket())
-			}
-			if e == nil {
-				return nil
-			}
-			if e.Operation() == jetstream.KeyValuePut {
-				fn(e)
-			}
-		}
-	}
 }
 
 // ScriptDigest is the script_object_sha256 of key in object store scripts,
