@@ -161,17 +161,24 @@ func PCFromHeartbeatSubject(subject string) (string, bool) {
 // SubjectPing is the request/reply liveness probe of pc.
 func SubjectPing(pc string) string { return subjectAgents + pc + ".ping" }
 
+// subjectJSEventPrefix starts every JetStream event and advisory subject.
+const subjectJSEventPrefix = "$JS.EVENT."
+
+// IsJSEvent reports whether subject is a JetStream event or advisory (a
+// stream created or deleted), not a message of a followed key.
+func IsJSEvent(subject string) bool { return strings.HasPrefix(subject, subjectJSEventPrefix) }
+
 // SubjectStreamDeletedAdvisory is the JetStream advisory the broker
 // publishes when stream is deleted (nats-server's
 // JSAdvisoryStreamDeletedPre); a KV bucket's stream is "KV_<bucket>".
 func SubjectStreamDeletedAdvisory(stream string) string {
-	return "$JS.EVENT.ADVISORY.STREAM.DELETED." + stream
+	return subjectJSEventPrefix + "ADVISORY.STREAM.DELETED." + stream
 }
 
 // SubjectStreamCreatedAdvisory is the JetStream advisory the broker
 // publishes when stream is created (JSAdvisoryStreamCreatedPre).
 func SubjectStreamCreatedAdvisory(stream string) string {
-	return "$JS.EVENT.ADVISORY.STREAM.CREATED." + stream
+	return subjectJSEventPrefix + "ADVISORY.STREAM.CREATED." + stream
 }
 
 // KVStream is the stream behind KV bucket.

@@ -231,7 +231,7 @@ func (f kvFollow) run(ctx context.Context, load func(context.Context) error, app
 			alsoCh = also()
 			needLoad = true
 		case m := <-changes:
-			if strings.HasPrefix(m.Subject, "$JS.EVENT.") {
+			if core.IsJSEvent(m.Subject) {
 				f.log.Info("bucket created or deleted, re-reading it", "bucket", f.bucket)
 				needLoad = true
 				continue

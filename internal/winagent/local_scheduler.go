@@ -410,7 +410,7 @@ func (s *localScheduler) random() float64 {
 // applyChange applies one change seen on a subscription; it reports
 // whether a full re-read is needed instead.
 func (s *localScheduler) applyChange(ctx context.Context, m *nats.Msg, changes chan *nats.Msg) (reload bool) {
-	if strings.HasPrefix(m.Subject, "$JS.EVENT.") {
+	if core.IsJSEvent(m.Subject) {
 		s.log.Info("a bucket was created or deleted; re-reading", "subject", m.Subject)
 		return true
 	}
